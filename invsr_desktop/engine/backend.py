@@ -1,0 +1,132 @@
+"""What a backend is: its description (readable without building anything) and the runner it builds.
+
+A plugin returns :class:`BackendSpec` objects from the ``invsr_backends`` hook. The GUI builds its parameter widgets
+from ``BackendSpec.params`` and the CLI its ``--param`` help, so a new backend needs no GUI or CLI code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+Kind = Literal["interpolation", "inn", "gan", "diffusion"]
+KINDS: tuple[str, ...] = ("interpolation", "inn", "gan", "diffusion")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One user-tunable parameter of a backend (e.g. steps, seed, temperature).
+
+    ``type`` is one of ``int``, ``float``, ``bool``, ``str``; ``choices`` makes a ``str`` parameter a pick-list.
+    """
+
+    name: str
+    type: type
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    label: str = ""
+    help: str = ""
+
+    def coerce(self, value: Any) -> Any:
+        """Convert ``value`` (e.g. a CLI string) to this parameter's type and check its range.
+
+        Raises ValueError with a message that names the parameter, so a CLI or GUI can show it as is.
+        """
+        try:
+            if self.type is bool and isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+                    raise ValueError(value)
+                converted: Any = lowered in {"1", "true", "yes", "on"}
+            else:
+                converted = self.type(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"parameter {self.name!r} expects {self.type.__name__}, got {value!r}") from None
+        if self.choices and converted not in self.choices:
+            raise ValueError(f"parameter {self.name!r} must be one of {', '.join(self.choices)}; got {converted!r}")
+        if self.minimum is not None and converted < self.minimum:
+            raise ValueError(f"parameter {self.name!r} must be >= {self.minimum}; got {converted!r}")
+        if self.maximum is not None and converted > self.maximum:
+            raise ValueError(f"parameter {self.name!r} must be <= {self.maximum}; got {converted!r}")
+        return converted
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """Upscales float32 RGB tiles in [0, 1], shaped (H, W, 3), to (scale*H, scale*W, 3).
+
+    A runner owns its ONNX Runtime session(s) and any loop around them (a sampler, latent sampling). Tiling, alpha,
+    bit depth, colour and files are the engine's job. ``multiple`` is the size a tile's sides must be a multiple of
+    (the engine pads by reflection); ``scale`` may be a non-integer only for backends with ``any_scale``.
+    """
+
+    scale: float
+    multiple: int
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything a backend needs to build its runner.
+
+    ``sessions`` is the engine's :class:`~invsr_desktop.engine.sessions.SessionPool`: runners get their ONNX Runtime
+    sessions from it so that sessions are cached per model file and the provider choice is the user's.
+    """
+
+    scale: float
+    params: dict[str, Any]
+    sessions: Any
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """The description of one backend.
+
+    ``scales`` are the native scales; ``any_scale`` says the runner can be built at any scale >= 1 (bicubic).
+    For other scales the engine runs the nearest native scale and resamples. ``bytes_per_pixel`` estimates the
+    memory one input pixel costs during a run; the engine sizes tiles from it and the memory budget.
+    """
+
+    id: str
+    name: str
+    kind: Kind
+    scales: tuple[int, ...]
+    build: Callable[[BuildRequest], Runner]
+    params: tuple[Param, ...] = ()
+    any_scale: bool = False
+    description: str = ""
+    bytes_per_pixel: int = 4096
+    info: dict[str, str] = field(default_factory=dict)
+
+    def defaults(self) -> dict[str, Any]:
+        """The parameters' default values, keyed by name."""
+        return {p.name: p.default for p in self.params}
+
+    def resolve_params(self, given: dict[str, Any] | None) -> dict[str, Any]:
+        """Defaults overlaid with ``given`` (coerced and range-checked); an unknown name is a ValueError."""
+        by_name = {p.name: p for p in self.params}
+        resolved = self.defaults()
+        for name, value in (given or {}).items():
+            if name not in by_name:
+                known = ", ".join(by_name) or "none"
+                raise ValueError(f"backend {self.id!r} has no parameter {name!r} (known: {known})")
+            resolved[name] = by_name[name].coerce(value)
+        return resolved
+
+    def native_scale_for(self, scale: float) -> float:
+        """The scale the runner is built at for a requested output ``scale``.
+
+        An ``any_scale`` backend runs the requested scale itself; otherwise the smallest native scale that reaches
+        it (or the largest native one), and the engine resamples the rest.
+        """
+        if scale < 1:
+            raise ValueError(f"scale must be >= 1, got {scale}")
+        if self.any_scale:
+            return float(scale)
+        reaching = [s for s in sorted(self.scales) if s >= scale - 1e-9]
+        return float(reaching[0] if reaching else max(self.scales))
