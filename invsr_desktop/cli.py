@@ -1,0 +1,232 @@
+"""``invsr-upscale``: the engine from the command line (batch files and folders, progress bar, clean Ctrl-C).
+
+Exit codes say what happened: 0 all written, 1 some images failed, 2 bad usage, 3 no images found, 4 the backend
+could not start, 5 ONNX Runtime missing, 130 cancelled by Ctrl-C (nothing partial left behind).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from tqdm import tqdm
+
+from invsr_desktop import __version__
+from invsr_desktop.engine.errors import CancelledError, InvsrError
+from invsr_desktop.engine.output import output_path
+from invsr_desktop.engine.registry import BackendBuildError, Registry, default_registry, describe_backends
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_BACKEND, EXIT_NO_ORT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "tif": ".tif"}
+
+
+@dataclass(frozen=True)
+class Task:
+    """One input file and the folder its result goes to."""
+
+    source: Path
+    out_dir: Path
+
+
+@dataclass
+class Summary:
+    written: list[tuple[Path, Path]] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="invsr-upscale",
+        description="Upscale photos with InvSR Desktop's backends. Results are written next to the originals "
+        "(or under --output), never over an existing file.",
+    )
+    p.add_argument("inputs", nargs="*", type=Path, help="image files and/or folders")
+    p.add_argument("-o", "--output", type=Path, help="output folder (default: next to each original)")
+    p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders, mirroring the tree")
+    p.add_argument("-b", "--backend", default="bicubic", help="backend id (see --list-backends)")
+    p.add_argument("-s", "--scale", type=float, default=4.0, help="output scale, any number >= 1 (default 4)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="backend parameter")
+    p.add_argument("-f", "--format", default="png", choices=sorted(FORMATS), help="output format (default png)")
+    p.add_argument("-q", "--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default 95)")
+    p.add_argument("--lossless", action="store_true", help="lossless WebP")
+    p.add_argument("--tile", type=int, default=None, help="tile size in input pixels (default: from --memory-mb)")
+    p.add_argument("--overlap", type=int, default=None, help="tile overlap in input pixels (default 16)")
+    p.add_argument("--memory-mb", type=int, default=1024, help="memory budget that sizes tiles (default 1024)")
+    p.add_argument("--provider", default="auto", help="auto, cpu, cuda or tensorrt (default auto)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--alpha", choices=("bicubic", "backend"), default="bicubic", help="how alpha is upscaled")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse inputs larger than this many pixels")
+    p.add_argument("--suffix", default=None, help="output name suffix (default _x<scale>_<backend>)")
+    p.add_argument("--list-backends", action="store_true", help="list backends and broken plugins, then exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return p.parse_args(argv)
+
+
+def find_tasks(inputs: Iterable[Path], output: Path | None, recursive: bool) -> tuple[list[Task], list[str]]:
+    """Expand files and folders into tasks; returns (tasks, problems such as missing paths)."""
+    tasks: list[Task] = []
+    problems: list[str] = []
+    for item in inputs:
+        if item.is_dir():
+            pattern = "**/*" if recursive else "*"
+            for path in sorted(item.glob(pattern)):
+                if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+                    relative_dir = path.parent.relative_to(item)
+                    tasks.append(Task(path, (output / relative_dir) if output else path.parent))
+        elif item.is_file():
+            tasks.append(Task(item, output or item.parent))
+        else:
+            problems.append(f"{item}: no such file or folder")
+    return tasks, problems
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--param expects NAME=VALUE, got {pair!r}")
+        params[name.strip()] = value.strip()
+    return params
+
+
+def scale_label(scale: float) -> str:
+    return f"{scale:g}"
+
+
+class CancelOnSigint:
+    """First Ctrl-C asks the engine to stop after the current tile; a second one aborts at once."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self._previous = None
+
+    def __enter__(self) -> CancelOnSigint:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.event.is_set():
+            raise KeyboardInterrupt
+        self.event.set()
+        print("\nCancelling after the current tile (Ctrl-C again to abort)...", file=sys.stderr)
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        from invsr_desktop.engine.sessions import import_onnxruntime
+
+        import_onnxruntime()
+    except ImportError as exc:
+        print(f"invsr-upscale: {exc}", file=sys.stderr)
+        return EXIT_NO_ORT
+    registry = default_registry()
+    if args.list_backends:
+        for line in describe_backends(registry):
+            print(line)
+        return EXIT_OK
+    return run(args, registry)
+
+
+def run(args: argparse.Namespace, registry: Registry) -> int:
+    from invsr_desktop.engine.pipeline import Engine, EngineOptions
+
+    try:
+        spec = registry.get(args.backend)
+        params = spec.resolve_params(parse_params(args.param))
+        if args.scale < 1:
+            raise ValueError(f"--scale must be >= 1, got {args.scale:g}")
+    except (KeyError, ValueError) as exc:
+        print(f"invsr-upscale: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not args.inputs:
+        print("invsr-upscale: give at least one image file or folder (or --list-backends)", file=sys.stderr)
+        return EXIT_USAGE
+    tasks, problems = find_tasks(args.inputs, args.output, args.recursive)
+    for problem in problems:
+        print(f"invsr-upscale: {problem}", file=sys.stderr)
+    if not tasks:
+        print("invsr-upscale: no images found", file=sys.stderr)
+        return EXIT_NO_INPUT
+
+    options = EngineOptions(args.provider, args.threads, args.tile, args.overlap, args.memory_mb, args.alpha)
+    messages: list[str] = []
+    engine = Engine(registry, options, on_message=lambda m: (messages.append(m), tqdm.write(f"note: {m}")))
+    suffix = args.suffix if args.suffix is not None else f"_x{scale_label(args.scale)}_{spec.id}"
+    ext = FORMATS[args.format]
+    summary = Summary()
+    with CancelOnSigint() as cancel, tqdm(
+        total=len(tasks), unit="img", disable=args.quiet, dynamic_ncols=True, bar_format=BAR
+    ) as bar:
+        for index, task in enumerate(tasks):
+            bar.set_postfix_str(task.source.name, refresh=False)
+            progress = _bar_progress(bar, index)
+            try:
+                task.out_dir.mkdir(parents=True, exist_ok=True)
+                destination = output_path(task.source, task.out_dir, suffix, ext)
+                written = engine.upscale_file(
+                    task.source, destination, spec.id, args.scale, params,
+                    quality=args.quality, lossless=args.lossless, max_pixels=args.max_pixels,
+                    progress=progress, cancel=cancel,
+                )  # fmt: skip
+                summary.written.append((task.source, written))
+            except CancelledError:
+                break
+            except BackendBuildError as exc:
+                print(f"\ninvsr-upscale: {exc}", file=sys.stderr)
+                return EXIT_BACKEND
+            except (InvsrError, OSError, ValueError) as exc:
+                summary.failed.append((task.source, str(exc)))
+                tqdm.write(f"failed: {task.source}: {exc}")
+            progress(1.0)
+    return report(summary, tasks, cancelled=cancel(), engine=engine)
+
+
+BAR = "{l_bar}{bar}| {n:.2f}/{total} img [{elapsed}<{remaining}{postfix}]"
+
+
+def _bar_progress(bar: tqdm, index: int):
+    """Per-image progress drawn into the batch bar, so the ETA moves within a long image too."""
+
+    def update(fraction: float) -> None:
+        bar.n = index + min(1.0, max(0.0, fraction))
+        bar.refresh()
+
+    return update
+
+
+def report(summary: Summary, tasks: list[Task], cancelled: bool, engine: object) -> int:
+    """Print what was written and what failed; return the exit code."""
+    for source, written in summary.written:
+        print(f"wrote {written}  (from {source})")
+    for source, reason in summary.failed:
+        print(f"FAILED {source}: {reason}", file=sys.stderr)
+    providers = ", ".join(engine.sessions.providers_in_use()) or "none"  # type: ignore[attr-defined]
+    done = len(summary.written) + len(summary.failed)
+    print(
+        f"{len(summary.written)} written, {len(summary.failed)} failed, {len(tasks) - done} not started "
+        f"(provider: {providers})",
+        file=sys.stderr,
+    )
+    if cancelled:
+        print("cancelled: no partial file was left behind", file=sys.stderr)
+        return EXIT_CANCELLED
+    return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

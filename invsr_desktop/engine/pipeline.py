@@ -1,0 +1,186 @@
+"""The one upscale pipeline: load -> alpha split -> tiles -> backend -> blend -> alpha merge -> resample -> save.
+
+The GUI, the CLI, ``invsr-eval`` and the benchmarks all call :class:`Engine`; there is no second copy of this
+anywhere. Nothing here knows about Qt or torch.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import cv2
+import numpy as np
+
+from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Runner
+from invsr_desktop.engine.errors import CancelledError
+from invsr_desktop.engine.imageio import Image, load_image, save_image
+from invsr_desktop.engine.registry import Registry, default_registry
+from invsr_desktop.engine.sessions import SessionPool
+from invsr_desktop.engine.tiling import Cancel, Progress, upscale_tiled
+
+AlphaMode = Literal["bicubic", "backend"]
+# BT.601 luma weights (what Pillow's convert("L") uses): a grey image's result is brought back to one channel.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass
+class EngineOptions:
+    """User settings that shape how (not what) the engine computes; persisted by the GUI."""
+
+    provider: str = "auto"
+    threads: int = 0
+    tile: int | None = None
+    overlap: int | None = None
+    memory_budget_mb: int = 1024
+    alpha: AlphaMode = "bicubic"
+
+
+@dataclass
+class Engine:
+    """Upscales arrays, images and files with any registered backend.
+
+    Runners are cached per (backend, native scale, parameters), sessions per model file, so a batch builds each
+    model once. Methods are safe to call from one worker thread while another thread reads ``sessions``.
+    """
+
+    registry: Registry = field(default_factory=default_registry)
+    options: EngineOptions = field(default_factory=EngineOptions)
+    on_message: Callable[[str], None] | None = None
+    sessions: SessionPool = field(init=False)
+    _runners: dict[tuple, Runner] = field(default_factory=dict, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.sessions = SessionPool(self.options.provider, self.options.threads, on_message=self.on_message)
+
+    def configure(self, options: EngineOptions) -> None:
+        """Apply new settings; sessions and runners are rebuilt lazily when the provider or threads change."""
+        if (options.provider, options.threads) != (self.options.provider, self.options.threads):
+            self.sessions = SessionPool(options.provider, options.threads, on_message=self.on_message)
+            self._runners.clear()
+        self.options = options
+
+    def runner(self, backend_id: str, scale: float, params: dict[str, Any] | None = None) -> tuple[BackendSpec, Runner]:
+        """The backend's spec and a (cached) runner built at the native scale that serves ``scale``."""
+        spec = self.registry.get(backend_id)
+        resolved = spec.resolve_params(params)
+        native = spec.native_scale_for(scale)
+        key = (backend_id, native, tuple(sorted(resolved.items())))
+        with self._lock:
+            if key not in self._runners:
+                request = BuildRequest(scale=native, params=resolved, sessions=self.sessions)
+                self._runners[key] = self.registry.build(backend_id, request)
+            return spec, self._runners[key]
+
+    # -- arrays ------------------------------------------------------------------------------------------------
+    def upscale_array(
+        self,
+        pixels: np.ndarray,
+        backend_id: str,
+        scale: float,
+        params: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> np.ndarray:
+        """Upscale float32 (H, W, C) pixels in [0, 1], C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA).
+
+        Returns float32 (round(sH), round(sW), C) in [0, 1]. Grey is run as RGB and brought back to one channel;
+        alpha is upscaled separately (bicubic pass or the backend, ``options.alpha``) and merged back.
+        """
+        if pixels.ndim == 2:
+            pixels = pixels[..., None]
+        channels = pixels.shape[2]
+        if channels not in (1, 2, 3, 4):
+            raise ValueError(f"expected 1 to 4 channels, got {channels}")
+        spec, runner = self.runner(backend_id, scale, params)
+        colour_channels = 1 if channels in (1, 2) else 3
+        colour = pixels[..., :colour_channels].astype(np.float32, copy=False)
+        alpha = pixels[..., colour_channels:] if channels in (2, 4) else None
+        target = (int(round(pixels.shape[0] * scale)), int(round(pixels.shape[1] * scale)))
+        alpha_by_backend = alpha is not None and self.options.alpha == "backend"
+        share = 0.5 if alpha_by_backend else 1.0
+
+        rgb = np.repeat(colour, 3, axis=2) if colour_channels == 1 else colour
+        out = self._run(rgb, spec, runner, target, _scaled(progress, 0.0, share), cancel)
+        if colour_channels == 1:
+            out = (out @ LUMA)[..., None]
+        if alpha is not None:
+            if alpha_by_backend:
+                a = self._run(np.repeat(alpha, 3, axis=2), spec, runner, target, _scaled(progress, share, share), cancel)
+                a = a.mean(axis=2, keepdims=True)
+            else:
+                a = cv2.resize(alpha[..., 0], (target[1], target[0]), interpolation=cv2.INTER_CUBIC)[..., None]
+            out = np.concatenate([out, a], axis=2)
+        if progress:
+            progress(1.0)
+        return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+
+    def _run(
+        self,
+        rgb: np.ndarray,
+        spec: BackendSpec,
+        runner: Runner,
+        target: tuple[int, int],
+        progress: Progress | None,
+        cancel: Cancel | None,
+    ) -> np.ndarray:
+        """Tiles -> backend -> blend, then resample from the native scale to the target size if they differ."""
+        out = upscale_tiled(
+            rgb,
+            runner,
+            tile=self.options.tile,
+            overlap=self.options.overlap,
+            budget_bytes=self.options.memory_budget_mb << 20,
+            bytes_per_pixel=spec.bytes_per_pixel,
+            progress=progress,
+            cancel=cancel,
+        )
+        if out.shape[:2] != target:
+            shrinking = out.shape[0] > target[0]
+            interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+            out = cv2.resize(out, (target[1], target[0]), interpolation=interpolation)
+        return out
+
+    # -- images and files --------------------------------------------------------------------------------------
+    def upscale_image(
+        self,
+        image: Image,
+        backend_id: str,
+        scale: float,
+        params: dict[str, Any] | None = None,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> Image:
+        """Upscale a loaded image; metadata (EXIF, ICC, bit depth) travels with it to the result."""
+        pixels = self.upscale_array(image.pixels, backend_id, scale, params, progress, cancel)
+        return image.with_pixels(pixels)
+
+    def upscale_file(
+        self,
+        source: str | Path,
+        destination: str | Path,
+        backend_id: str,
+        scale: float,
+        params: dict[str, Any] | None = None,
+        quality: int = 95,
+        lossless: bool = False,
+        max_pixels: int | None = None,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> Path:
+        """Load ``source``, upscale it and write ``destination`` atomically (never over an existing file)."""
+        image = load_image(source, max_pixels=max_pixels)
+        result = self.upscale_image(image, backend_id, scale, params, progress, cancel)
+        if cancel and cancel():
+            raise CancelledError("cancelled")
+        return save_image(result, destination, quality=quality, lossless=lossless)
+
+
+def _scaled(progress: Progress | None, start: float, share: float) -> Progress | None:
+    """Map a pass's own 0..1 progress into its share of the whole job."""
+    if progress is None:
+        return None
+    return lambda fraction: progress(start + share * fraction)

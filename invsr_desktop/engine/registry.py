@@ -1,0 +1,190 @@
+"""The backend registry: pluggy, entry points, and per-plugin isolation.
+
+Plain pluggy stops at the first plugin that raises, taking every other plugin down with it. As napari-plugin-engine
+does, each plugin is loaded and called on its own here: a plugin that fails to import, to describe itself or to
+build a runner is recorded as a :class:`PluginFailure` (shown by the GUI and ``invsr-upscale --list-backends``) and
+skipped. Built-in backends come through the same entry-point group as third-party ones.
+
+``INVSR_DISABLE_PLUGIN_AUTOLOAD=1`` restricts loading to the built-in plugins (like pytest's
+``PYTEST_DISABLE_PLUGIN_AUTOLOAD``); ``INVSR_PLUGINS=a,b`` restricts it to the named entry points.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Iterable
+
+import pluggy
+
+from invsr_desktop.engine import hookspecs
+from invsr_desktop.engine.backend import KINDS, BackendSpec, BuildRequest, Runner
+
+BUILTIN_MODULE_PREFIX = "plugins."
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that could not be used, and why, in words a user can act on."""
+
+    plugin: str
+    stage: str  # "import", "describe" or "build"
+    message: str
+    details: str = ""
+
+    def __str__(self) -> str:
+        return f'Error {self.stage_verb} plugin "{self.plugin}": {self.message}'
+
+    @property
+    def stage_verb(self) -> str:
+        return {"import": "importing", "describe": "describing backends of", "build": "building"}.get(
+            self.stage, self.stage
+        )
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".strip()
+
+
+def _is_builtin(ep: EntryPoint) -> bool:
+    return ep.value.startswith(BUILTIN_MODULE_PREFIX)
+
+
+class Registry:
+    """Backends by id, the plugins that provide them, and the plugins that failed."""
+
+    def __init__(self) -> None:
+        self.manager = pluggy.PluginManager(hookspecs.PROJECT)
+        self.manager.add_hookspecs(hookspecs)
+        self._backends: dict[str, BackendSpec] = {}
+        self._owner: dict[str, str] = {}
+        self.failures: list[PluginFailure] = []
+
+    # -- loading -------------------------------------------------------------------------------------------------
+    def load_entry_points(self, group: str = hookspecs.ENTRY_POINT_GROUP) -> None:
+        """Import and register every plugin of the entry-point group, honouring the environment switches."""
+        only = {name.strip() for name in os.environ.get("INVSR_PLUGINS", "").split(",") if name.strip()}
+        builtin_only = os.environ.get("INVSR_DISABLE_PLUGIN_AUTOLOAD", "") not in ("", "0")
+        seen: set[str] = set()
+        for ep in entry_points(group=group):
+            if ep.name in seen:  # the same distribution visible twice (e.g. editable + build dir)
+                continue
+            seen.add(ep.name)
+            if only and ep.name not in only:
+                continue
+            if builtin_only and not _is_builtin(ep):
+                continue
+            try:
+                plugin = ep.load()
+            except BaseException as exc:  # noqa: BLE001 - a plugin must never take the app down
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                self._fail(ep.name, "import", exc)
+                continue
+            self.register(plugin, ep.name)
+
+    def register(self, plugin: Any, name: str) -> None:
+        """Register one plugin object (module or instance) and collect its backends, isolated from the others."""
+        try:
+            self.manager.register(plugin, name=name)
+        except Exception as exc:  # noqa: BLE001 - e.g. a hookimpl with an unknown name
+            self._fail(name, "import", exc)
+            return
+        for impl in self.manager.hook.invsr_backends.get_hookimpls():
+            if impl.plugin_name == name:
+                self._describe(name, impl.function)
+
+    def _describe(self, name: str, describe: Any) -> None:
+        try:
+            specs = list(describe() or [])
+            for spec in specs:
+                _check_spec(spec)
+        except Exception as exc:  # noqa: BLE001
+            self._fail(name, "describe", exc)
+            return
+        for spec in specs:
+            if spec.id in self._backends:
+                other = self._owner[spec.id]
+                self.failures.append(
+                    PluginFailure(name, "describe", f"backend id {spec.id!r} is already provided by plugin {other!r}")
+                )
+                continue
+            self._backends[spec.id] = spec
+            self._owner[spec.id] = name
+
+    def _fail(self, plugin: str, stage: str, exc: BaseException) -> None:
+        details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        self.failures.append(PluginFailure(plugin, stage, _one_line(exc), details))
+
+    # -- queries ---------------------------------------------------------------------------------------------------
+    def backends(self) -> list[BackendSpec]:
+        """All usable backends, in a stable order (interpolation first, then by kind and name)."""
+        return sorted(self._backends.values(), key=lambda s: (KINDS.index(s.kind), s.name.lower()))
+
+    def get(self, backend_id: str) -> BackendSpec:
+        try:
+            return self._backends[backend_id]
+        except KeyError:
+            known = ", ".join(sorted(self._backends)) or "none"
+            raise KeyError(f"unknown backend {backend_id!r} (available: {known})") from None
+
+    def owner(self, backend_id: str) -> str:
+        return self._owner[backend_id]
+
+    def build(self, backend_id: str, request: BuildRequest) -> Runner:
+        """Build a runner; a plugin's exception becomes a :class:`BackendBuildError` naming the plugin."""
+        spec = self.get(backend_id)
+        try:
+            runner = spec.build(request)
+        except Exception as exc:  # noqa: BLE001
+            raise BackendBuildError(self._owner[backend_id], backend_id, exc) from exc
+        return runner
+
+
+class BackendBuildError(RuntimeError):
+    """A backend could not build its runner (missing or corrupt model file, bad parameter, plugin bug)."""
+
+    def __init__(self, plugin: str, backend_id: str, cause: BaseException) -> None:
+        super().__init__(f'Backend "{backend_id}" (plugin "{plugin}") could not start: {_one_line(cause)}')
+        self.plugin = plugin
+        self.backend_id = backend_id
+
+
+def _check_spec(spec: Any) -> None:
+    """Reject a malformed description at load time, so it fails as "describe", not later in a job."""
+    if not isinstance(spec, BackendSpec):
+        raise TypeError(f"invsr_backends must return BackendSpec objects, got {type(spec).__name__}")
+    if spec.kind not in KINDS:
+        raise ValueError(f"backend {spec.id!r}: kind {spec.kind!r} is not one of {', '.join(KINDS)}")
+    if not spec.scales and not spec.any_scale:
+        raise ValueError(f"backend {spec.id!r} declares no scale")
+    if not callable(spec.build):
+        raise TypeError(f"backend {spec.id!r}: build is not callable")
+
+
+_default: Registry | None = None
+
+
+def default_registry(reload: bool = False) -> Registry:
+    """The process-wide registry loaded from entry points (loaded once, on first use)."""
+    global _default
+    if _default is None or reload:
+        registry = Registry()
+        registry.load_entry_points()
+        _default = registry
+    return _default
+
+
+def describe_backends(registry: Registry) -> Iterable[str]:
+    """Human-readable lines for ``--list-backends``: each backend, then each broken plugin with its error."""
+    for spec in registry.backends():
+        scales = "any" if spec.any_scale else ", ".join(f"x{s}" for s in spec.scales)
+        yield f"{spec.id:<20} {spec.name} [{spec.kind}] scales: {scales}"
+        for p in spec.params:
+            extra = f" choices: {', '.join(p.choices)}" if p.choices else ""
+            rng = f" range: {p.minimum}..{p.maximum}" if p.minimum is not None or p.maximum is not None else ""
+            yield f"{'':<22}--param {p.name}={p.default!r} ({p.type.__name__}{rng}{extra}) {p.help}"
+    for failure in registry.failures:
+        yield f"BROKEN  {failure}"

@@ -1,0 +1,174 @@
+"""Run a runner over an image in overlapping tiles and blend them back without seams.
+
+The ideas are chaiNNer's upscale engine's: a starting tile size from a memory budget; on an out-of-memory error the
+tile size halves and the work resumes at the current row (rows already finished are kept); reflection padding to
+the multiple a model needs; a half-sine (sin^2) ramp across each overlap, so two neighbouring weights sum to one.
+Accumulating weighted sums and dividing by the summed weights keeps this correct for any overlap the grid ends with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable
+
+import numpy as np
+
+from invsr_desktop.engine.backend import Runner
+from invsr_desktop.engine.errors import BackendError, CancelledError
+from invsr_desktop.engine.sessions import is_out_of_memory
+
+Progress = Callable[[float], None]
+Cancel = Callable[[], bool]
+
+DEFAULT_OVERLAP = 16
+MIN_TILE = 32
+MAX_TILE = 2048
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Geometry shared by every tile of one run: the scale as a fraction and the alignment it imposes."""
+
+    scale: Fraction
+    align: int
+
+    @classmethod
+    def for_runner(cls, runner: Runner) -> Grid:
+        scale = Fraction(float(runner.scale)).limit_denominator(64)
+        multiple = max(1, int(getattr(runner, "multiple", 1)))
+        # Tile origins must land on whole output pixels: with scale p/q they must be multiples of q.
+        return cls(scale, math.lcm(multiple, scale.denominator))
+
+    def up(self, n: int) -> int:
+        """Output length of ``n`` input pixels (exact: ``n`` is a multiple of the scale's denominator)."""
+        return int(n * self.scale)
+
+    def round_up(self, n: int) -> int:
+        return -(-n // self.align) * self.align
+
+    def round_down(self, n: int) -> int:
+        return max(self.align, n // self.align * self.align)
+
+
+def auto_tile_size(bytes_per_pixel: int, budget_bytes: int) -> int:
+    """Largest square tile whose estimated working memory fits the budget."""
+    side = int(math.sqrt(max(1, budget_bytes) / max(1, bytes_per_pixel)))
+    return int(min(MAX_TILE, max(MIN_TILE, side)))
+
+
+def reflect_pad(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pad bottom/right to (height, width) by reflection (symmetric when the image is too small to reflect)."""
+    pad_h, pad_w = height - pixels.shape[0], width - pixels.shape[1]
+    if pad_h == 0 and pad_w == 0:
+        return pixels
+    mode = "reflect" if min(pixels.shape[:2]) > 1 else "symmetric"
+    return np.pad(pixels, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+
+
+def _starts(length: int, tile: int, overlap: int, align: int) -> list[int]:
+    """Tile origins along one axis: every tile full size, the last one flush with the end."""
+    if length <= tile:
+        return [0]
+    step = max(align, (tile - overlap) // align * align)
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def _ramp(length: int, ramp: int, left: bool, right: bool) -> np.ndarray:
+    """1-D weights: sin^2 rising over ``ramp`` pixels at an interior edge, 1 elsewhere (never exactly 0)."""
+    w = np.ones(length, dtype=np.float32)
+    ramp = min(ramp, length // 2)
+    if ramp > 0:
+        rise = np.sin(0.5 * np.pi * (np.arange(ramp, dtype=np.float32) + 0.5) / ramp) ** 2
+        if left:
+            w[:ramp] = rise
+        if right:
+            w[-ramp:] = rise[::-1]
+    return w
+
+
+def _run_tile(runner: Runner, tile: np.ndarray, grid: Grid) -> np.ndarray:
+    out = runner(np.ascontiguousarray(tile, dtype=np.float32))
+    expected = (grid.up(tile.shape[0]), grid.up(tile.shape[1]), 3)
+    if not isinstance(out, np.ndarray) or out.shape != expected:
+        got = getattr(out, "shape", type(out).__name__)
+        raise BackendError(f"the backend returned a tile of shape {got}; expected {expected}")
+    return out.astype(np.float32, copy=False)
+
+
+def upscale_tiled(
+    pixels: np.ndarray,
+    runner: Runner,
+    tile: int | None = None,
+    overlap: int | None = None,
+    budget_bytes: int = 1 << 30,
+    bytes_per_pixel: int = 4096,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> np.ndarray:
+    """Upscale float32 RGB ``pixels`` (H, W, 3) with ``runner``, tile by tile; returns (round(sH), round(sW), 3).
+
+    ``tile`` is the tile side in input pixels (None = from ``budget_bytes`` / ``bytes_per_pixel``). Raises
+    :class:`CancelledError` as soon as ``cancel()`` is true between tiles.
+    """
+    grid = Grid.for_runner(runner)
+    height, width = pixels.shape[:2]
+    padded = reflect_pad(pixels, grid.round_up(height), grid.round_up(width))
+    ph, pw = padded.shape[:2]
+    size = grid.round_down(tile or auto_tile_size(bytes_per_pixel, budget_bytes))
+    overlap = grid.round_up(DEFAULT_OVERLAP if overlap is None else overlap)
+
+    out = np.zeros((grid.up(ph), grid.up(pw), 3), dtype=np.float32)
+    weight = np.zeros((grid.up(ph), grid.up(pw), 1), dtype=np.float32)
+    y = 0
+    while True:
+        row_h = min(size, ph)
+        y = min(y, ph - row_h)
+        try:
+            _blend_row(padded, runner, grid, y, row_h, min(size, pw), overlap, out, weight, cancel)
+        except Exception as exc:
+            if not is_out_of_memory(exc) or size // 2 < max(MIN_TILE // 2, grid.align):
+                raise
+            size = grid.round_down(size // 2)  # resume this row with smaller tiles; finished rows stay
+            continue
+        if progress:
+            progress(min(1.0, (y + row_h) / ph))
+        if y + row_h >= ph:
+            break
+        y += max(grid.align, (row_h - overlap) // grid.align * grid.align)
+    result = out / np.maximum(weight, 1e-12)
+    return result[: int(round(height * grid.scale)), : int(round(width * grid.scale))]
+
+
+def _blend_row(
+    padded: np.ndarray,
+    runner: Runner,
+    grid: Grid,
+    y: int,
+    row_h: int,
+    tile_w: int,
+    overlap: int,
+    out: np.ndarray,
+    weight: np.ndarray,
+    cancel: Cancel | None,
+) -> None:
+    """Run one row of tiles into a row buffer, then add it to ``out``/``weight`` (all or nothing, for OOM)."""
+    ph, pw = padded.shape[:2]
+    row_out = np.zeros((grid.up(row_h), grid.up(pw), 3), dtype=np.float32)
+    row_weight = np.zeros((grid.up(row_h), grid.up(pw), 1), dtype=np.float32)
+    ramp = grid.up(overlap)
+    wy = _ramp(grid.up(row_h), ramp, left=y > 0, right=y + row_h < ph)
+    for x in _starts(pw, tile_w, overlap, grid.align):
+        if cancel and cancel():
+            raise CancelledError("cancelled")
+        result = _run_tile(runner, padded[y : y + row_h, x : x + tile_w], grid)
+        wx = _ramp(grid.up(tile_w), ramp, left=x > 0, right=x + tile_w < pw)
+        w = (wy[:, None] * wx[None, :])[..., None]
+        ox = grid.up(x)
+        row_out[:, ox : ox + result.shape[1]] += result * w
+        row_weight[:, ox : ox + result.shape[1]] += w
+    oy = grid.up(y)
+    out[oy : oy + row_out.shape[0]] += row_out
+    weight[oy : oy + row_out.shape[0]] += row_weight

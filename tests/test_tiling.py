@@ -1,0 +1,126 @@
+"""Tiling: tiled output matches untiled output, padding to a model's multiple, OOM halving that resumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from invsr_desktop.engine.errors import BackendError, CancelledError
+from invsr_desktop.engine.sessions import SessionPool
+from invsr_desktop.engine.tiling import upscale_tiled
+from plugins.bicubic import build
+from invsr_desktop.engine.backend import BuildRequest
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    """A smooth-plus-texture test image, not square and not a multiple of anything."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:157, 0:203].astype(np.float32)
+    base = np.stack([np.sin(x / 9) * np.cos(y / 13), np.sin((x + y) / 17), np.cos(x / 5)], axis=2)
+    return np.clip(0.5 + 0.35 * base + 0.1 * rng.random((157, 203, 3)), 0, 1).astype(np.float32)
+
+
+def bicubic(scale: float):
+    return build(BuildRequest(scale=scale, params={}, sessions=SessionPool()))
+
+
+class ConvRunner:
+    """A local 5x5 filter then nearest x2: a stand-in for a conv net with a receptive field, in numpy."""
+
+    scale = 2
+    multiple = 4
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        assert tile.shape[0] % self.multiple == 0 and tile.shape[1] % self.multiple == 0
+        self.calls.append(tile.shape[:2])
+        padded = np.pad(tile, ((2, 2), (2, 2), (0, 0)), mode="reflect")
+        smooth = sum(padded[dy : dy + tile.shape[0], dx : dx + tile.shape[1]] for dy in range(5) for dx in range(5))
+        sharp = 2 * tile - smooth / 25
+        return sharp.repeat(2, axis=0).repeat(2, axis=1)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 2.5])
+def test_tiled_bicubic_matches_untiled(photo, scale):
+    runner = bicubic(scale)
+    whole = upscale_tiled(photo, runner, tile=4096)
+    tiled = upscale_tiled(photo, runner, tile=48, overlap=16)
+    assert whole.shape == (round(157 * scale), round(203 * scale), 3)
+    assert tiled.shape == whole.shape
+    assert np.abs(tiled - whole).max() < 1e-4
+
+
+def test_tiled_conv_matches_untiled_away_from_reflection(photo):
+    runner = ConvRunner()
+    whole = upscale_tiled(photo, runner, tile=4096)
+    tiled = upscale_tiled(photo, runner, tile=40, overlap=8)
+    assert all(h % 4 == 0 and w % 4 == 0 for h, w in runner.calls)
+    assert psnr(tiled, whole) > 45  # a receptive field wider than the ramp leaves a trace: bounded, no seams
+
+
+def test_out_of_memory_halves_the_tile_and_resumes_at_the_current_row(photo):
+    runner = ConvRunner()
+    limit = {"side": 64}
+    calls_before_oom: list[tuple[int, int]] = []
+
+    def flaky(tile: np.ndarray) -> np.ndarray:
+        if max(tile.shape[:2]) > limit["side"] and len(runner.calls) >= 3:
+            calls_before_oom.extend(runner.calls)
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for 12 MB")
+        return runner(tile)
+
+    flaky.scale, flaky.multiple = 2, 4
+    out = upscale_tiled(photo, flaky, tile=128, overlap=8)
+    reference = upscale_tiled(photo, ConvRunner(), tile=4096)
+    big = [c for c in runner.calls if max(c) > 64]
+    small = [c for c in runner.calls if max(c) <= 64]
+    assert big and small, "some tiles ran at the first size, the rest at the halved size"
+    assert runner.calls[: len(big)] == big, "the halved size is used from the failure on, not from the start"
+    assert psnr(out, reference) > 45
+
+
+def test_errors_other_than_memory_are_not_swallowed(photo):
+    def broken(tile):
+        raise RuntimeError("shape mismatch")
+
+    broken.scale, broken.multiple = 2, 1
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        upscale_tiled(photo, broken, tile=64)
+
+
+def test_a_wrong_shaped_tile_is_a_backend_error(photo):
+    def wrong(tile):
+        return tile  # forgot to upscale
+
+    wrong.scale, wrong.multiple = 2, 1
+    with pytest.raises(BackendError, match="expected"):
+        upscale_tiled(photo, wrong, tile=64)
+
+
+def test_cancel_stops_between_tiles(photo):
+    runner = ConvRunner()
+    with pytest.raises(CancelledError):
+        upscale_tiled(photo, runner, tile=32, cancel=lambda: len(runner.calls) >= 2)
+    assert len(runner.calls) == 2
+
+
+def test_progress_is_monotonic_and_ends_at_one(photo):
+    seen: list[float] = []
+    upscale_tiled(photo, bicubic(2), tile=48, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 1
+
+
+def test_tiny_images_are_padded_not_rejected():
+    runner = ConvRunner()
+    for shape in [(1, 1, 3), (3, 7, 3), (5, 2, 3)]:
+        out = upscale_tiled(np.full(shape, 0.5, np.float32), runner, tile=64)
+        assert out.shape == (shape[0] * 2, shape[1] * 2, 3)
+        assert np.allclose(out, 0.5, atol=1e-5)
