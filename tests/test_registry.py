@@ -1,0 +1,157 @@
+"""Plugin discovery and isolation, with real plugins installed through an entry point into a temporary path."""
+
+from __future__ import annotations
+
+import importlib
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from invsr_desktop.engine.backend import BuildRequest
+from invsr_desktop.engine.errors import BackendError
+from invsr_desktop.engine.pipeline import Engine
+from invsr_desktop.engine.registry import BackendBuildError, Registry, describe_backends
+
+PLUGINS = {
+    "thirdparty_good": """
+        import numpy as np
+        from invsr_desktop.engine.backend import BackendSpec
+        from invsr_desktop.engine.hookspecs import hookimpl
+
+        class Nearest:
+            scale, multiple = 2, 1
+            def __call__(self, tile):
+                return tile.repeat(2, axis=0).repeat(2, axis=1)
+
+        @hookimpl
+        def invsr_backends():
+            return [BackendSpec(id="nearest-test", name="Nearest (test)", kind="interpolation", scales=(2,),
+                                build=lambda request: Nearest())]
+    """,
+    "thirdparty_import_error": """
+        raise ImportError("this plugin needs libfoo, which is not installed")
+    """,
+    "thirdparty_describe_error": """
+        from invsr_desktop.engine.hookspecs import hookimpl
+
+        @hookimpl
+        def invsr_backends():
+            raise RuntimeError("cannot find my model folder")
+    """,
+    "thirdparty_wrong_shape": """
+        from invsr_desktop.engine.backend import BackendSpec
+        from invsr_desktop.engine.hookspecs import hookimpl
+
+        class Wrong:
+            scale, multiple = 2, 1
+            def __call__(self, tile):
+                return tile[:-1]
+
+        def fail_build(request):
+            raise FileNotFoundError("model.onnx is missing")
+
+        @hookimpl
+        def invsr_backends():
+            return [
+                BackendSpec(id="wrong-shape", name="Wrong shape", kind="gan", scales=(2,), build=lambda r: Wrong()),
+                BackendSpec(id="cannot-build", name="Cannot build", kind="gan", scales=(2,), build=fail_build),
+            ]
+    """,
+}
+
+
+@pytest.fixture()
+def installed_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Install the plugins above as a distribution with entry points, as `pip install` would."""
+    for name, source in PLUGINS.items():
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    dist = tmp_path / "invsr_test_plugins-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: invsr-test-plugins\nVersion: 0.1\n")
+    lines = "\n".join(f"{name} = {name}" for name in PLUGINS)
+    (dist / "entry_points.txt").write_text(f"[invsr_desktop.backends]\n{lines}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    return tmp_path
+
+
+def test_builtins_come_through_the_entry_point_group():
+    registry = Registry()
+    registry.load_entry_points()
+    assert registry.owner("bicubic") == "bicubic"
+    assert registry.get("bicubic").kind == "interpolation"
+
+
+def test_broken_plugins_are_reported_and_the_rest_load(installed_plugins):
+    registry = Registry()
+    registry.load_entry_points()
+    ids = {spec.id for spec in registry.backends()}
+    assert {"bicubic", "nearest-test", "wrong-shape", "cannot-build"} <= ids
+    failures = {f.plugin: f for f in registry.failures}
+    assert failures["thirdparty_import_error"].stage == "import"
+    assert str(failures["thirdparty_import_error"]) == (
+        'Error importing plugin "thirdparty_import_error": ImportError: this plugin needs libfoo, which is not installed'
+    )
+    assert failures["thirdparty_describe_error"].stage == "describe"
+    assert "cannot find my model folder" in str(failures["thirdparty_describe_error"])
+    listing = "\n".join(describe_backends(registry))
+    assert "BROKEN" in listing and "libfoo" in listing and "nearest-test" in listing
+
+
+def test_a_third_party_backend_runs_through_the_engine(installed_plugins):
+    registry = Registry()
+    registry.load_entry_points()
+    engine = Engine(registry)
+    out = engine.upscale_array(np.full((5, 7, 3), 0.25, np.float32), "nearest-test", 2)
+    assert out.shape == (10, 14, 3) and np.allclose(out, 0.25)
+
+
+def test_build_failure_names_the_plugin_and_wrong_shape_is_caught(installed_plugins):
+    registry = Registry()
+    registry.load_entry_points()
+    with pytest.raises(BackendBuildError, match='"cannot-build" .*plugin "thirdparty_wrong_shape".*missing'):
+        registry.build("cannot-build", BuildRequest(2, {}, None))
+    with pytest.raises(BackendError, match="shape"):
+        Engine(registry).upscale_array(np.zeros((8, 8, 3), np.float32), "wrong-shape", 2)
+
+
+def test_autoload_switch_keeps_only_builtins(installed_plugins, monkeypatch):
+    monkeypatch.setenv("INVSR_DISABLE_PLUGIN_AUTOLOAD", "1")
+    registry = Registry()
+    registry.load_entry_points()
+    assert "nearest-test" not in {s.id for s in registry.backends()}
+    assert not registry.failures
+    assert "bicubic" in {s.id for s in registry.backends()}
+
+
+def test_duplicate_ids_and_malformed_descriptions_are_failures():
+    from invsr_desktop.engine.hookspecs import hookimpl
+
+    class Dup:
+        @hookimpl
+        def invsr_backends(self):
+            from plugins.bicubic import invsr_backends
+
+            return invsr_backends()
+
+    class Malformed:
+        @hookimpl
+        def invsr_backends(self):
+            return [{"id": "dict-is-not-a-spec"}]
+
+    registry = Registry()
+    registry.load_entry_points()
+    registry.register(Dup(), "dup")
+    registry.register(Malformed(), "malformed")
+    messages = [str(f) for f in registry.failures]
+    assert any("already provided" in m for m in messages)
+    assert any("BackendSpec" in m for m in messages)
+
+
+def test_unknown_backend_lists_the_available_ones():
+    registry = Registry()
+    registry.load_entry_points()
+    with pytest.raises(KeyError, match="available: .*bicubic"):
+        registry.get("no-such-backend")
