@@ -138,3 +138,54 @@ def test_entry_point_runs_as_a_command(tmp_path):
     )
     assert proc.returncode == ev.EXIT_NO_INPUT
     assert "invsr-eval: error: no images in" in proc.stderr
+
+
+class _NearestPlugin:
+    """A test backend registered like any plugin: nearest-neighbour upscaling in numpy, with one parameter."""
+
+    from invsr_desktop.engine.hookspecs import hookimpl
+
+    @hookimpl
+    def invsr_backends(self):
+        from invsr_desktop.engine.backend import BackendSpec, Param
+
+        class Runner:
+            multiple = 1
+
+            def __init__(self, scale, gain):
+                self.scale, self.gain = scale, gain
+
+            def __call__(self, tile):
+                s = int(self.scale)
+                return np.clip(tile.repeat(s, axis=0).repeat(s, axis=1) * self.gain, 0, 1)
+
+        return [
+            BackendSpec(
+                id="nearest-test",
+                name="Nearest (test)",
+                kind="interpolation",
+                scales=(2, 3, 4),
+                build=lambda req: Runner(req.scale, req.params["gain"]),
+                params=(Param("gain", float, 1.0, 0.5, 2.0),),
+            )
+        ]
+
+
+def test_another_backend_is_compared_with_bicubic(tmp_path, engine):
+    from invsr_desktop.engine.pipeline import Engine
+    from invsr_desktop.engine.registry import Registry
+
+    registry = Registry()
+    registry.load_entry_points()  # the built-in bicubic
+    registry.register(_NearestPlugin(), "nearest-test")
+    images = tmp_path / "mini"
+    _write_images(images)
+    report = ev.evaluate(
+        "nearest-test", 2, [images], {"gain": "1.0"}, "y", out_dir=tmp_path / "o", sheets=True,
+        with_niqe=False, engine=Engine(registry=registry),
+    )
+    assert report["params"] == {"gain": 1.0}
+    for r in report["sets"][0]["images"]:
+        assert r["psnr"] < r["bicubic_psnr"]  # nearest neighbour loses to bicubic on smooth content
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "PSNR nearest-test" in md and "PSNR bicubic" in md and "gain=1.0" in md
