@@ -185,4 +185,17 @@ def test_validation_set(folder):
 def test_unknown_degradation():
     with pytest.raises(ValueError, match="unknown degradation"):
         Degrader("jpeg", 4)
-    Degrader("real_photo", 4)  # constructing it imports nothing yet
+
+
+def test_real_photo_degradation(folder):
+    pytest.importorskip("model_export.degradations.real_photo")
+    with pytest.raises(ValueError, match="data.real_photo.no_such_key"):
+        Degrader("real_photo", 4, real_photo={"no_such_key": 1})
+    ds = _dataset(folder)
+    ds.degrader = Degrader("real_photo", 4, real_photo={"jpeg_range": [60, 90]})
+    import pickle
+
+    ds = pickle.loads(pickle.dumps(ds))  # what a DataLoader worker receives
+    s = ds[3]
+    assert s["hr"].shape == (3, 32, 32) and s["lr"].shape == (3, 8, 8)
+    assert torch.equal(s["lr"], ds[3]["lr"])  # same index, same degradation

@@ -46,8 +46,9 @@ def make_lr(hr: np.ndarray, scale: int, round_lr: bool = True) -> np.ndarray:
 class Degrader:
     """HR float patch -> LR float patch, chosen by name: ``bicubic`` or ``real_photo``.
 
-    ``real_photo`` is imported on first use from :mod:`model_export.degradations.real_photo`
-    (``RealPhotoDegradation(config).apply(hr, scale, rng)``) with ``config`` the ``[data.real_photo]`` table.
+    ``real_photo`` is :mod:`model_export.degradations.real_photo` (``RealPhotoDegradation(config).apply(hr, scale,
+    rng)``), imported only when chosen, with ``config = RealPhotoConfig(**table)`` from the ``[data.real_photo]``
+    table (lists become tuples; an unknown key is a ``ValueError`` naming ``data.real_photo.<key>``).
     Picklable, so DataLoader workers get their own copy.
     """
 
@@ -61,6 +62,18 @@ class Degrader:
         self.round_lr = bool(round_lr)
         self.real_photo_config = dict(real_photo or {})
         self._impl = None
+        if name == "real_photo":
+            self._impl = self._build_real_photo()
+
+    def _build_real_photo(self):
+        from model_export.degradations.real_photo import RealPhotoConfig, RealPhotoDegradation
+
+        table = {k: tuple(v) if isinstance(v, list) else v for k, v in self.real_photo_config.items()}
+        known = set(getattr(RealPhotoConfig, "__dataclass_fields__", {}))
+        for k in table:
+            if known and k not in known:
+                raise ValueError(f"unknown config key 'data.real_photo.{k}'; known: {', '.join(sorted(known))}")
+        return RealPhotoDegradation(RealPhotoConfig(**table))
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -71,9 +84,7 @@ class Degrader:
         if self.name == "bicubic":
             return make_lr(hr, self.scale, self.round_lr)
         if self._impl is None:
-            from model_export.degradations.real_photo import RealPhotoDegradation
-
-            self._impl = RealPhotoDegradation(self.real_photo_config)
+            self._impl = self._build_real_photo()
         lr = np.asarray(self._impl.apply(hr, self.scale, rng), dtype=np.float32)
         if self.round_lr:
             lr = np.round(lr * 255.0) / 255.0
