@@ -1,0 +1,128 @@
+"""`invsr-upscale` end to end: batches with bad inputs, naming, exit codes, and a real Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from invsr_desktop import cli
+from invsr_desktop.engine.imageio import load_image
+
+
+def write_photo(path: Path, size=(40, 30), mode="RGB") -> Path:
+    rng = np.random.default_rng(len(str(path)))
+    channels = {"RGB": 3, "RGBA": 4}[mode]
+    PILImage.fromarray(rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8), mode).save(path)
+    return path
+
+
+def test_a_batch_goes_on_past_bad_inputs_and_reports_them(tmp_path, capsys):
+    good = write_photo(tmp_path / "good.png")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "notes.jpg").write_text("this is not a photo")
+    data = (tmp_path / "good.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(data[: len(data) // 2])
+    write_photo(tmp_path / "huge.png", size=(400, 300))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    code = cli.main([str(tmp_path), "--scale", "2", "--max-pixels", "100000", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == cli.EXIT_FAILED
+    assert (tmp_path / "good_x2_bicubic.png").exists()
+    for name in ("empty.png", "notes.jpg", "truncated.png", "huge.png"):
+        assert f"FAILED {tmp_path / name}" in err
+    assert "megapixel" in err and "INVSR_MAX_PIXELS" in err
+    assert "1 written, 4 failed" in err
+    for name, content in before.items():
+        assert (tmp_path / name).read_bytes() == content, "inputs are never modified"
+    produced = {p.name for p in tmp_path.iterdir()} - set(before)
+    assert produced == {"good_x2_bicubic.png"}, "no partial or temporary files are left"
+    assert load_image(good).size == (40, 30)
+
+
+def test_existing_outputs_are_never_overwritten(tmp_path):
+    photo = write_photo(tmp_path / "photo.png")
+    taken = tmp_path / "photo_x2_bicubic.png"
+    taken.write_bytes(b"someone's file")
+    assert cli.main([str(photo), "--scale", "2", "--quiet"]) == cli.EXIT_OK
+    assert taken.read_bytes() == b"someone's file"
+    assert load_image(tmp_path / "photo_x2_bicubic (1).png").size == (80, 60)
+
+
+def test_any_scale_formats_and_recursive_mirroring(tmp_path):
+    src = tmp_path / "src"
+    (src / "trip" / "day1").mkdir(parents=True)
+    write_photo(src / "a.png", mode="RGBA")
+    write_photo(src / "trip" / "day1" / "b.png")
+    out = tmp_path / "out"
+    assert cli.main([str(src), "-r", "-o", str(out), "--scale", "1.5", "--format", "webp", "--quiet"]) == 0
+    a = load_image(out / "a_x1.5_bicubic.webp")
+    assert a.size == (60, 45) and a.has_alpha
+    assert load_image(out / "trip" / "day1" / "b_x1.5_bicubic.webp").size == (60, 45)
+
+
+def test_usage_errors_and_no_input(tmp_path, capsys):
+    assert cli.main(["--backend", "nope", str(tmp_path)]) == cli.EXIT_USAGE
+    assert "unknown backend" in capsys.readouterr().err
+    assert cli.main(["--scale", "0.5", str(tmp_path)]) == cli.EXIT_USAGE
+    assert cli.main([str(tmp_path)]) == cli.EXIT_NO_INPUT
+    assert cli.main([str(tmp_path / "missing.png")]) == cli.EXIT_NO_INPUT
+    assert "no such file" in capsys.readouterr().err
+    assert cli.main(["--param", "x=1", str(tmp_path)]) == cli.EXIT_USAGE
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
+def test_unwritable_output_folder_is_a_clear_failure(tmp_path, capsys):
+    photo = write_photo(tmp_path / "p.png")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert cli.main([str(photo), "-o", str(locked), "--quiet"]) == cli.EXIT_FAILED
+    finally:
+        locked.chmod(0o700)
+    assert "FAILED" in capsys.readouterr().err
+    assert list(locked.iterdir()) == []
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_clear_failure(tmp_path, capsys):
+    """Runs as root too: a regular file where the output folder should be."""
+    photo = write_photo(tmp_path / "p.png")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file")
+    assert cli.main([str(photo), "-o", str(blocker), "--quiet"]) == cli.EXIT_FAILED
+    assert f"FAILED {photo}" in capsys.readouterr().err
+    assert blocker.read_text() == "a file"
+
+
+def test_list_backends_shows_bicubic(capsys):
+    assert cli.main(["--list-backends"]) == 0
+    assert "bicubic" in capsys.readouterr().out
+
+
+def test_ctrl_c_cancels_cleanly_and_leaves_nothing_behind(tmp_path):
+    """A real SIGINT to a real process in the middle of a slow (tiny-tile) job."""
+    photo = write_photo(tmp_path / "big.png", size=(1200, 900))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invsr_desktop.cli", str(photo), "--tile", "16", "--scale", "4", "--threads", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    time.sleep(3.0)  # well into the tiles: the sessions are built and work has started
+    assert proc.poll() is None, "the job finished before it could be cancelled; make it slower"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == cli.EXIT_CANCELLED, err
+    assert "cancelled" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png"]
