@@ -1,0 +1,376 @@
+"""``invsr-train``: train a model family from a TOML config, resumably, on one process or under torchrun.
+
+    invsr-train esrgan --config model_export/configs/esrgan_psnr_x4.toml --out runs/esrgan_psnr_x4 --resume auto
+    torchrun --nproc_per_node=2 -m model_export.train esrgan --config ... (same arguments)
+
+The run folder gets ``latest.pt`` (everything needed to resume exactly), ``model_<arch>_x<scale>.pt`` (EMA weights,
+config, metadata: what ``invsr-export`` and ``invsr-eval`` read), ``log.jsonl``, ``log.csv``, ``curves.png`` and
+``config.json`` (the effective config). SIGINT / SIGTERM, ``--max-minutes`` and ``--stop-at`` stop after the
+current step with a checkpoint; ``--resume auto`` then continues as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from model_export.training import checkpoint as ckpt_io
+from model_export.training import distributed as dist_utils
+from model_export.training.config import ConfigError, flatten, load_config
+from model_export.training.models import available_models, get_model_class
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="invsr-train",
+        description="Train a super-resolution model (runs unchanged under torchrun for DDP).",
+    )
+    p.add_argument("model", help=f"model family: {', '.join(available_models())}")
+    p.add_argument("--config", required=True, help="TOML config file, or the name of a packaged config")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.lr=3e-4 (repeatable; value parsed as TOML)")
+    p.add_argument("--resume", metavar="auto|PATH",
+                   help="'auto': continue from OUT/latest.pt when it exists; PATH: continue from that checkpoint")
+    p.add_argument("--out", metavar="DIR", help="run folder (default runs/<config name>)")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop cleanly (with a checkpoint) after this many minutes of this session")
+    p.add_argument("--stop-at", type=int, default=0, metavar="STEP",
+                   help="stop cleanly (with a checkpoint) on reaching this step, schedule unchanged")
+    return p
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM set a flag (the loop saves and exits after the current step); a second one aborts."""
+
+    def __init__(self) -> None:
+        self.reason = ""
+        self._old: dict[int, Any] = {}
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def _handle(self, signum, frame) -> None:  # noqa: ANN001
+        if self.reason:
+            self.restore()
+            raise KeyboardInterrupt
+        self.reason = f"signal {signal.Signals(signum).name}"
+
+
+def _threads(cfg: dict, world: int) -> int:
+    n = cfg["train"]["threads"]
+    if n > 0:
+        return n
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(1, world))
+
+
+def _device(cfg: dict) -> str:
+    d = cfg["train"]["device"]
+    if d == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if d not in ("cpu", "cuda"):
+        raise ConfigError(f"config key 'train.device' must be auto, cpu or cuda, not {d!r}")
+    return d
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ConfigError as exc:
+        print(f"invsr-train: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, KeyError) as exc:
+        msg = exc.args[0] if exc.args else str(exc)
+        print(f"invsr-train: error: {msg}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    t_session = time.perf_counter()
+    try:
+        model_cls = get_model_class(args.model)
+    except KeyError as exc:
+        raise ConfigError(exc.args[0]) from exc
+    cfg = load_config(args.config, args.set, model_cls.config_defaults)
+    if cfg["model"] and cfg["model"] != args.model:
+        raise ConfigError(f"config key 'model' is {cfg['model']!r} but the command asks for {args.model!r}")
+    cfg["model"] = args.model
+
+    device_kind = _device(cfg)
+    info = dist_utils.init(device_kind)
+    device = torch.device(info.device if device_kind == "cuda" else "cpu")
+    if device_kind == "cuda":
+        torch.cuda.set_device(device)
+    torch.set_num_threads(_threads(cfg, info.world))
+    say = _printer(info.is_main)
+
+    out_dir = Path(args.out or Path("runs") / cfg["name"])
+    ckpt_path = None
+    if args.resume == "auto":
+        if (out_dir / "latest.pt").exists():
+            ckpt_path = out_dir / "latest.pt"
+    elif args.resume:
+        ckpt_path = Path(args.resume)
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"checkpoint {str(ckpt_path)!r} does not exist")
+    elif (out_dir / "latest.pt").exists():
+        raise ConfigError(f"{out_dir} already holds a run (latest.pt): use --resume auto to continue it, or another --out")
+    state = ckpt_io.load(ckpt_path) if ckpt_path else None
+    if state is not None:
+        if state.get("format") != ckpt_io.TRAIN_FORMAT:
+            raise ConfigError(f"{ckpt_path} is not a training checkpoint (format {state.get('format')!r})")
+        if state["family"] != args.model:
+            raise ConfigError(f"{ckpt_path} was trained as {state['family']!r}, not {args.model!r}")
+        old, new = flatten(state["config"]), flatten(cfg)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if changed:
+            say("warning: config differs from the checkpoint's in: "
+                + ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed))
+
+    seed = cfg["seed"]
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+    # ---- data
+    from model_export.data import Degrader, ImageStore, SRPatchDataset, ValidationSet, build_train_loader
+    from model_export.data.images import find_images, split_holdout
+
+    d = cfg["data"]
+    scale = cfg["scale"]
+    files = find_images(d["folders"], d["extensions"])
+    train_files, val_files = split_holdout(files, d["val_count"])
+    store = ImageStore(train_files, min_size=d["patch_size"], what="training")
+    degrader = Degrader(d["degradation"], scale, d["round_lr"], d["real_photo"])
+    dataset = SRPatchDataset(store, d["patch_size"], scale, degrader, seed=seed, augment=d["augment"])
+    val_set = None
+    if info.is_main and val_files:
+        val_degrader = Degrader(d["val_degradation"], scale, True, d["real_photo"])
+        val_set = ValidationSet(ImageStore(val_files, what="validation"), scale, val_degrader, seed=seed)
+
+    # ---- model
+    model = model_cls(cfg, device, info)
+    step = 0
+    wall_base = 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ckpt_io.set_rng_state(state["rng"])
+        step = int(state["step"])
+        wall_base = float(state["wall_time_s"])
+    total = cfg["train"]["total_steps"]
+    n_params = model.num_parameters()
+
+    logger = None
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        from model_export.training.logger import RunLogger
+
+        logger = RunLogger(out_dir, resume_step=step if state is not None else None)
+        with open(out_dir / "config.json", "w", encoding="utf-8") as f:
+            json.dump(cfg, f, indent=2)
+    say(f"invsr-train {args.model}: {cfg['network']['arch']} x{scale}, {n_params:,} parameters; "
+        f"{len(store)} training images ({store.nbytes / 2**20:.0f} MiB), "
+        f"{len(val_files)} held out; batch {d['batch_size']} x {d['patch_size']} px; "
+        f"{info.world} process(es), {torch.get_num_threads()} thread(s) each, {device}; "
+        f"{'resuming at step ' + str(step) if state is not None else 'from scratch'}; run folder {out_dir}")
+
+    loader = build_train_loader(dataset, d["batch_size"], start_step=step, rank=info.rank, world=info.world,
+                                num_workers=d["num_workers"], seed=seed, prefetch_factor=d["prefetch_factor"])
+    stop = _StopRequest()
+    stop.install()
+    log_cfg = cfg["log"]
+    last_val = None
+    best_val = state["log"].get("best_val_psnr") if state is not None else None
+    pbar = _progress(info.is_main and log_cfg["progress"], total, step)
+    t_loop = time.perf_counter()
+    t_mark, steps_mark, excluded = t_loop, 0, 0.0
+    sums: dict[str, float] = {}
+    count = 0
+    reason = "finished"
+
+    def wall_now() -> float:
+        return wall_base + (time.perf_counter() - t_session)
+
+    def save(step_: int) -> None:
+        payload = {
+            "format": ckpt_io.TRAIN_FORMAT,
+            "family": args.model,
+            "step": step_,
+            "wall_time_s": wall_now(),
+            "config": cfg,
+            "model": model.state_dict(),
+            "rng": ckpt_io.get_rng_state(),
+            "data": {"next_sample": step_ * d["batch_size"], "batch_size": d["batch_size"], "seed": seed},
+            "log": {"best_val_psnr": best_val, "last_val_psnr": last_val},
+        }
+        ckpt_io.atomic_save(payload, out_dir / "latest.pt")
+        if log_cfg["keep_every"] > 0 and step_ % log_cfg["keep_every"] == 0:
+            ckpt_io.atomic_save(payload, out_dir / f"ckpt_{step_:08d}.pt")
+        exp = model.export_payload()
+        ckpt_io.atomic_save({
+            "format": ckpt_io.MODEL_FORMAT,
+            "family": args.model,
+            "arch": exp["arch"],
+            "arch_kwargs": exp["arch_kwargs"],
+            "scale": scale,
+            "params_ema": exp["params_ema"],
+            "config": cfg,
+            "meta": {
+                "step": step_,
+                "wall_time_s": round(wall_now(), 1),
+                "val_psnr": last_val,
+                "val_images": len(val_files),
+                "parameters": n_params,
+                "data": [str(f) for f in d["folders"]],
+                "degradation": d["degradation"],
+                "torch": str(torch.__version__),
+                "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+        }, out_dir / f"model_{exp['arch']}_x{scale}.pt")
+
+    it = None
+    try:
+        it = iter(loader)
+        while step < total:
+            batch = next(it)
+            stats = model.optimize(batch, step)
+            step += 1
+            count += 1
+            steps_mark += 1
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if not math.isfinite(stats["loss"]):
+                raise FloatingPointError(f"loss is {stats['loss']} at step {step}; not saving this state")
+            if pbar is not None:
+                pbar.update(1)
+            if not stop.reason:
+                if args.max_minutes and time.perf_counter() - t_session >= args.max_minutes * 60:
+                    stop.reason = f"--max-minutes {args.max_minutes:g}"
+                elif args.stop_at and step >= args.stop_at:
+                    stop.reason = f"--stop-at {args.stop_at}"
+            stopping = dist_utils.any_flag(bool(stop.reason), info)
+            if stopping and not stop.reason:
+                stop.reason = "another process stopped"
+            do_log = step % log_cfg["log_every"] == 0 or step == total or stopping
+            do_val = (log_cfg["val_every"] > 0 and step % log_cfg["val_every"] == 0) or step == total
+            do_save = step % log_cfg["save_every"] == 0 or step == total or stopping
+            row = None
+            if do_log and count:
+                means = {k: v / count for k, v in sums.items()}
+                if info.enabled:  # average the loss terms over ranks
+                    keys = sorted(k for k in means if k != "lr")
+                    t = torch.tensor([means[k] for k in keys], dtype=torch.float64, device=device)
+                    torch.distributed.all_reduce(t)
+                    means.update({k: float(v) / info.world for k, v in zip(keys, t.tolist())})
+                now = time.perf_counter()
+                it_s = steps_mark / max(1e-9, now - t_mark - excluded)
+                row = {"step": step, "loss": means["loss"], "lr": stats["lr"], "it_s": round(it_s, 4),
+                       "val_psnr": None, "wall_time_s": round(wall_now(), 1)}
+                row.update({k: v for k, v in means.items() if k not in row})
+                t_mark, steps_mark, excluded = now, 0, 0.0
+                sums, count = {}, 0
+            if do_val and info.is_main and val_set is not None:
+                t0 = time.perf_counter()
+                last_val = _validate(model, val_set, scale)
+                best_val = last_val if best_val is None else max(best_val, last_val)
+                excluded += time.perf_counter() - t0
+                row = row or {"step": step, "loss": None, "lr": stats["lr"], "it_s": None,
+                              "wall_time_s": round(wall_now(), 1)}
+                row["val_psnr"] = round(last_val, 4)
+            if row is not None and logger is not None:
+                t0 = time.perf_counter()
+                logger.log(row)
+                if pbar is not None:
+                    pbar.set_postfix(_postfix(row, last_val), refresh=False)
+                if do_val:
+                    logger.plot(f"{cfg['name']}: {cfg['network']['arch']} x{scale}")
+                excluded += time.perf_counter() - t0
+            if do_save and info.is_main:
+                t0 = time.perf_counter()
+                save(step)
+                excluded += time.perf_counter() - t0
+            if stopping:
+                reason = stop.reason
+                break
+    finally:
+        if pbar is not None:
+            pbar.close()
+        stop.restore()
+        del it, loader  # shuts the worker processes down
+    if logger is not None:
+        logger.plot(f"{cfg['name']}: {cfg['network']['arch']} x{scale}")
+    say(f"stopped at step {step}/{total} ({reason}); wall time {wall_now() / 60:.1f} min"
+        + (f"; last validation PSNR-Y {last_val:.3f} dB" if last_val is not None else "")
+        + f"; checkpoint {out_dir / 'latest.pt'}")
+    dist_utils.shutdown(info)
+    return 0
+
+
+def _validate(model, val_set, scale: int) -> float:
+    from model_export.training.validation import validate
+
+    return validate(model.run_eval, val_set, scale)["psnr"]
+
+
+def _printer(enabled: bool):
+    def say(msg: str) -> None:
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                tqdm.write(msg, file=sys.stderr)
+            except ImportError:  # pragma: no cover
+                print(msg, file=sys.stderr)
+
+    return say
+
+
+def _progress(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, smoothing=0.05,
+                mininterval=1.0 if interactive else 60.0, file=sys.stderr)
+
+
+def _postfix(row: dict, last_val: float | None) -> dict:
+    out = {}
+    if row.get("loss") is not None:
+        out["loss"] = f"{row['loss']:.4f}"
+    out["lr"] = f"{row['lr']:.2e}"
+    if last_val is not None:
+        out["psnr"] = f"{last_val:.2f}"
+    return out
+
+
+if __name__ == "__main__":
+    warnings.simplefilter("default")
+    sys.exit(main())

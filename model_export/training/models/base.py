@@ -1,0 +1,56 @@
+"""The interface every model family implements."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from model_export.training.distributed import DistInfo
+
+
+class BaseModel:
+    """A trainable model family.
+
+    Built from the full config on every rank with the same seed, so all ranks start from the same weights.
+    Subclasses set ``config_defaults`` for config keys of their own (merged into the defaults before the config
+    file is read, so they are checked like the built-in ones).
+    """
+
+    family: str = ""
+    config_defaults: dict[str, Any] = {}
+
+    def __init__(self, cfg: dict, device: torch.device, dist: DistInfo):
+        self.cfg = cfg
+        self.device = device
+        self.dist = dist
+
+    # -- training -------------------------------------------------------------------------------------------
+    def optimize(self, batch: dict[str, Any], step: int) -> dict[str, float]:
+        """One optimisation step on ``batch`` (``lr``, ``hr`` tensors) for 0-based ``step``. Returns floats to
+        log: at least ``loss`` (the total) and ``lr`` (the learning rate used)."""
+        raise NotImplementedError
+
+    # -- inference / export -----------------------------------------------------------------------------------
+    def eval_net(self) -> nn.Module:
+        """The network validation and export use (the EMA weights)."""
+        raise NotImplementedError
+
+    def run_eval(self, lr: torch.Tensor) -> torch.Tensor:
+        """SR output of :meth:`eval_net` for one whole LR image (1, 3, h, w) in [0, 1]."""
+        raise NotImplementedError
+
+    def export_payload(self) -> dict[str, Any]:
+        """``arch``, ``arch_kwargs``, ``params_ema`` for the model file (see training.checkpoint)."""
+        raise NotImplementedError
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.eval_net().parameters())
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
