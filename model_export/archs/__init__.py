@@ -21,6 +21,7 @@ ARCHS: dict[str, type[nn.Module]] = {}
 # name -> module that registers it (imported lazily by build_arch / get_arch)
 _ARCH_MODULES: dict[str, str] = {
     "rrdbnet": "model_export.archs.rrdbnet",
+    "irn": "model_export.archs.irn",
 }
 
 

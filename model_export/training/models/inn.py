@@ -1,0 +1,215 @@
+"""``inn``: an invertible rescaling network (``irn``) trained with IRN's losses plus a term for ordinary photos.
+
+One step on a batch ``{"hr", "lr"}`` (``lr`` from the data's degradation: the true MATLAB-bicubic LR, or a
+"real photo" LR):
+
+- forward ``hr -> (lr_f, z)``;
+- ``guide``: ``lr_f`` against the bicubic LR (IRN's LR guidance; the batch's LR when the degradation is bicubic,
+  else PyTorch's antialiased bicubic of ``hr``);
+- ``distr``: ``z`` towards 0 (IRN's distribution term: the mean of ``z^2``, i.e. the loss's ``(z, 0)``);
+- ``pixel``: ``hr`` reconstructed by the inverse from ``(Q(lr_f), sigma * eps)``: the shrink-and-restore round trip.
+  ``Q`` rounds to 8 bit with a straight-through gradient (the stored small image is 8-bit);
+- ``lr_pixel``: ``hr`` reconstructed by the inverse from the batch's LR (an ordinary photo's LR, which the forward
+  never produced) and ``sigma * eps``: what makes "upscale any photo" work.
+
+``sigma`` is the noise scale of the sampled z: 0 for ``inn.noise_warmup`` steps (a z = 0 warm-up: trained as IRN
+is from the start, with a unit-variance z, the net fell below bicubic on this CPU budget), then growing linearly to
+``inn.noise_max`` over ``inn.noise_ramp`` steps, so the inverse learns to accept sampled z without losing what the
+warm-up gave. The app's "temperature" multiplies a unit normal z, so temperatures in [0, noise_max] stay within
+what training saw. Each loss term is a ``[loss.<name>]`` table (``type``, ``weight``) like every family's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from model_export.archs import build_arch
+from model_export.training.config import ConfigError
+from model_export.training.distributed import DistInfo
+from model_export.training.ema import EMA
+from model_export.training.losses import build_loss
+from model_export.training.models import register_model
+from model_export.training.models.base import BaseModel
+from model_export.training.optim import LRSchedule, build_optimizer
+from model_export.training.validation import upscale
+
+TERMS = ("pixel", "guide", "distr", "lr_pixel")
+
+
+def quantize_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round to 8 bit (clamped to [0, 1]) in the forward pass, identity gradient."""
+    q = torch.round(x.clamp(0.0, 1.0) * 255.0) / 255.0
+    return x + (q - x).detach()
+
+
+def noise_scale(step: int, warmup: int, ramp: int, top: float) -> float:
+    """0 during the warm-up, then linear up to ``top`` over ``ramp`` steps (a step when ``ramp`` is 0)."""
+    if step < warmup:
+        return 0.0
+    if ramp <= 0:
+        return float(top)
+    return float(top) * min(1.0, (step - warmup + 1) / ramp)
+
+
+class _Both(nn.Module):
+    """``forward(hr, lr_in, sigma_own, sigma_in) -> (lr_f, z, hr_own, hr_in)``: one module for DDP."""
+
+    def __init__(self, net: nn.Module, quantize: bool):
+        super().__init__()
+        self.net = net
+        self.quantize = quantize
+
+    def forward(self, hr, lr_in, sigma_own: float, sigma_in: float, need_in: bool):
+        lr_f, z = self.net(hr)
+        lr_q = quantize_ste(lr_f) if self.quantize else lr_f
+        z_own = torch.randn_like(z) * sigma_own if sigma_own > 0 else None
+        hr_own = self.net.inverse(lr_q, z_own)
+        hr_in = None
+        if need_in:
+            z_in = torch.randn_like(z) * sigma_in if sigma_in > 0 else None
+            hr_in = self.net.inverse(lr_in, z_in)
+        return lr_f, z, hr_own, hr_in
+
+
+@register_model("inn")
+class INNModel(BaseModel):
+    config_defaults: dict[str, Any] = {
+        "network": {"arch": "irn"},
+        "loss": {"pixel": {"type": "l1", "weight": 1.0}},
+        "inn": {
+            "noise_warmup": 2000,  # steps with z = 0 in the reconstructions
+            "noise_ramp": 4000,  # then sigma grows linearly to noise_max over this many steps
+            "noise_max": 1.0,  # final std of the sampled z (the app's temperature 1)
+            "lr_noise": True,  # the lr_pixel term samples z at the same sigma (else z = 0)
+            "quantize_lr": True,  # round the forward LR to 8 bit (straight-through) before the inverse
+            "eval_temperature": 0.0,  # validation: inverse on the bicubic LR with this z scale (0 = mean)
+        },
+    }
+
+    def __init__(self, cfg: dict, device: torch.device, dist: DistInfo):
+        super().__init__(cfg, device, dist)
+        net_cfg = dict(cfg["network"])
+        self.arch = net_cfg.pop("arch")
+        if "scale" in net_cfg and net_cfg["scale"] != cfg["scale"]:
+            raise ConfigError(f"config key 'network.scale' ({net_cfg['scale']}) disagrees with 'scale' ({cfg['scale']})")
+        net_cfg["scale"] = cfg["scale"]
+        self.arch_kwargs = net_cfg
+        try:
+            self.net = build_arch(self.arch, **net_cfg).to(device)
+        except TypeError as exc:
+            raise ConfigError(f"config table 'network': {exc}") from exc
+        except KeyError as exc:
+            raise ConfigError(f"config key 'network.arch': {exc.args[0]}") from exc
+        except ValueError as exc:
+            raise ConfigError(f"config table 'network': {exc}") from exc
+        if not hasattr(self.net, "inverse"):
+            raise ConfigError(f"config key 'network.arch': {self.arch!r} is not invertible (the inn family needs irn)")
+        self.opts = cfg["inn"]
+        self.degradation = cfg["data"]["degradation"]
+        t = cfg["train"]
+        self.ema = EMA(self.net, t["ema_decay"], t["ema_warmup"])
+        both = _Both(self.net, self.opts["quantize_lr"])
+        self.train_module = DistributedDataParallel(both) if dist.enabled else both
+        self.losses: dict[str, tuple[nn.Module, float]] = {}
+        for name, term in cfg["loss"].items():
+            module, weight = build_loss(name, term)
+            if weight == 0:
+                continue
+            if name not in TERMS:
+                raise ConfigError(f"config table 'loss.{name}': the inn family's terms are {', '.join(TERMS)}")
+            self.losses[name] = (module.to(device), weight)
+        if "pixel" not in self.losses and "lr_pixel" not in self.losses:
+            raise ConfigError("config table 'loss' needs a reconstruction term (pixel or lr_pixel) with a weight")
+        self.opt = build_optimizer(self.net.parameters(), t)
+        self.schedule = LRSchedule(t)
+        self.grad_clip = t["grad_clip"]
+
+    def sigma(self, step: int) -> float:
+        o = self.opts
+        return noise_scale(step, o["noise_warmup"], o["noise_ramp"], o["noise_max"])
+
+    def guide_target(self, hr: torch.Tensor, lr: torch.Tensor) -> torch.Tensor:
+        if self.degradation == "bicubic":
+            return lr
+        s = self.cfg["scale"]
+        with torch.no_grad():
+            return F.interpolate(hr, size=(hr.shape[2] // s, hr.shape[3] // s), mode="bicubic",
+                                 align_corners=False, antialias=True)  # fmt: skip
+
+    def optimize(self, batch: dict[str, Any], step: int) -> dict[str, float]:
+        lr_now = self.schedule.apply(self.opt, step)
+        lr = batch["lr"].to(self.device, non_blocking=True)
+        hr = batch["hr"].to(self.device, non_blocking=True)
+        sigma = self.sigma(step)
+        self.net.train()
+        need_in = "lr_pixel" in self.losses
+        lr_f, z, hr_own, hr_in = self.train_module(
+            hr, lr, sigma, sigma if self.opts["lr_noise"] else 0.0, need_in
+        )
+        terms: dict[str, torch.Tensor] = {}
+        for name, (module, weight) in self.losses.items():
+            if name == "pixel":
+                terms[name] = weight * module(hr_own, hr)
+            elif name == "guide":
+                terms[name] = weight * module(lr_f, self.guide_target(hr, lr))
+            elif name == "distr":
+                terms[name] = weight * module(z, torch.zeros_like(z))
+            else:
+                terms[name] = weight * module(hr_in, hr)
+        total = sum(terms.values())
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
+        self.opt.step()
+        self.ema.update(self.net)
+        out = {"loss": float(total.detach()), "lr": lr_now, "sigma": sigma}
+        out.update({f"l_{k}": float(v.detach()) for k, v in terms.items()})
+        return out
+
+    def eval_net(self) -> nn.Module:
+        return self.ema.module
+
+    def run_eval(self, lr: torch.Tensor) -> torch.Tensor:
+        """The inverse on an ordinary (bicubic) LR, z = ``inn.eval_temperature`` * N(0, 1) (seeded: repeatable)."""
+        net = self.ema.module.eval()
+        temperature = float(self.opts["eval_temperature"])
+
+        class _Up(nn.Module):
+            def forward(self, x):
+                z = None
+                if temperature > 0:
+                    g = torch.Generator(device="cpu").manual_seed(0)
+                    z = torch.randn((x.shape[0], net.z_channels, *x.shape[2:]), generator=g).to(x) * temperature
+                return net.inverse(x, z)
+
+        return upscale(_Up(), lr.to(self.device), self.cfg["scale"], 1)
+
+    @torch.inference_mode()
+    def round_trip(self, hr: torch.Tensor) -> torch.Tensor:
+        """Shrink (8-bit LR) and restore at z = 0 with the EMA net: what the app's shrink/restore does."""
+        net = self.ema.module.eval()
+        lr, _ = net(hr.to(self.device))
+        lr = torch.round(lr.clamp(0, 1) * 255.0) / 255.0
+        return net.inverse(lr, None)
+
+    def export_payload(self) -> dict[str, Any]:
+        return {"arch": self.arch, "arch_kwargs": dict(self.arch_kwargs), "params_ema": self.ema.module.state_dict()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "net": self.net.state_dict(),
+            "ema": self.ema.state_dict(),
+            "opt": self.opt.state_dict(),
+            "schedule": self.schedule.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])

@@ -1,0 +1,175 @@
+"""The IRN-style invertible net: exact invertibility, Haar, 1x1 inverses for export, the ``inn`` training family
+(losses, noise schedule, exact resume) and the two-file ONNX export checked against PyTorch."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model_export.archs import arch_parameters, build_arch, count_parameters, get_arch
+from model_export.archs.irn import IRNet, haar_down, haar_up
+from model_export.train import main as train_main
+from model_export.training import checkpoint as ckpt_io
+from model_export.training.config import ConfigError, load_config
+from model_export.training.models.inn import noise_scale, quantize_ste
+
+TINY = dict(hidden=4, blocks=(1, 2), depth=2)
+
+
+def _perturbed(scale: int, std: float = 0.03, dtype=torch.float32, **kw) -> IRNet:
+    """A net whose couplings and 1x1 convs are far from the identity (the zero-initialised last convs too)."""
+    torch.manual_seed(scale)
+    net = build_arch("irn", scale=scale, **kw).to(dtype)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * std)
+    return net.eval()
+
+
+def test_registry_and_options():
+    assert get_arch("irn") is IRNet
+    assert {"scale", "hidden", "blocks", "depth", "clamp", "use_1x1"} <= set(arch_parameters("irn"))
+    with pytest.raises(ValueError, match="scale 2 or 4"):
+        IRNet(scale=3)
+    with pytest.raises(ValueError, match="one per x2 stage"):
+        IRNet(scale=4, hidden=(8, 8, 8))
+
+
+def test_haar_is_exactly_invertible_and_its_low_band_is_the_box_mean():
+    x = torch.rand(2, 5, 6, 10, dtype=torch.float64)
+    y = haar_down(x)
+    assert y.shape == (2, 20, 3, 5)
+    assert torch.allclose(y[:, :5], torch.nn.functional.avg_pool2d(x, 2))
+    assert torch.allclose(haar_up(y), x, atol=1e-15)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_inverse_of_forward_is_identity(scale):
+    net = _perturbed(scale)
+    x = torch.rand(2, 3, 8 * scale, 6 * scale)
+    with torch.no_grad():
+        lr, z = net(x)
+        assert lr.shape == (2, 3, 8, 6) and z.shape == (2, 3 * scale * scale - 3, 8, 6)
+        assert (net.inverse(lr, z) - x).abs().max() < 1e-4
+        net.freeze_inverse()  # the export path: precomputed inverse matrices
+        assert (net.inverse(lr, z) - x).abs().max() < 1e-4
+    net64 = _perturbed(scale, dtype=torch.float64)
+    x64 = x.double()
+    with torch.no_grad():
+        assert (net64.inverse(*net64(x64)) - x64).abs().max() < 1e-10
+    # and the other way round: forward(inverse(lr, z)) == (lr, z)
+    lr, z = torch.rand(1, 3, 5, 7, dtype=torch.float64), torch.randn(1, 3 * scale * scale - 3, 5, 7, dtype=torch.float64)
+    with torch.no_grad():
+        lr2, z2 = net64(net64.inverse(lr, z))
+    assert torch.allclose(lr2, lr, atol=1e-10) and torch.allclose(z2, z, atol=1e-10)
+
+
+def test_untrained_net_is_the_haar_transform():
+    net = build_arch("irn", scale=4).eval()
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        lr, _ = net(x)
+        assert torch.allclose(lr, torch.nn.functional.avg_pool2d(x, 4), atol=1e-6)
+        sr = net.upscale(lr)
+    assert sr.shape == x.shape
+
+
+def test_default_config_size():
+    from model_export.training.models import get_model_class
+
+    cfg = load_config("inn_x4", (), get_model_class("inn").config_defaults)
+    assert cfg["model"] == "inn" and cfg["network"]["arch"] == "irn" and cfg["scale"] == 4
+    kw = {k: v for k, v in cfg["network"].items() if k != "arch"}
+    assert 1e5 < count_parameters(build_arch("irn", scale=4, **kw)) < 1e6
+
+
+def test_noise_schedule_and_quantizer():
+    assert noise_scale(0, 10, 20, 0.5) == 0.0 and noise_scale(9, 10, 20, 0.5) == 0.0
+    assert noise_scale(19, 10, 20, 0.5) == pytest.approx(0.25)
+    assert noise_scale(10_000, 10, 20, 0.5) == 0.5 and noise_scale(10, 10, 0, 0.5) == 0.5
+    x = torch.tensor([0.3, 1.2, -0.1], requires_grad=True)
+    q = quantize_ste(x)
+    assert torch.allclose(q, torch.tensor([round(0.3 * 255) / 255, 1.0, 0.0]))
+    q.sum().backward()
+    assert torch.equal(x.grad, torch.ones(3))
+
+
+# ---- the training family ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("inn_imgs")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        base = (rng.random((10, 12, 3)) * 255).astype(np.uint8)
+        Image.fromarray(base).resize((48, 40 + i), Image.BICUBIC).save(root / f"im{i}.png")
+    return root
+
+
+def _args(images, out, *extra):
+    sets = [
+        f"data.folders={json.dumps(str(images))}", "network.hidden=4", "network.blocks=[1, 1]", "network.depth=2",
+        "inn.noise_warmup=2", "inn.noise_ramp=2", "data.patch_size=16", "data.num_workers=0",
+        "train.total_steps=6", "train.threads=1", "train.warmup_steps=0", "data.batch_size=2", "data.val_count=1",
+        "log.log_every=1", "log.val_every=3", "log.save_every=3", "log.progress=false",
+    ]  # fmt: skip
+    return ["inn", "--config", "inn_x4", *[a for s in sets for a in ("--set", s)], "--out", str(out), *extra]
+
+
+def test_train_resume_and_export(images, tmp_path):
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    assert train_main(_args(images, full)) == 0
+    assert train_main(_args(images, parts, "--stop-at", "3")) == 0
+    assert train_main(_args(images, parts, "--resume", "auto")) == 0
+    a, b = ckpt_io.load(full / "latest.pt"), ckpt_io.load(parts / "latest.pt")
+    assert a["step"] == b["step"] == 6
+    for k, v in a["model"]["net"].items():
+        assert torch.equal(v, b["model"]["net"][k]), k
+    rows = [json.loads(x) for x in (full / "log.jsonl").read_text().splitlines()]
+    assert [r["sigma"] for r in rows] == [0.0, 0.0, 0.25, 0.5, 0.5, 0.5]
+    assert {"l_pixel", "l_lr_pixel", "l_guide", "l_distr"} <= set(rows[0])
+    assert rows[2]["val_psnr"] is not None
+
+    from model_export.export_inn import export_inn, load_inn
+
+    net, state = load_inn(full / "model_irn_x4.pt")
+    assert state["family"] == "inn"
+    result = export_inn(net, tmp_path / "onnx", "tiny_x4", trained_on="test images", check_size=(7, 9))
+    assert result.down.name == "inn_tiny_x4_down.onnx" and result.up.name == "inn_tiny_x4_up.onnx"
+    assert result.max_diff_down < 1e-4 and result.max_diff_up < 1e-4 and result.round_trip < 1e-4
+
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(result.up)).metadata_props}
+    assert props["invsr.backend"] == "inn" and props["invsr.scale"] == "4" and props["invsr.direction"] == "up"
+    assert props["invsr.name"] == "tiny_x4" and props["invsr.z_channels"] == "45"
+    names = [i.name for i in onnx.load(str(result.up)).graph.input]
+    assert names == ["lr", "z", "temperature"]
+    ops = {n.op_type for n in onnx.load(str(result.up)).graph.node}
+    assert not {"Inverse", "MatrixInverse"} & ops
+    # a training checkpoint loads too
+    net2, _ = load_inn(full / "latest.pt")
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in net2.state_dict().items())
+
+
+def test_config_rejects_unknown_terms_and_non_invertible_arch(images, tmp_path):
+    from model_export.training.models import get_model_class
+
+    cls = get_model_class("inn")
+    cfg = load_config("inn_x4", ["loss.perceptual={type = \"l1\", weight = 1.0}"], cls.config_defaults)
+    with pytest.raises(ConfigError, match="loss.perceptual"):
+        cls(cfg, torch.device("cpu"), _nodist())
+    cfg = load_config("inn_x4", ["network={arch = \"rrdbnet\", num_feat = 4, num_block = 1, num_grow_ch = 2}"],
+                      cls.config_defaults)  # fmt: skip
+    with pytest.raises(ConfigError):
+        cls(cfg, torch.device("cpu"), _nodist())
+
+
+def _nodist():
+    from model_export.training.distributed import DistInfo
+
+    return DistInfo()
