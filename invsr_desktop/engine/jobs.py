@@ -1,0 +1,489 @@
+"""The batch queue model: jobs, their states, and the loop that runs them. No Qt here.
+
+The GUI's queue table is a view of a :class:`JobQueue` and its worker thread calls :meth:`JobQueue.run_pending`; a
+script can do the same without Qt. The queue is shared by two threads (the GUI edits it, the worker runs it), so
+every mutation happens under one lock and observers are told about it afterwards, outside the lock, from whichever
+thread made the change (the Qt layer turns these callbacks into queued signals).
+
+Pause works between images and between tiles: the engine polls the ``cancel`` callback between tiles, and the
+callback a job gets from the queue blocks while the queue is paused. Cancelling works the same way; because the
+engine writes a file only after the whole image is done, a cancelled job leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
+
+from invsr_desktop.engine.errors import CancelledError, InvsrError, OutputExistsError
+from invsr_desktop.engine.output import check_writable, default_suffix, output_path
+
+if TYPE_CHECKING:  # the pipeline pulls in OpenCV and ONNX Runtime; the queue model itself needs neither
+    from invsr_desktop.engine.pipeline import Engine
+
+#: File name suffixes the queue accepts when files or folders are added (what the image loader reads).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp"})
+#: Output formats offered to the user; ``same`` keeps the original's format where it can be written (else PNG).
+FORMATS: tuple[str, ...] = ("png", "jpeg", "webp", "tiff", "same")
+#: Progress must pass this fraction before an ETA is guessed from it (earlier guesses are noise).
+ETA_MIN_PROGRESS = 0.02
+#: How many times a job picks a new output name when another file took the chosen one meanwhile.
+NAME_ATTEMPTS = 3
+
+
+class JobState(str, Enum):
+    """Where a job is in its life. ``paused`` is a running job held between two tiles by a paused queue."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job will not run again unless retried."""
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELLED)
+
+    @property
+    def active(self) -> bool:
+        """Whether the worker holds the job right now (running or paused between tiles)."""
+        return self in (JobState.RUNNING, JobState.PAUSED)
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """Where and how a job's result is written.
+
+    ``folder`` None means next to the original. ``format`` is a key of :data:`FORMATS`. ``quality`` applies to
+    JPEG and WebP, ``lossless`` to WebP.
+    """
+
+    folder: Path | None = None
+    format: str = "png"
+    quality: int = 95
+    lossless: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"unknown output format {self.format!r}; use one of {', '.join(FORMATS)}")
+
+    @property
+    def output_format(self) -> str | None:
+        """The format as :func:`~invsr_desktop.engine.output.output_path` takes it (None: the original's)."""
+        return None if self.format == "same" else self.format
+
+
+def output_suffix(backend_id: str, scale: float) -> str:
+    """The result's name suffix, e.g. ``_x4_bicubic``: the same names the CLI writes."""
+    return default_suffix(scale, backend_id)
+
+
+@dataclass(eq=False)
+class Job:
+    """One image to upscale with one backend at one scale, and what became of it.
+
+    A job keeps its settings for life: retrying runs exactly what was asked, and running the same photo with a
+    second backend is a second job, so every result of a photo stays available for comparison.
+    """
+
+    id: int
+    source: Path
+    backend_id: str
+    scale: float
+    params: dict[str, Any] = field(default_factory=dict)
+    output: OutputSettings = field(default_factory=OutputSettings)
+    state: JobState = JobState.QUEUED
+    progress: float = 0.0
+    eta: float | None = None
+    error: str = ""
+    details: str = ""
+    result: Path | None = None
+    started: float | None = None
+    finished: float | None = None
+    paused_for: float = 0.0
+    cancel_requested: bool = False
+    _paused_at: float | None = field(default=None, repr=False)
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds spent working on the job, pauses excluded."""
+        if self.started is None:
+            return 0.0
+        end = self.finished if self.finished is not None else time.monotonic()
+        paused = self.paused_for + ((end - self._paused_at) if self._paused_at is not None else 0.0)
+        return max(0.0, end - self.started - paused)
+
+    def describe(self) -> str:
+        """The backend, scale and parameters in a few words, e.g. ``bicubic x4`` or ``esrgan x4, seed=3``."""
+        text = f"{self.backend_id} x{self.scale:g}"
+        if self.params:
+            text += ", " + ", ".join(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+                                     for name, value in sorted(self.params.items()))  # fmt: skip
+        return text
+
+
+EventKind = Literal["added", "removed", "moved", "changed", "paused"]
+
+
+@dataclass(frozen=True)
+class QueueEvent:
+    """What changed in a queue. ``index`` is the job's row after the change (before it, for ``removed``);
+    ``previous`` is its row before a move. A ``paused`` event carries no job: the queue's pause flag changed."""
+
+    kind: EventKind
+    job: Job | None = None
+    index: int = -1
+    previous: int = -1
+
+
+Listener = Callable[[QueueEvent], None]
+
+
+def describe_error(exc: BaseException) -> str:
+    """A failure in one line a user can act on: the engine's own errors are written for users already."""
+    if isinstance(exc, (InvsrError, OSError)) or type(exc).__name__ == "BackendBuildError":
+        return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
+
+
+def expand_sources(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
+    """Files and folders (top level, sorted) to the image files among them; returns (images, problems).
+
+    What is not an image (by its suffix) is skipped without complaint when it came from a folder and reported when
+    it was named on its own, so dropping a folder full of sidecar files stays quiet.
+    """
+    images: list[Path] = []
+    problems: list[str] = []
+    for item in map(Path, paths):
+        if item.is_dir():
+            images.extend(p for p in sorted(item.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            if item.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(item)
+            else:
+                problems.append(f"{item.name}: not an image this app reads ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        else:
+            problems.append(f"{item}: no such file or folder")
+    return images, problems
+
+
+def run_job(
+    engine: Engine,
+    job: Job,
+    cancel: Callable[[], bool] | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> Path:
+    """Upscale one job's image to a fresh file and return its path; raises what the engine raises.
+
+    The name is ``<stem>_x<scale>_<backend>.<ext>`` in the output folder (or next to the original), made unique by
+    ``output_path``; if another program takes that name while the job runs, a new one is picked.
+    """
+    folder = check_writable(job.output.folder or job.source.parent, create=True)
+    suffix = output_suffix(job.backend_id, job.scale)
+    for attempt in range(NAME_ATTEMPTS):
+        destination = output_path(job.source, folder, suffix, job.output.output_format)
+        try:
+            return engine.upscale_file(
+                job.source, destination, job.backend_id, job.scale, job.params,
+                quality=job.output.quality, lossless=job.output.lossless, progress=progress, cancel=cancel,
+            )  # fmt: skip
+        except OutputExistsError:
+            if attempt == NAME_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+class JobQueue:
+    """An ordered list of jobs, edited by the GUI thread and run by one worker thread.
+
+    Order matters: :meth:`next_job` takes the first queued job, so moving a job up runs it sooner. The queue-wide
+    pause stops new jobs from starting and holds the running one at its next tile.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: list[Job] = []
+        self._ids = itertools.count(1)
+        self._cond = threading.Condition(threading.RLock())
+        self._paused = False
+        self._closing = False
+        self._listeners: list[Listener] = []
+
+    # -- observing -------------------------------------------------------------------------------------------------
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(event)`` after every change, from the thread that made it."""
+        self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _emit(self, kind: EventKind, job: Job | None = None, index: int = -1, previous: int = -1) -> None:
+        event = QueueEvent(kind, job, index, previous)
+        for listener in list(self._listeners):
+            listener(event)
+
+    def _changed(self, job: Job) -> None:
+        self._emit("changed", job, self.index_of(job.id))
+
+    # -- queries ---------------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def jobs(self) -> list[Job]:
+        """The jobs in queue order (a copy of the list; the jobs themselves are live)."""
+        with self._cond:
+            return list(self._jobs)
+
+    def get(self, job_id: int) -> Job:
+        with self._cond:
+            for job in self._jobs:
+                if job.id == job_id:
+                    return job
+        raise KeyError(f"no job {job_id} in the queue")
+
+    def index_of(self, job_id: int) -> int:
+        """The job's row, or -1 when it is not (or no longer) in the queue."""
+        with self._cond:
+            return next((i for i, job in enumerate(self._jobs) if job.id == job_id), -1)
+
+    def results_for(self, source: Path) -> list[Job]:
+        """Every finished result of one photo, in queue order: what the compare view switches between."""
+        source = Path(source)
+        with self._cond:
+            return [j for j in self._jobs if j.source == source and j.state is JobState.DONE and j.result]
+
+    def counts(self) -> dict[JobState, int]:
+        with self._cond:
+            counts = {state: 0 for state in JobState}
+            for job in self._jobs:
+                counts[job.state] += 1
+            return counts
+
+    def remaining_seconds(self) -> float | None:
+        """A guess at the time left for the whole queue: the running job's ETA plus, for each queued job, the mean
+        time of finished jobs per input byte. None until there is something to guess from."""
+        with self._cond:
+            done = [j for j in self._jobs if j.state is JobState.DONE and j.elapsed > 0]
+            active = [j for j in self._jobs if j.state.active]
+            queued = [j for j in self._jobs if j.state is JobState.QUEUED]
+        total = sum(j.eta for j in active if j.eta is not None)
+        if queued:
+            if not done:
+                return None
+            per_byte = sum(j.elapsed for j in done) / max(1, sum(_size(j.source) for j in done))
+            total += per_byte * sum(_size(j.source) for j in queued)
+        return total if (active or queued) else None
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    # -- editing (GUI thread) --------------------------------------------------------------------------------------
+    def add(
+        self,
+        source: str | Path,
+        backend_id: str,
+        scale: float,
+        params: dict[str, Any] | None = None,
+        output: OutputSettings | None = None,
+    ) -> Job:
+        """Append a queued job and return it."""
+        with self._cond:
+            job = Job(next(self._ids), Path(source), backend_id, float(scale), dict(params or {}),
+                      output or OutputSettings())  # fmt: skip
+            self._jobs.append(job)
+            index = len(self._jobs) - 1
+            self._cond.notify_all()
+        self._emit("added", job, index)
+        return job
+
+    def remove(self, job_id: int) -> None:
+        """Take a job off the list; a running one is cancelled first (its worker finishes it off-list)."""
+        with self._cond:
+            index = self.index_of(job_id)
+            if index < 0:
+                return
+            job = self._jobs.pop(index)
+            if job.state.active:
+                job.cancel_requested = True
+                self._cond.notify_all()
+        self._emit("removed", job, index)
+
+    def move(self, job_id: int, index: int) -> None:
+        """Put a job at row ``index`` (clamped), shifting the others."""
+        with self._cond:
+            previous = self.index_of(job_id)
+            if previous < 0:
+                raise KeyError(f"no job {job_id} in the queue")
+            index = max(0, min(index, len(self._jobs) - 1))
+            if index == previous:
+                return
+            job = self._jobs.pop(previous)
+            self._jobs.insert(index, job)
+        self._emit("moved", job, index, previous)
+
+    def move_by(self, job_id: int, delta: int) -> None:
+        """Move a job ``delta`` rows (negative: up, towards the front of the queue)."""
+        self.move(job_id, self.index_of(job_id) + delta)
+
+    def retry(self, job_id: int) -> Job:
+        """Queue a failed or cancelled job again with the same settings (a done one is left alone)."""
+        with self._cond:
+            job = self.get(job_id)
+            if job.state not in (JobState.FAILED, JobState.CANCELLED):
+                return job
+            job.state, job.progress, job.eta, job.error, job.details = JobState.QUEUED, 0.0, None, "", ""
+            job.started = job.finished = job._paused_at = None
+            job.paused_for, job.cancel_requested = 0.0, False
+            self._cond.notify_all()
+        self._changed(job)
+        return job
+
+    def cancel(self, job_id: int) -> None:
+        """Cancel a job: a queued one at once, a running one at its next tile; finished ones are left alone."""
+        with self._cond:
+            job = self.get(job_id)
+            if job.state is JobState.QUEUED:
+                job.state, job.finished = JobState.CANCELLED, time.monotonic()
+            elif job.state.active:
+                job.cancel_requested = True
+                self._cond.notify_all()
+                return  # the worker reports the state once the engine has stopped
+            else:
+                return
+        self._changed(job)
+
+    def cancel_all(self) -> None:
+        """Cancel every job that has not finished."""
+        for job in self.jobs():
+            if not job.state.finished:
+                self.cancel(job.id)
+
+    def clear_finished(self) -> None:
+        """Remove every finished job (their result files stay on disk)."""
+        for job in self.jobs():
+            if job.state.finished:
+                self.remove(job.id)
+
+    def pause(self) -> None:
+        """Start no new job, and hold the running one at its next tile."""
+        with self._cond:
+            if self._paused:
+                return
+            self._paused = True
+        self._emit("paused")
+
+    def resume(self) -> None:
+        with self._cond:
+            if not self._paused:
+                return
+            self._paused = False
+            self._cond.notify_all()
+        self._emit("paused")
+
+    def close(self) -> None:
+        """Stop for good (the window is closing): the running job is cancelled and no other starts."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+
+    # -- running (worker thread) -------------------------------------------------------------------------------
+    def next_job(self) -> Job | None:
+        """The first queued job, or None when there is none or the queue is paused or closed."""
+        with self._cond:
+            if self._paused or self._closing:
+                return None
+            return next((job for job in self._jobs if job.state is JobState.QUEUED), None)
+
+    def run_pending(self, engine: Engine, before_job: Callable[[Job], None] | None = None) -> int:
+        """Run queued jobs one after another until none is left (or the queue is paused or closed).
+
+        Every job's outcome is recorded on the job: nothing a job raises escapes, so one bad image, a broken
+        plugin, a missing model or a full disk fails that job only. Returns how many jobs were started.
+        """
+        started = 0
+        while (job := self._start_next()) is not None:
+            started += 1
+            if before_job:
+                before_job(job)
+            self._run(engine, job)
+        return started
+
+    def _start_next(self) -> Job | None:
+        with self._cond:
+            job = self.next_job()
+            if job is None:
+                return None
+            job.state, job.started, job.progress = JobState.RUNNING, time.monotonic(), 0.0
+        self._changed(job)
+        return job
+
+    def _run(self, engine: Engine, job: Job) -> None:
+        try:
+            result = run_job(engine, job, cancel=lambda: self._checkpoint(job), progress=lambda f: self._progress(job, f))
+        except CancelledError:
+            self._finish(job, JobState.CANCELLED)
+        except Exception as exc:  # noqa: BLE001 - a job's failure is shown in its row; the queue goes on
+            self._finish(job, JobState.FAILED, error=describe_error(exc), details=traceback.format_exc())
+        else:
+            self._finish(job, JobState.DONE, result=result)
+
+    def _progress(self, job: Job, fraction: float) -> None:
+        with self._cond:
+            job.progress = min(1.0, max(job.progress, float(fraction)))
+            elapsed = job.elapsed
+            if job.progress >= ETA_MIN_PROGRESS and elapsed > 0:
+                job.eta = elapsed * (1.0 - job.progress) / job.progress
+        self._changed(job)
+
+    def _checkpoint(self, job: Job) -> bool:
+        """The engine's ``cancel`` callback: blocks while the queue is paused, then says whether to stop."""
+        while True:
+            with self._cond:
+                if job.cancel_requested or self._closing:
+                    return True
+                if not self._paused:
+                    if job.state is not JobState.PAUSED:
+                        return False
+                    job.state = JobState.RUNNING
+                    job.paused_for += time.monotonic() - (job._paused_at or time.monotonic())
+                    job._paused_at = None
+                elif job.state is JobState.PAUSED:
+                    self._cond.wait()
+                    continue
+                else:
+                    job.state, job._paused_at = JobState.PAUSED, time.monotonic()
+            self._changed(job)
+
+    def _finish(self, job: Job, state: JobState, error: str = "", details: str = "", result: Path | None = None) -> None:
+        with self._cond:
+            now = time.monotonic()
+            if job._paused_at is not None:
+                job.paused_for += now - job._paused_at
+                job._paused_at = None
+            job.state, job.finished, job.eta = state, now, None
+            job.error, job.details, job.result = error, details, result
+            if state is JobState.DONE:
+                job.progress = 1.0
+        self._changed(job)
+
+    def duplicate(self, job_id: int, **changes: Any) -> Job:
+        """A new queued job for the same photo, with some settings changed (e.g. another backend)."""
+        job = self.get(job_id)
+        template = replace(job, **changes)
+        return self.add(template.source, template.backend_id, template.scale, template.params, template.output)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
