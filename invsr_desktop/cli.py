@@ -1,5 +1,8 @@
 """``invsr-upscale``: the engine from the command line (batch files and folders, progress bar, clean Ctrl-C).
 
+``--shrink`` makes small images with an invertible network (the INN's forward pass) and marks them; a marked image
+is restored to full size by ``--restore``, or by a plain run without ``--backend``, which recognises the marker.
+
 Exit codes say what happened: 0 all written, 1 some images failed, 2 bad usage, 3 no images found, 4 the backend
 could not start, 5 ONNX Runtime missing, 130 cancelled by Ctrl-C (nothing partial left behind).
 """
@@ -49,8 +52,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("inputs", nargs="*", type=Path, help="image files and/or folders")
     p.add_argument("-o", "--output", type=Path, help="output folder (default: next to each original)")
     p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders, mirroring the tree")
-    p.add_argument("-b", "--backend", default="bicubic", help="backend id (see --list-backends)")
-    p.add_argument("-s", "--scale", type=float, default=4.0, help="output scale, any number >= 1 (default 4)")
+    p.add_argument("-b", "--backend", default=None,
+                   help="backend id (see --list-backends; default bicubic, or the INN shrink with --shrink)")
+    p.add_argument("-s", "--scale", type=float, default=4.0,
+                   help="output scale, any number >= 1 (default 4); with --shrink the factor to shrink by")
+    p.add_argument("--shrink", action="store_true",
+                   help="shrink and restore, first half: write a small image (PNG, or -f jpeg -q QUALITY) that "
+                   "--restore brings back to full size")
+    p.add_argument("--restore", action="store_true",
+                   help="restore images made by --shrink (a run without --backend also restores any it meets)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="backend parameter")
     p.add_argument("-f", "--format", default="png", choices=sorted(FORMATS), help="output format (default png)")
     p.add_argument("-q", "--quality", type=int, default=95, help="JPEG/WebP quality 1-100 (default 95)")
@@ -146,8 +156,8 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     from invsr_desktop.engine.pipeline import Engine, EngineOptions
 
     try:
-        spec = registry.get(args.backend)
-        params = spec.resolve_params(parse_params(args.param))
+        mode, spec = choose_mode(args, registry)
+        params = spec.resolve_params(parse_params(args.param)) if spec else parse_params(args.param)
         if args.scale < 1:
             raise ValueError(f"--scale must be >= 1, got {args.scale:g}")
     except (KeyError, ValueError) as exc:
@@ -166,7 +176,6 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     options = EngineOptions(args.provider, args.threads, args.tile, args.overlap, args.memory_mb, args.alpha)
     messages: list[str] = []
     engine = Engine(registry, options, on_message=lambda m: (messages.append(m), tqdm.write(f"note: {m}")))
-    suffix = args.suffix if args.suffix is not None else f"_x{scale_label(args.scale)}_{spec.id}"
     ext = FORMATS[args.format]
     summary = Summary()
     with CancelOnSigint() as cancel, tqdm(
@@ -177,12 +186,7 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
             progress = _bar_progress(bar, index)
             try:
                 task.out_dir.mkdir(parents=True, exist_ok=True)
-                destination = output_path(task.source, task.out_dir, suffix, ext)
-                written = engine.upscale_file(
-                    task.source, destination, spec.id, args.scale, params,
-                    quality=args.quality, lossless=args.lossless, max_pixels=args.max_pixels,
-                    progress=progress, cancel=cancel,
-                )  # fmt: skip
+                written = process(engine, args, mode, spec, params, task, ext, progress, cancel)
                 summary.written.append((task.source, written))
             except CancelledError:
                 break
@@ -194,6 +198,49 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
                 tqdm.write(f"failed: {task.source}: {exc}")
             progress(1.0)
     return report(summary, tasks, cancelled=cancel(), engine=engine)
+
+
+def choose_mode(args: argparse.Namespace, registry: Registry) -> tuple[str, object | None]:
+    """``("upscale" | "shrink" | "restore", spec)``; the spec is None for --restore (the marker names the backend)."""
+    if args.shrink and args.restore:
+        raise ValueError("--shrink and --restore exclude each other")
+    if args.restore:
+        return "restore", registry.get(args.backend) if args.backend else None
+    if args.shrink:
+        if args.backend:
+            return "shrink", registry.get(args.backend)
+        found = [s for s in registry.backends() if s.direction == "down"]
+        if not found:
+            raise ValueError("--shrink needs a shrinking backend (an INN model); none is installed")
+        return "shrink", found[0]
+    spec = registry.get(args.backend or "bicubic")
+    if spec.direction == "down":
+        raise ValueError(f"backend {spec.id!r} shrinks images: use --shrink")
+    return "upscale", spec
+
+
+def process(engine, args, mode, spec, params, task: Task, ext: str, progress, cancel) -> Path:
+    """One file: upscale it, shrink it, or restore it (a plain run without --backend restores marked images)."""
+    from invsr_desktop.engine.shrink import read_file_marker, restore_file, shrink_file
+
+    if mode == "upscale" and args.backend is None and read_file_marker(task.source) is not None:
+        tqdm.write(f"note: {task.source.name} was made by --shrink: restoring it")
+        mode, params = "restore", {}
+    common = dict(quality=args.quality, max_pixels=args.max_pixels, progress=progress, cancel=cancel)
+    if mode == "shrink":
+        factor = int(args.scale)
+        if factor != args.scale:
+            raise ValueError(f"--shrink needs a whole factor, got {args.scale:g}")
+        suffix = args.suffix if args.suffix is not None else f"_shrunk_x{factor}"
+        destination = output_path(task.source, task.out_dir, suffix, ext)
+        return shrink_file(engine, task.source, destination, spec.id, factor, params, **common)
+    if mode == "restore":
+        suffix = args.suffix if args.suffix is not None else "_restored"
+        destination = output_path(task.source, task.out_dir, suffix, ext)
+        return restore_file(engine, task.source, destination, params, lossless=args.lossless, **common)
+    suffix = args.suffix if args.suffix is not None else f"_x{scale_label(args.scale)}_{spec.id}"
+    destination = output_path(task.source, task.out_dir, suffix, ext)
+    return engine.upscale_file(task.source, destination, spec.id, args.scale, params, lossless=args.lossless, **common)
 
 
 BAR = "{l_bar}{bar}| {n:.2f}/{total} img [{elapsed}<{remaining}{postfix}]"

@@ -62,6 +62,13 @@ class Runner(Protocol):
     A runner owns its ONNX Runtime session(s) and any loop around them (a sampler, latent sampling). Tiling, alpha,
     bit depth, colour and files are the engine's job. ``multiple`` is the size a tile's sides must be a multiple of
     (the engine pads by reflection); ``scale`` may be a non-integer only for backends with ``any_scale``.
+
+    A runner whose output depends on where the tile lies (an INN sampling its latent z per output pixel, so that a
+    seed gives the same image whatever the tiling) sets ``positional = True``; the engine then calls
+    ``runner(tile, origin=(y, x))`` with the tile's top-left corner in the (padded) input image.
+
+    A shrinking runner (``BackendSpec.direction == "down"``) has ``scale = 1 / factor``: it maps an (H, W, 3) tile
+    to (H / factor, W / factor, 3), H and W multiples of ``multiple`` (a multiple of the factor).
     """
 
     scale: float
@@ -90,6 +97,12 @@ class BackendSpec:
     ``scales`` are the native scales; ``any_scale`` says the runner can be built at any scale >= 1 (bicubic).
     For other scales the engine runs the nearest native scale and resamples. ``bytes_per_pixel`` estimates the
     memory one input pixel costs during a run; the engine sizes tiles from it and the memory budget.
+
+    ``direction`` is ``"up"`` for every upscaler. ``"down"`` marks a backend that makes images smaller (the
+    shrink half of an invertible network's shrink-and-restore): its ``scales`` are the reduction factors, its runner
+    is built with ``BuildRequest.scale`` = the factor and has ``scale = 1 / factor``; the engine runs it only
+    through :mod:`invsr_desktop.engine.shrink`, never as an upscaler. ``info["restore_backend"]`` names the
+    backend that undoes it.
     """
 
     id: str
@@ -102,6 +115,7 @@ class BackendSpec:
     description: str = ""
     bytes_per_pixel: int = 4096
     info: dict[str, str] = field(default_factory=dict)
+    direction: Literal["up", "down"] = "up"
 
     def defaults(self) -> dict[str, Any]:
         """The parameters' default values, keyed by name."""

@@ -92,14 +92,35 @@ class Engine:
         """
         if pixels.ndim == 2:
             pixels = pixels[..., None]
+        spec, runner = self.runner(backend_id, scale, params)
+        if spec.direction != "up":
+            raise ValueError(f"backend {backend_id!r} shrinks images; use it through shrink (invsr-upscale --shrink)")
+        target = (int(round(pixels.shape[0] * scale)), int(round(pixels.shape[1] * scale)))
+        return self.run_array(pixels, spec, runner, target, progress, cancel)
+
+    def run_array(
+        self,
+        pixels: np.ndarray,
+        spec: BackendSpec,
+        runner: Runner,
+        target: tuple[int, int],
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ) -> np.ndarray:
+        """The pipeline behind :meth:`upscale_array` (and shrink) with a built runner and a target (height, width).
+
+        Grey is run as RGB and brought back to one channel; alpha is resized separately (bicubic, area when
+        shrinking, or the backend) and merged back; the result is resampled to ``target`` if the runner's native
+        size differs.
+        """
+        if pixels.ndim == 2:
+            pixels = pixels[..., None]
         channels = pixels.shape[2]
         if channels not in (1, 2, 3, 4):
             raise ValueError(f"expected 1 to 4 channels, got {channels}")
-        spec, runner = self.runner(backend_id, scale, params)
         colour_channels = 1 if channels in (1, 2) else 3
         colour = pixels[..., :colour_channels].astype(np.float32, copy=False)
         alpha = pixels[..., colour_channels:] if channels in (2, 4) else None
-        target = (int(round(pixels.shape[0] * scale)), int(round(pixels.shape[1] * scale)))
         alpha_by_backend = alpha is not None and self.options.alpha == "backend"
         share = 0.5 if alpha_by_backend else 1.0
 
@@ -112,7 +133,9 @@ class Engine:
                 a = self._run(np.repeat(alpha, 3, axis=2), spec, runner, target, _scaled(progress, share, share), cancel)
                 a = a.mean(axis=2, keepdims=True)
             else:
-                a = cv2.resize(alpha[..., 0], (target[1], target[0]), interpolation=cv2.INTER_CUBIC)[..., None]
+                shrinking = target[0] < pixels.shape[0]
+                interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
+                a = cv2.resize(alpha[..., 0], (target[1], target[0]), interpolation=interpolation)[..., None]
             out = np.concatenate([out, a], axis=2)
         if progress:
             progress(1.0)

@@ -4,6 +4,8 @@ The ideas are chaiNNer's upscale engine's: a starting tile size from a memory bu
 tile size halves and the work resumes at the current row (rows already finished are kept); reflection padding to
 the multiple a model needs; a half-sine (sin^2) ramp across each overlap, so two neighbouring weights sum to one.
 Accumulating weighted sums and dividing by the summed weights keeps this correct for any overlap the grid ends with.
+A scale below 1 (a shrinking runner, scale 1/f) works the same way: tile origins are multiples of f.
+A ``positional`` runner is told each tile's origin, so what it samples can depend on the pixel, not the tile.
 """
 
 from __future__ import annotations
@@ -89,8 +91,9 @@ def _ramp(length: int, ramp: int, left: bool, right: bool) -> np.ndarray:
     return w
 
 
-def _run_tile(runner: Runner, tile: np.ndarray, grid: Grid) -> np.ndarray:
-    out = runner(np.ascontiguousarray(tile, dtype=np.float32))
+def _run_tile(runner: Runner, tile: np.ndarray, grid: Grid, origin: tuple[int, int]) -> np.ndarray:
+    tile = np.ascontiguousarray(tile, dtype=np.float32)
+    out = runner(tile, origin=origin) if getattr(runner, "positional", False) else runner(tile)
     expected = (grid.up(tile.shape[0]), grid.up(tile.shape[1]), 3)
     if not isinstance(out, np.ndarray) or out.shape != expected:
         got = getattr(out, "shape", type(out).__name__)
@@ -163,7 +166,7 @@ def _blend_row(
     for x in _starts(pw, tile_w, overlap, grid.align):
         if cancel and cancel():
             raise CancelledError("cancelled")
-        result = _run_tile(runner, padded[y : y + row_h, x : x + tile_w], grid)
+        result = _run_tile(runner, padded[y : y + row_h, x : x + tile_w], grid, (y, x))
         wx = _ramp(grid.up(tile_w), ramp, left=x > 0, right=x + tile_w < pw)
         w = (wy[:, None] * wx[None, :])[..., None]
         ox = grid.up(x)

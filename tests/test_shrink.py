@@ -1,0 +1,145 @@
+"""Shrink and restore: the tiler at scale 1/f, the marker (PNG and JPEG), the engine round trip, and the CLI's
+``--shrink`` / ``--restore`` / automatic restore of a marked image, with a tiny freshly exported INN."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from invsr_desktop.cli import main as cli_main
+from invsr_desktop.engine.imageio import Image, load_image
+from invsr_desktop.engine.pipeline import Engine, EngineOptions
+from invsr_desktop.engine.shrink import (
+    ShrinkMarker,
+    read_file_marker,
+    read_marker,
+    restore_image,
+    shrink_image,
+    with_marker,
+)
+from invsr_desktop.engine.tiling import upscale_tiled
+
+pytest.importorskip("torch")
+from test_inn_plugin import _registry, inn_models, models_dir  # noqa: E402,F401  (fixtures)
+
+
+@dataclass
+class BoxDown:
+    """A shrinking runner: the f x f box mean (scale 1/f)."""
+
+    factor: int
+
+    def __post_init__(self):
+        self.scale = 1.0 / self.factor
+        self.multiple = self.factor
+
+    def __call__(self, tile):
+        h, w = tile.shape[:2]
+        f = self.factor
+        return tile.reshape(h // f, f, w // f, f, 3).mean(axis=(1, 3))
+
+
+@pytest.mark.parametrize("tile", [None, 16, 20, 36])
+def test_tiler_runs_a_shrinking_runner(tile):
+    rng = np.random.default_rng(0)
+    img = rng.random((64, 88, 3)).astype(np.float32)
+    runner = BoxDown(4)
+    out = upscale_tiled(img, runner, tile=tile, overlap=8)
+    assert out.shape == (16, 22, 3)
+    assert np.allclose(out, runner(img), atol=1e-6)  # a local op: tiling changes nothing
+
+
+def test_marker_text_roundtrip_and_damage():
+    m = ShrinkMarker("inn", "irn_x4", 4, 1023, 767)
+    assert m.text() == "invsr-shrink: v=1; backend=inn; model=irn_x4; scale=4; size=1023x767"
+    assert ShrinkMarker.parse("prefix " + m.text()) == m
+    assert ShrinkMarker.parse("a plain comment") is None
+    with pytest.raises(ValueError, match="damaged"):
+        ShrinkMarker.parse("invsr-shrink: v=1; backend=inn; scale=x")
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_marker_survives_files_and_keeps_exif(tmp_path, fmt):
+    from invsr_desktop.engine.imageio import save_image
+
+    exif = PILImage.Exif()
+    exif[0x010F] = "TestCam"  # Make
+    img = Image(np.full((8, 8, 3), 0.5, np.float32), exif=exif.tobytes())
+    marker = ShrinkMarker("inn", "m", 2, 16, 15)
+    path = save_image(with_marker(img, marker), tmp_path / f"s.{fmt}", quality=90)
+    assert read_file_marker(path) == marker
+    loaded = load_image(path)
+    assert read_marker(loaded) == marker
+    assert PILImage.open(path).getexif()[0x010F] == "TestCam"
+    assert read_file_marker(tmp_path / "missing.png") is None
+
+
+def test_engine_round_trip(models_dir):
+    _, nets = models_dir
+    engine = Engine(_registry(), EngineOptions(threads=1))
+    rng = np.random.default_rng(3)
+    hr = np.clip(rng.random((50, 61, 3)) * 0.5 + 0.25, 0, 1).astype(np.float32)  # not multiples of 4
+    small = shrink_image(engine, Image(hr), "inn-shrink", 4)
+    assert small.pixels.shape == (13, 16, 3)
+    marker = read_marker(small)
+    assert marker == ShrinkMarker("inn", "tiny_x4", 4, 61, 50)
+    restored = restore_image(engine, small)
+    assert restored.pixels.shape == hr.shape
+    assert read_marker(restored) is None
+    # one tile: the same as PyTorch on the reflect-padded image, shrink then restore at z = 0 (the mean)
+    import torch
+
+    padded = np.pad(hr, ((0, 2), (0, 3), (0, 0)), mode="reflect")
+    with torch.no_grad():
+        lr_t, _ = nets[4](torch.from_numpy(padded.transpose(2, 0, 1))[None])
+        lr_t = lr_t.clamp(0, 1)
+        sr_t = nets[4].inverse(lr_t, None).clamp(0, 1)[0].numpy().transpose(1, 2, 0)[:50, :61]
+    assert np.abs(small.pixels - lr_t[0].numpy().transpose(1, 2, 0)).max() < 1e-4
+    assert np.abs(restored.pixels - sr_t).max() < 1e-4
+    with pytest.raises(ValueError, match="no invsr-shrink marker"):
+        restore_image(engine, Image(hr))
+    with pytest.raises(ValueError, match="shrinks by"):
+        shrink_image(engine, Image(hr), "inn-shrink", 3)
+    with pytest.raises(ValueError, match="does not shrink"):
+        shrink_image(engine, Image(hr), "inn", 4)
+    bad = with_marker(small, ShrinkMarker("inn", "gone", 4, 61, 50))
+    with pytest.raises(ValueError, match="'gone'"):
+        restore_image(engine, bad)
+
+
+def test_grey_and_alpha_round_trip(models_dir):
+    engine = Engine(_registry(), EngineOptions(threads=1))
+    rng = np.random.default_rng(4)
+    rgba = rng.random((32, 40, 4)).astype(np.float32) * 0.5 + 0.25
+    small = shrink_image(engine, Image(rgba), "inn-shrink", 2)
+    assert small.pixels.shape == (16, 20, 4)
+    restored = restore_image(engine, small)
+    assert restored.pixels.shape == (32, 40, 4)
+    assert np.abs(restored.pixels[..., 3] - rgba[..., 3]).mean() < 0.2  # alpha: area down, bicubic up
+    grey = rng.random((24, 24, 1)).astype(np.float32)
+    assert restore_image(engine, shrink_image(engine, Image(grey), "inn-shrink", 2)).pixels.shape == (24, 24, 1)
+
+
+def test_cli_shrink_then_restore(models_dir, tmp_path, monkeypatch):
+    import invsr_desktop.cli as cli
+
+    monkeypatch.setattr(cli, "default_registry", _registry)
+    rng = np.random.default_rng(5)
+    photo = tmp_path / "photo.png"
+    PILImage.fromarray((rng.random((30, 42, 3)) * 128 + 64).astype(np.uint8)).save(photo)
+    out = tmp_path / "out"
+    assert cli_main(["--shrink", "-s", "2", "--quiet", "-o", str(out), str(photo)]) == 0
+    small = out / "photo_shrunk_x2.png"
+    assert PILImage.open(small).size == (21, 15) and read_file_marker(small).model == "tiny_x2"
+    assert cli_main(["--shrink", "-s", "4", "-f", "jpeg", "-q", "90", "--quiet", "-o", str(out), str(photo)]) == 0
+    assert read_file_marker(out / "photo_shrunk_x4.jpg").scale == 4
+    # explicit --restore, and a plain run without --backend, both recognise the marker
+    assert cli_main(["--restore", "--quiet", "-o", str(out), str(small)]) == 0
+    assert PILImage.open(out / "photo_shrunk_x2_restored.png").size == (42, 30)
+    assert cli_main(["--quiet", "-o", str(out / "auto"), str(small)]) == 0
+    assert PILImage.open(out / "auto" / "photo_shrunk_x2_restored.png").size == (42, 30)
+    # an unmarked image cannot be restored; the INN shrink backend is not an upscaler
+    assert cli_main(["--restore", "--quiet", "-o", str(out), str(photo)]) == 1
+    assert cli_main(["-b", "inn-shrink", "--quiet", str(photo)]) == 2
+    assert cli_main(["--shrink", "--restore", str(photo)]) == 2
