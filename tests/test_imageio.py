@@ -73,7 +73,8 @@ def test_image_properties_and_with_pixels() -> None:
     assert image.size == (6, 4)
     bigger = image.with_pixels(np.ones((8, 12, 4), np.float32))
     assert bigger.size == (12, 8)
-    assert (bigger.bit_depth, bigger.exif, bigger.icc_profile, bigger.source_format) == (16, b"Exif\0\0xx", b"icc", "PNG")
+    metadata = (bigger.bit_depth, bigger.exif, bigger.icc_profile, bigger.source_format)
+    assert metadata == (16, b"Exif\0\0xx", b"icc", "PNG")
     bigger.notes.append("another")
     assert image.notes == ["a note"]  # notes are copied, not shared
 
@@ -566,3 +567,12 @@ def test_tiff_keeps_exif_from_a_jpeg(tmp_path: Path, rng: np.random.Generator) -
     exif.load(again.exif)
     assert exif[MAKE] == "TestCam"
     assert exif.get_ifd(EXIF_IFD)[PIXEL_X] == 40
+
+
+def test_multi_picture_jpeg_reads_the_first_image(tmp_path: Path) -> None:
+    first = PILImage.new("RGB", (8, 8), (0, 0, 0))
+    path = tmp_path / "phone.jpg"
+    first.save(path, format="MPO", save_all=True, append_images=[PILImage.new("RGB", (8, 8), (200, 200, 200))])
+    image = load_image(path)
+    assert image.source_format == "JPEG" and image.pixels.max() < 0.05
+    assert any("2 images" in note for note in image.notes)

@@ -22,8 +22,11 @@ def test_default_is_next_to_the_original(photo: Path) -> None:
     assert output_path(photo, None, "_x4_bicubic", "png") == photo.parent / "photo_x4_bicubic.png"
 
 
-@pytest.mark.parametrize("fmt, ext", [("png", ".png"), (".png", ".png"), ("PNG", ".png"), ("jpeg", ".jpg"),
-                                      ("jpg", ".jpg"), ("webp", ".webp"), ("tiff", ".tif"), (".tif", ".tif")])  # fmt: skip
+SPELLINGS = [("png", ".png"), (".png", ".png"), ("PNG", ".png"), ("jpeg", ".jpg"), ("jpg", ".jpg"),
+             ("webp", ".webp"), ("tiff", ".tif"), (".tif", ".tif")]  # fmt: skip
+
+
+@pytest.mark.parametrize("fmt, ext", SPELLINGS)
 def test_format_spellings(photo: Path, fmt: str, ext: str) -> None:
     assert output_path(photo, None, "_x2_inn", fmt).name == f"photo_x2_inn{ext}"
 
