@@ -178,7 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--name", required=True, help="model name: files inn_<name>_down.onnx / inn_<name>_up.onnx")
     p.add_argument("--out", type=Path, default=Path("."), help="output folder")
     p.add_argument("--trained-on", default="", help="what it was trained on (default: from the model file)")
+    p.add_argument("--install", action="store_true", help="also copy both files into the user model folder")
     args = p.parse_args(argv)
+    if not args.name.replace("_", "").replace("-", "").isalnum():
+        p.error("--name may hold letters, digits, '_' and '-' only (it is the model's id in file names and markers)")
     net, state = load_inn(args.model)
     cfg = state.get("config", {})
     meta = state.get("meta", {})
@@ -191,6 +194,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {result.down} and {result.up}")
     print(f"check at LR {result.check_size[0]}x{result.check_size[1]}: max |ORT - torch| down {result.max_diff_down:.2e}, "
           f"up {result.max_diff_up:.2e}; ONNX round trip max error {result.round_trip:.2e}")
+    if max(result.max_diff_down, result.max_diff_up) > 1e-3:
+        print("error: ONNX Runtime disagrees with PyTorch", file=sys.stderr)
+        return 1
+    if args.install:
+        import shutil
+
+        from plugins.model_folder import user_models_dir
+
+        folder = user_models_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        for f in (result.down, result.up):
+            shutil.copy2(f, folder / f.name)
+        print(f"installed into {folder}")
     return 0
 
 

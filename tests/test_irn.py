@@ -84,6 +84,9 @@ def test_default_config_size():
     assert cfg["model"] == "inn" and cfg["network"]["arch"] == "irn" and cfg["scale"] == 4
     kw = {k: v for k, v in cfg["network"].items() if k != "arch"}
     assert 1e5 < count_parameters(build_arch("irn", scale=4, **kw)) < 1e6
+    cfg2 = load_config("inn_x2", (), get_model_class("inn").config_defaults)
+    kw2 = {k: v for k, v in cfg2["network"].items() if k != "arch"}
+    assert cfg2["scale"] == 2 and count_parameters(build_arch("irn", scale=2, **kw2)) > 2e4
 
 
 def test_noise_schedule_and_quantizer():

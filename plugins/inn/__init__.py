@@ -56,8 +56,9 @@ def find_models(files: list | None = None) -> list[INNModel]:
     for f in scan("inn") if files is None else files:
         meta, path = f.metadata, Path(f.path)
         direction = meta.get("invsr.direction")
-        stem = path.name[:-len(UP_SUFFIX)] if path.name.endswith(UP_SUFFIX) else path.stem
-        name = meta.get("invsr.name") or stem.removeprefix("inn_").removesuffix("_down")
+        # the model's id (what --param model= and the shrink marker name) comes from the file name, as for every
+        # model folder file; invsr.name is only its display name
+        name = path.stem.removeprefix("inn_").removesuffix("_up").removesuffix("_down")
         if direction == "up":
             ups[name] = (path, meta)
         elif direction == "down":
