@@ -1,0 +1,622 @@
+"""``invsr-export``: a checkpoint -> one self-contained ONNX file that the app runs, checked against PyTorch.
+
+::
+
+    invsr-export CHECKPOINT -o OUT.onnx [--arch rrdbnet] [--scale N] [--backend esrgan] [--name "..."]
+                 [--trained-on "..."] [--fp16 | --int8 --calibration DIR] [--install]
+
+CHECKPOINT is one of our model files (``model_<arch>_x<scale>.pt`` from ``invsr-train``) or a standard ESRGAN /
+Real-ESRGAN RRDBNet checkpoint in either key naming (BasicSR ``conv_first`` / ``body.N.rdb1``, or the original
+ESRGAN's ``model.N``; ``params`` / ``params_ema`` wrappers), loaded with ``torch.load(weights_only=True``): a pickle
+that holds Python objects is refused. The architecture's options (features, blocks, growth, scale, including a
+Real-ESRGAN x2 model's pixel-unshuffled input) are read from the tensors' shapes.
+
+The ONNX file follows DESIGN.md: input ``lr``, output ``sr``, NCHW float32 RGB in [0, 1], dynamic ``batch``,
+``height``, ``width`` (``out_height``, ``out_width`` for ``sr``); opset 17 by default; metadata props ``invsr.*``
+(see :func:`metadata`). Every export is checked: ONNX Runtime's output against PyTorch's on a random (non-uniform)
+input of an odd size; the maximum absolute difference is printed, and over ``--tolerance`` the command writes
+nothing and exits with status 1.
+
+``--fp16`` writes a half-precision model (weights and compute fp16, ``lr`` / ``sr`` stay float32, cast inside the
+graph): checked against PyTorch fp32 with the looser ``--fp16-tolerance``. ``--int8 --calibration DIR`` writes a
+statically quantized model (ONNX Runtime ``quantize_static``, QDQ, int8 per-channel weights, uint8 activations)
+calibrated on LR patches cut from the images in DIR (downscaled by the model's scale with MATLAB bicubic, as in
+training); its check is the PSNR against the fp32 model's output on held-out patches (``--int8-min-psnr``).
+For both, the maximum absolute difference and the PSNR against the fp32 output are printed.
+
+``--install`` copies the result into the user model folder (``$INVSR_MODELS_DIR``, else
+``$XDG_DATA_HOME/invsr-desktop/models``, else ``~/.local/share/invsr-desktop/models``), where the app finds it.
+
+Exit status: 0 written, 1 the check failed (nothing written), 2 bad arguments or an unusable checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+
+from model_export.checkpoints import Checkpoint, CheckpointError, default_backend, load_checkpoint
+
+DEFAULT_OPSET = 17
+DEFAULT_TOLERANCE = 1e-4
+DEFAULT_FP16_TOLERANCE = 2e-2
+DEFAULT_INT8_MIN_PSNR = 30.0
+DEFAULT_CHECK_SIZE = (37, 29)
+ARCH_DISPLAY = {"rrdbnet": "RRDBNet"}
+
+
+class ExportError(Exception):
+    """The export itself failed (exporter or runtime error); the message is for the user."""
+
+
+@dataclass
+class Check:
+    """The result of comparing one ONNX model's output with a reference."""
+
+    what: str
+    shape: tuple[int, ...]
+    max_abs: float
+    psnr: float
+    limit: str
+    ok: bool
+
+    def line(self) -> str:
+        verdict = "OK" if self.ok else "FAILED"
+        return (f"check {self.what}: input {'x'.join(map(str, self.shape))}, max |diff| = {self.max_abs:.3e}, "
+                f"PSNR = {_fmt_psnr(self.psnr)} ({self.limit}) {verdict}")
+
+
+def _fmt_psnr(value: float) -> str:
+    return "inf dB" if math.isinf(value) else f"{value:.2f} dB"
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR of two outputs clipped to [0, 1] (what the app shows), data range 1."""
+    mse = float(np.mean((np.clip(a, 0, 1).astype(np.float64) - np.clip(b, 0, 1).astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PyTorch -> ONNX
+
+
+class HalfPrecision(nn.Module):
+    """A network run in float16 between float32 input and output (the casts become part of the ONNX graph)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = copy.deepcopy(net).half().eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.half()).float()
+
+
+def torch_to_onnx(net: nn.Module, example: torch.Tensor, exporter: str = "torchscript",
+                  opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """Export ``net`` with input ``lr`` and output ``sr``, batch / height / width dynamic, as one in-memory model.
+
+    ``exporter`` is ``torchscript`` (``torch.onnx.export(dynamo=False)`` with ``dynamic_axes``: fast, plain graph)
+    or ``dynamo`` (``torch.export`` based, ``dynamic_shapes``; opset >= 18; batch fixed at 1).
+    """
+    multiple = int(getattr(_inner(net), "input_multiple", 1))
+    net = net.eval()
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, tracer warnings
+            if exporter == "torchscript":
+                buf = io.BytesIO()
+                torch.onnx.export(
+                    net, (example,), buf, input_names=["lr"], output_names=["sr"], opset_version=opset,
+                    dynamo=False, do_constant_folding=True,
+                    dynamic_axes={"lr": {0: "batch", 2: "height", 3: "width"},
+                                  "sr": {0: "batch", 2: "out_height", 3: "out_width"}},
+                )
+                model = onnx.load_from_string(buf.getvalue())
+            elif exporter == "dynamo":
+                from torch.export import Dim
+
+                h: Any = Dim("height") if multiple == 1 else multiple * Dim("height_blocks")
+                w: Any = Dim("width") if multiple == 1 else multiple * Dim("width_blocks")
+                program = torch.onnx.export(
+                    net, (example,), None, input_names=["lr"], output_names=["sr"], opset_version=max(opset, 18),
+                    dynamo=True, dynamic_shapes=({2: h, 3: w},), external_data=False, optimize=True, verbose=False,
+                )
+                model = program.model_proto
+            else:
+                raise ValueError(f"unknown exporter {exporter!r}")
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the exporters raise a zoo of types
+        raise ExportError(f"the {exporter} exporter failed: {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    _name_dims(model)
+    _strip_debug_info(model.graph)
+    return model
+
+
+def _strip_debug_info(graph: onnx.GraphProto) -> None:
+    """Drop per-node stack traces and source paths (the dynamo exporter writes them): not the user's business."""
+    for node in graph.node:
+        node.doc_string = ""
+        del node.metadata_props[:]
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _strip_debug_info(attr.g)
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        value.doc_string = ""
+        del value.metadata_props[:]
+
+
+def _inner(net: nn.Module) -> nn.Module:
+    return net.net if isinstance(net, HalfPrecision) else net
+
+
+def _name_dims(model: onnx.ModelProto) -> None:
+    """Give the I/O dims the names of the convention, whatever the exporter called them."""
+    for values, names in ((model.graph.input, ("batch", None, "height", "width")),
+                          (model.graph.output, ("batch", None, "out_height", "out_width"))):
+        for value in values:
+            dims = value.type.tensor_type.shape.dim
+            for dim, name in zip(dims, names):
+                if name is not None and not dim.HasField("dim_value"):
+                    dim.dim_param = name
+
+
+def _serialize(model: onnx.ModelProto) -> bytes:
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise ExportError("the exporter wrote weights to an external file; the app needs one self-contained file")
+    data = model.SerializeToString()
+    if len(data) >= 2**31:
+        raise ExportError("the model is over 2 GB, which one ONNX file cannot hold")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Running and checking
+
+
+def ort_session(model: bytes | str | os.PathLike, threads: int = 0) -> Any:
+    """A CPU ONNX Runtime session with the optimisation level the app uses (``threads`` 0: ORT's default)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def run_ort(session: Any, x: np.ndarray) -> np.ndarray:
+    (out,) = session.run(["sr"], {"lr": np.ascontiguousarray(x, dtype=np.float32)})
+    return out
+
+
+def check_input_size(size: tuple[int, int], multiple: int) -> tuple[int, int]:
+    """``size`` rounded up to the model's input multiple, keeping ``side / multiple`` odd (so the check still runs
+    odd-sized feature maps when the model pixel-unshuffles its input)."""
+    out = []
+    for side in size:
+        blocks = max(1, math.ceil(side / multiple))
+        if multiple > 1 and blocks % 2 == 0:
+            blocks += 1
+        out.append(blocks * multiple)
+    return out[0], out[1]
+
+
+def random_input(size: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """A seeded uniform-noise image in [0, 1): every pixel and channel differs, so a mix-up of channels or pixel
+    positions (e.g. a pixel-unshuffle exported with the wrong channel order) cannot go unnoticed."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand((1, 3, size[0], size[1]), generator=gen, dtype=torch.float32)
+
+
+def compare(what: str, x: np.ndarray, got: np.ndarray, reference: np.ndarray, fp32_onnx: np.ndarray | None,
+            tolerance: float | None = None, min_psnr: float | None = None) -> Check:
+    """max |got - reference| and the PSNR of ``got`` against the fp32 ONNX output (or the reference), for the
+    outputs of input ``x``."""
+    shape = tuple(int(d) for d in x.shape)
+    if got.shape != reference.shape:
+        return Check(what, shape, math.inf, -math.inf,
+                     f"output shape {tuple(got.shape)} != PyTorch's {tuple(reference.shape)}", False)
+    max_abs = float(np.max(np.abs(got.astype(np.float64) - reference.astype(np.float64))))
+    value = psnr(got, fp32_onnx if fp32_onnx is not None else reference)
+    finite = bool(np.all(np.isfinite(got)))
+    if tolerance is not None:
+        ok = finite and max_abs <= tolerance
+        limit = f"tolerance {tolerance:.0e}"
+    else:
+        ok = finite and (min_psnr is None or value >= min_psnr)
+        limit = f"min PSNR {min_psnr:g} dB" if min_psnr is not None else "reported only"
+    return Check(what, shape, max_abs, value, limit, ok)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# int8
+
+
+def calibration_patches(folder: str | os.PathLike, scale: int, multiple: int, patch: int, count: int,
+                        seed: int) -> list[np.ndarray]:
+    """``count`` LR patches (1, 3, patch, patch) float32: random HR crops of ``patch * scale`` from the images in
+    ``folder`` (round-robin over the files), downscaled by ``scale`` with MATLAB bicubic and rounded to 8 bit."""
+    from model_export.data.dataset import make_lr
+    from model_export.data.images import find_images, load_image
+
+    files = find_images([folder])
+    patch = max(multiple, patch - patch % multiple)
+    rng = np.random.default_rng(seed)
+    images: dict[int, np.ndarray] = {}
+    out: list[np.ndarray] = []
+    attempts = 0
+    while len(out) < count and attempts < count * 4:
+        index = attempts % len(files)
+        attempts += 1
+        if index not in images:
+            try:
+                images[index] = load_image(files[index])
+            except Exception as exc:  # noqa: BLE001 - a bad file in a calibration folder is skipped
+                print(f"calibration: skipping {files[index]}: {exc}", file=sys.stderr)
+                images[index] = np.zeros((0, 0, 3), np.uint8)
+        img = images[index]
+        unit = scale * multiple
+        h = min(patch * scale, img.shape[0] - img.shape[0] % unit)
+        w = min(patch * scale, img.shape[1] - img.shape[1] % unit)
+        if h < unit or w < unit:
+            continue
+        top = int(rng.integers(0, img.shape[0] - h + 1))
+        left = int(rng.integers(0, img.shape[1] - w + 1))
+        hr = img[top : top + h, left : left + w].astype(np.float32) / 255.0
+        lr = make_lr(hr, scale)
+        out.append(np.ascontiguousarray(lr.transpose(2, 0, 1)[None], dtype=np.float32))
+    if not out:
+        raise ExportError(f"no calibration patch could be cut from the images in {folder}")
+    return out
+
+
+def quantize_int8(fp32_model: bytes, patches: Sequence[np.ndarray]) -> bytes:
+    """Static QDQ quantization (int8 per-channel weights, uint8 activations) calibrated on ``patches`` with
+    MinMax (the calibrator keeps only each tensor's min and max per patch, so memory stays small even for the
+    full-size RRDBNet; the histogram methods keep whole activations)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(patches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            item = next(self.items, None)
+            return None if item is None else {"lr": item}
+
+        def rewind(self) -> None:
+            self.items = iter(patches)
+
+    with tempfile.TemporaryDirectory(prefix="invsr-int8-") as tmp:
+        src = Path(tmp) / "fp32.onnx"
+        pre = Path(tmp) / "pre.onnx"
+        dst = Path(tmp) / "int8.onnx"
+        src.write_bytes(fp32_model)
+        model_in = src
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        try:
+            # ORT's symbolic shape inference is skipped: ONNX's own suffices for a conv net, and on failure (some
+            # dynamic Resize graphs) the symbolic one writes debug files into the current directory
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            model_in = pre
+        except Exception:  # noqa: BLE001 - pre-processing only helps; else quantize the plain model
+            pass
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(
+                str(model_in), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+        return dst.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Metadata
+
+
+def estimate_bytes_per_pixel(arch: str, options: dict[str, Any]) -> int | None:
+    """Memory one input pixel costs while the model runs (float32 activations, x1.5 for ONNX Runtime's arena);
+    the engine sizes tiles from it. None for an architecture without an estimate."""
+    if arch != "rrdbnet":
+        return None
+    nf = int(options.get("num_feat", 64))
+    gc = int(options.get("num_grow_ch", 32))
+    unshuffle = {4: 1, 2: 2, 1: 4}.get(int(options.get("scale", 4)), 1)
+    low = 3 * nf + 4 * gc  # block input, the dense concatenation, the block output, per feature pixel
+    high = 4 * nf * 2 + 16 * nf * 3  # the x2 stage, then the x4 stage (upsampled, conv, conv_hr)
+    io_bytes = 3 * (1 + int(options.get("scale", 4)) ** 2)
+    return int(1.5 * 4 * ((low + high) / unshuffle**2 + io_bytes))
+
+
+def metadata(ckpt: Checkpoint, args: argparse.Namespace, precision: str, exporter: str, opset: int,
+             multiple: int, parameters: int, checks: list[Check]) -> dict[str, str]:
+    """The ``invsr.*`` metadata props of an exported model."""
+    from invsr_desktop import __version__
+
+    scale = ckpt.scale
+    display = ARCH_DISPLAY.get(ckpt.arch, ckpt.arch)
+    name = args.name or f"{ckpt.suggested_name} ({display} x{scale})"
+    if precision != "fp32" and not args.name:
+        name += f" {precision}"
+    trained_on = args.trained_on or ckpt.trained_on or f"unknown (third-party checkpoint {ckpt.path.name})"
+    props = {
+        "invsr.backend": args.backend or default_backend(ckpt.arch),
+        "invsr.arch": ckpt.arch,
+        "invsr.arch_options": json.dumps(ckpt.options, sort_keys=True),
+        "invsr.scale": str(scale),
+        "invsr.version": __version__,
+        "invsr.trained_on": trained_on,
+        "invsr.name": name,
+        "invsr.precision": precision,
+        "invsr.input_multiple": str(multiple),
+        "invsr.parameters": str(parameters),
+        "invsr.source": ckpt.source,
+        "invsr.source_sha256": ckpt.sha256,
+        "invsr.exporter": f"invsr-export {__version__}, torch {torch.__version__}, {exporter}, opset {opset}",
+        "invsr.check": json.dumps([{"what": c.what, "input": list(c.shape), "max_abs_diff": c.max_abs,
+                                    "psnr_db": None if math.isinf(c.psnr) else round(c.psnr, 3)} for c in checks]),
+    }
+    if ckpt.training:
+        props["invsr.training"] = json.dumps(ckpt.training, sort_keys=True)
+    bpp = estimate_bytes_per_pixel(ckpt.arch, ckpt.options)
+    if bpp:
+        props["invsr.bytes_per_pixel"] = str(bpp * (2 if precision == "int8" else 1))
+    return props
+
+
+def _finish(model: onnx.ModelProto, props: dict[str, str], description: str) -> bytes:
+    from invsr_desktop import __version__
+
+    onnx.helper.set_model_props(model, props)
+    model.producer_name = "invsr-export"
+    model.producer_version = __version__
+    model.doc_string = description
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"the exported model is not valid ONNX: {str(exc).splitlines()[0]}") from None
+    return _serialize(model)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Files
+
+
+def atomic_write(data: bytes, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def install(path: Path) -> Path:
+    """Copy an exported model into the user model folder (atomically); returns the new path."""
+    from plugins.model_folder import user_models_dir
+
+    dest = user_models_dir() / path.name
+    if dest.resolve() == path.resolve():
+        return dest
+    atomic_write(path.read_bytes(), dest)
+    return dest
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="invsr-export",
+        description="Convert a checkpoint (ours, or ESRGAN / Real-ESRGAN RRDBNet) to an ONNX model for InvSR Desktop, "
+        "checked against PyTorch on a random odd-sized input.",
+    )
+    p.add_argument("checkpoint", type=Path, help="checkpoint file (.pt / .pth); loaded with weights_only=True")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="ONNX file to write; its stem is the backend id in the app (e.g. esrgan-faithful-x4.onnx)")
+    p.add_argument("--arch", help="architecture the checkpoint must hold (default: whatever it holds)")
+    p.add_argument("--scale", type=int, help="scale the checkpoint must have (default: read from it)")
+    p.add_argument("--backend", help="the app plugin that serves the model (default: esrgan for rrdbnet)")
+    p.add_argument("--name", help="display name in the app (default: checkpoint or config name, arch, scale)")
+    p.add_argument("--trained-on", help="what the model was trained on (default: from our checkpoints' metadata)")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--fp16", action="store_true",
+                           help="write a float16 model (I/O stays float32); smaller, faster on GPUs")
+    precision.add_argument("--int8", action="store_true",
+                           help="write a statically quantized int8 model (QDQ); needs --calibration")
+    p.add_argument("--calibration", type=Path, metavar="DIR",
+                   help="folder of images for int8 calibration (HR photos; LR patches are cut from them)")
+    p.add_argument("--calibration-count", type=int, default=16, help="calibration patches (default 16)")
+    p.add_argument("--calibration-patch", type=int, default=64, help="LR patch side (default 64)")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help=f"max |ONNX - PyTorch| for fp32 (default {DEFAULT_TOLERANCE:g})")
+    p.add_argument("--fp16-tolerance", type=float, default=DEFAULT_FP16_TOLERANCE,
+                   help=f"max |ONNX fp16 - PyTorch fp32| (default {DEFAULT_FP16_TOLERANCE:g})")
+    p.add_argument("--int8-min-psnr", type=float, default=DEFAULT_INT8_MIN_PSNR,
+                   help=f"min PSNR of int8 vs fp32 output on held-out patches (default {DEFAULT_INT8_MIN_PSNR:g} dB)")
+    p.add_argument("--check-size", default=f"{DEFAULT_CHECK_SIZE[0]}x{DEFAULT_CHECK_SIZE[1]}", metavar="HxW",
+                   help="size of the random check input (default 37x29; rounded up to the model's input multiple)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the check input and calibration crops")
+    p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
+                   help="torch.onnx exporter (default torchscript: faster, plain graph)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET}, min 17)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for PyTorch and ONNX Runtime (default 0: all cores; 1 is faster on a busy "
+                   "machine)")
+    p.add_argument("--install", action="store_true", help="also copy the model into the user model folder")
+    return p
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--check-size expects HxW, e.g. 37x29; got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"--check-size must be positive; got {text!r}")
+    return h, w
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        size = _parse_size(args.check_size)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    if args.int8 and args.calibration is None:
+        parser.error("--int8 needs --calibration DIR (a folder of images)")
+    if args.calibration is not None and not args.int8:
+        parser.error("--calibration is only used with --int8")
+    if args.opset < 17:
+        parser.error("--opset must be 17 or newer")
+    if args.output.suffix.lower() != ".onnx":
+        parser.error(f"the output file must end in .onnx (the app only scans *.onnx): {args.output}")
+    try:
+        return _run(args, size)
+    except (CheckpointError, ExportError) as exc:
+        print(f"invsr-export: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, size: tuple[int, int]) -> int:
+    torch.set_grad_enabled(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    ckpt = load_checkpoint(args.checkpoint, arch=args.arch, scale=args.scale)
+    net = ckpt.build()
+    multiple = int(getattr(net, "input_multiple", 1))
+    parameters = sum(p.numel() for p in net.parameters())
+    print(f"{ckpt.path.name}: {ckpt.arch} x{ckpt.scale} {json.dumps(ckpt.options, sort_keys=True)}, "
+          f"{parameters / 1e6:.2f} M parameters, from {ckpt.source}")
+
+    # trace at one size, check at another (odd) one: proves the height and width really are dynamic
+    check_hw = check_input_size(size, multiple)
+    example = random_input(check_input_size((16, 20), multiple), seed=args.seed + 1)
+    x = random_input(check_hw, seed=args.seed)
+    reference = net(x).numpy()
+
+    opset = args.opset if args.exporter == "torchscript" else max(args.opset, 18)
+    fp32_model = torch_to_onnx(net, example, exporter=args.exporter, opset=opset)
+    fp32_bytes = _serialize(fp32_model)
+    fp32_out = run_ort(ort_session(fp32_bytes, args.threads), x.numpy())
+    checks = [compare("fp32 (ONNX Runtime vs PyTorch)", x, fp32_out, reference, None, tolerance=args.tolerance)]
+    print(checks[-1].line())
+    if not checks[-1].ok:
+        return _failed(args, "the fp32 export")
+
+    precision = "fp32"
+    final_model = fp32_model
+    if args.fp16:
+        precision = "fp16"
+        final_model = torch_to_onnx(HalfPrecision(net), example.clone(), exporter=args.exporter, opset=opset)
+        out = run_ort(ort_session(_serialize(final_model), args.threads), x.numpy())
+        checks.append(compare("fp16 (ONNX Runtime fp16 vs PyTorch fp32; PSNR vs fp32 ONNX)", x, out, reference,
+                              fp32_out, tolerance=args.fp16_tolerance))
+        print(checks[-1].line())
+        # ONNX Runtime's CPU provider runs most fp16 nodes in fp32 (it inserts casts), so the check above mostly
+        # sees the rounding of the weights; a GPU computes in fp16. PyTorch's half precision on the CPU shows that.
+        half_out = HalfPrecision(net)(x).numpy()
+        checks.append(compare("fp16 compute (PyTorch half vs fp32, as a GPU runs it)", x, half_out, reference,
+                              fp32_out, tolerance=args.fp16_tolerance))
+        print(checks[-1].line())
+        if not all(c.ok for c in checks[-2:]):
+            return _failed(args, "the fp16 model")
+    elif args.int8:
+        precision = "int8"
+        calib = calibration_patches(args.calibration, ckpt.scale, multiple, args.calibration_patch,
+                                    args.calibration_count, seed=args.seed)
+        held_out = calibration_patches(args.calibration, ckpt.scale, multiple, args.calibration_patch,
+                                       max(2, args.calibration_count // 4), seed=args.seed + 1000)
+        print(f"int8: calibrating on {len(calib)} LR patches of {calib[0].shape[2]}x{calib[0].shape[3]} "
+              f"from {args.calibration} (MinMax)")
+        try:
+            int8_bytes = quantize_int8(fp32_bytes, calib)
+        except ExportError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ExportError(f"int8 quantization failed: {type(exc).__name__}: {exc}") from exc
+        final_model = onnx.load_from_string(int8_bytes)
+        session = ort_session(int8_bytes, args.threads)
+        fp32_session = ort_session(fp32_bytes, args.threads)
+        out = run_ort(session, x.numpy())
+        checks.append(compare("int8 on the random input (vs PyTorch fp32; PSNR vs fp32 ONNX)", x, out, reference,
+                              fp32_out))
+        print(checks[-1].line())
+        patch_psnr, patch_max = [], 0.0
+        for lr in held_out:
+            ref32 = run_ort(fp32_session, lr)
+            got = run_ort(session, lr)
+            patch_psnr.append(psnr(got, ref32))
+            patch_max = max(patch_max, float(np.max(np.abs(got - ref32))))
+        finite = [v for v in patch_psnr if not math.isinf(v)]
+        mean_psnr = float(np.mean(finite)) if finite else math.inf
+        held = Check(f"int8 on {len(held_out)} held-out image patches (vs fp32 ONNX)", tuple(held_out[0].shape),
+                     patch_max, mean_psnr, f"min PSNR {args.int8_min_psnr:g} dB",
+                     mean_psnr >= args.int8_min_psnr)
+        checks.append(held)
+        print(held.line())
+        if not held.ok:
+            return _failed(args, "the int8 model")
+
+    props = metadata(ckpt, args, precision, args.exporter, opset, multiple, parameters, checks)
+    description = (f"{props['invsr.name']}: {ckpt.arch} x{ckpt.scale} ({precision}) exported by invsr-export from "
+                   f"{ckpt.source}. Input lr, output sr: NCHW float32 RGB in [0, 1]; height and width must be "
+                   f"multiples of {multiple}.")
+    data = _finish(final_model, props, description)
+    out_path = args.output
+    atomic_write(data, out_path)
+    print(f"wrote {out_path} ({len(data) / 1e6:.1f} MB, {precision}, backend {props['invsr.backend']!r}, "
+          f"id {out_path.stem!r}) in {time.perf_counter() - started:.1f} s")
+    if args.install:
+        dest = install(out_path)
+        print(f"installed {dest} (the app lists it as {props['invsr.name']!r})")
+    return 0
+
+
+def _failed(args: argparse.Namespace, what: str) -> int:
+    print(f"invsr-export: error: {what} does not match PyTorch within the tolerance; nothing written to "
+          f"{args.output}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""ESRGAN-family GAN backends: one backend per ONNX model file whose metadata says ``invsr.backend = esrgan``.
+
+Model files come from the bundled ``models/`` folder and the user model folder (see :mod:`plugins.model_folder`:
+``$INVSR_MODELS_DIR``, else ``$XDG_DATA_HOME/invsr-desktop/models``, else ``~/.local/share/invsr-desktop/models``).
+``invsr-export CHECKPOINT -o NAME.onnx --install`` puts a converted ESRGAN / Real-ESRGAN / own checkpoint there.
+
+Each file ``<id>.onnx`` becomes backend ``<id>``: its display name is ``invsr.name``, its scale ``invsr.scale`` (never
+guessed from the file name), the size its input sides must divide by ``invsr.input_multiple`` (2 for a Real-ESRGAN x2
+model, which pixel-unshuffles its input; the engine pads), and its memory estimate ``invsr.bytes_per_pixel``.
+Describing reads the metadata props only; the ONNX Runtime session is created when the backend is first used.
+
+A file that is unreadable or has unusable metadata is skipped with a :class:`plugins.model_folder.ModelFolderWarning`
+and listed by :func:`plugins.model_folder.problems`; the other models still load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invsr_desktop.engine.backend import BackendSpec, BuildRequest
+from invsr_desktop.engine.errors import ModelFileError
+from invsr_desktop.engine.hookspecs import hookimpl
+from plugins import model_folder
+from plugins.onnx_runner import OnnxRunner
+
+BACKEND = "esrgan"
+DEFAULT_BYTES_PER_PIXEL = 24576  # 64-feature RRDBNet x4 in float32, with ORT's overhead
+
+
+def _builder(path: Path, scale: int, multiple: int):
+    def build(request: BuildRequest) -> OnnxRunner:
+        session = request.sessions.session(path)
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
+        if "lr" not in inputs or "sr" not in outputs:
+            raise ModelFileError(
+                f"{path} has inputs {inputs} and outputs {outputs}; an invsr model maps input 'lr' to output 'sr' "
+                "(re-export it with invsr-export)"
+            )
+        return OnnxRunner(session=session, scale=float(scale), multiple=multiple)
+
+    return build
+
+
+def spec_for(model: model_folder.ModelFile) -> BackendSpec:
+    """The backend description of one model file (metadata only: no session, no weights read)."""
+    meta, path = model.metadata, model.path
+    scale = model_folder.metadata_scale(meta, path)
+    multiple = model_folder.metadata_int(meta, "invsr.input_multiple", 1, path)
+    bytes_per_pixel = model_folder.metadata_int(meta, "invsr.bytes_per_pixel", DEFAULT_BYTES_PER_PIXEL, path)
+    arch = meta.get("invsr.arch", "unknown architecture")
+    precision = meta.get("invsr.precision", "fp32")
+    trained_on = meta.get("invsr.trained_on", "unknown data")
+    description = f"{arch} x{scale} ({precision}), trained on {trained_on}. File: {path}"
+    info = {"file": str(path), "origin": model.origin}
+    info.update({k: v for k, v in meta.items() if k.startswith("invsr.")})
+    return BackendSpec(
+        id=model.id,
+        name=meta.get("invsr.name") or model.id,
+        kind="gan",
+        scales=(scale,),
+        build=_builder(path, scale, multiple),
+        description=description,
+        bytes_per_pixel=bytes_per_pixel,
+        info=info,
+    )
+
+
+@hookimpl
+def invsr_backends() -> list[BackendSpec]:
+    specs = []
+    for model in model_folder.scan(BACKEND):
+        try:
+            specs.append(spec_for(model))
+        except ModelFileError as exc:
+            model_folder.report_problem(model.path, str(exc))
+    return specs
