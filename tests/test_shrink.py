@@ -143,3 +143,22 @@ def test_cli_shrink_then_restore(models_dir, tmp_path, monkeypatch):
     assert cli_main(["--restore", "--quiet", "-o", str(out), str(photo)]) == 1
     assert cli_main(["-b", "inn-shrink", "--quiet", str(photo)]) == 2
     assert cli_main(["--shrink", "--restore", str(photo)]) == 2
+
+
+def test_round_trip_report(models_dir, tmp_path):
+    from model_export.eval_inn import evaluate_round_trip, plot_jpeg_curve, render_markdown
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    rng = np.random.default_rng(6)
+    for i in range(2):
+        base = (rng.random((8, 9, 3)) * 255).astype(np.uint8)
+        PILImage.fromarray(base).resize((36, 34 + i), PILImage.BICUBIC).save(folder / f"im{i}.png")
+    PILImage.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)).save(folder / "grey.png")
+    engine = Engine(_registry(), EngineOptions(threads=1))
+    report = evaluate_round_trip([folder], 2, "tiny_x2", jpeg=[80], engine=engine, log=lambda m: None)
+    (s,) = report["sets"]
+    assert len(s["images"]) == 3 and set(s["mean"]) == {"inn_png", "bicubic_png", "inn_jpeg80", "bicubic_jpeg80"}
+    assert all(10 < v[0] < 60 and 0 < v[1] <= 1 for v in s["mean"].values())
+    assert "| set | LR stored as |" in render_markdown(report)
+    assert plot_jpeg_curve(report, tmp_path / "curve.png").stat().st_size > 1000
