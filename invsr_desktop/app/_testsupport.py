@@ -1,0 +1,134 @@
+"""Helpers for the GUI tests and the screenshot script (kept out of ``tests/`` so both can import them).
+
+A test registry holds the real bicubic plugin plus small plugins made for tests: one slow enough to cancel or pause
+mid-image, one with a parameter of every type, one whose model file is missing and one that fails to load.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication, QWidget
+
+from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Param
+from invsr_desktop.engine.hookspecs import hookimpl
+from invsr_desktop.engine.registry import Registry
+
+SLOW_TILE_SECONDS = 0.02
+
+
+class NearestRunner:
+    """Nearest-neighbour upscaling that sleeps per tile: a backend slow enough to interrupt, and easy to check."""
+
+    multiple = 1
+
+    def __init__(self, delay: float, scale: int = 2) -> None:
+        self.delay = delay
+        self.scale = scale
+        self.tiles = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        time.sleep(self.delay)
+        with self.lock:
+            self.tiles += 1
+        return tile.repeat(self.scale, axis=0).repeat(self.scale, axis=1)
+
+
+class TestBackends:
+    """A plugin object (registered like any third-party plugin) with the backends the GUI tests need."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, delay: float = SLOW_TILE_SECONDS) -> None:
+        self.delay = delay
+        self.runners: list[NearestRunner] = []
+
+    def _build(self, request: BuildRequest) -> NearestRunner:
+        runner = NearestRunner(self.delay, int(request.scale))
+        self.runners.append(runner)
+        return runner
+
+    @hookimpl
+    def invsr_backends(self) -> list[BackendSpec]:
+        params = (
+            Param("steps", int, 20, 1, 100, label="Steps", help="Sampler steps"),
+            Param("temperature", float, 0.8, 0.0, 2.0, help="Sampling temperature"),
+            Param("seed", int, 0, 0, 2**31 - 1),
+            Param("tta", bool, False, help="Test-time augmentation"),
+            Param("sampler", str, "ddim", choices=("ddim", "euler", "heun")),
+        )
+        return [
+            BackendSpec(id="slow-test", name="Slow nearest (test)", kind="gan", scales=(2,), build=self._build,
+                        description="Nearest neighbour, slowly: for tests.", bytes_per_pixel=64),
+            BackendSpec(id="params-test", name="Every parameter (test)", kind="diffusion", scales=(2, 4),
+                        build=self._build, params=params, bytes_per_pixel=64),
+            BackendSpec(id="missing-model", name="Missing model (test)", kind="gan", scales=(4,),
+                        build=_missing_model),
+        ]  # fmt: skip
+
+
+def _missing_model(request: BuildRequest) -> NearestRunner:
+    raise FileNotFoundError("model file not found: /nowhere/esrgan_x4.onnx (download it or re-export it)")
+
+
+class BrokenPlugin:
+    """A plugin that fails while describing itself, as a plugin with a missing dependency would."""
+
+    @hookimpl
+    def invsr_backends(self) -> list[BackendSpec]:
+        raise ImportError("this plugin needs libfoo, which is not installed")
+
+
+def test_registry(delay: float = SLOW_TILE_SECONDS) -> tuple[Registry, TestBackends]:
+    """The real bicubic plugin, the test backends and one broken plugin; nothing else that is installed."""
+    import plugins.bicubic
+
+    registry = Registry()
+    registry.register(plugins.bicubic, "bicubic")
+    backends = TestBackends(delay)
+    registry.register(backends, "test-backends")
+    registry.register(BrokenPlugin(), "broken-test")
+    return registry, backends
+
+
+test_registry.__test__ = False  # type: ignore[attr-defined]
+
+
+def make_photo(path: Path, width: int = 64, height: int = 48, seed: int = 0) -> Path:
+    """A smooth colourful photo-like image (gradients and a disc), so upscaled results look like something."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rng = np.random.default_rng(seed)
+    r = 0.5 + 0.5 * np.sin(x / max(4.0, width / 6) + rng.uniform(0, 6))
+    g = 0.5 + 0.5 * np.cos(y / max(4.0, height / 5) + rng.uniform(0, 6))
+    b = ((x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(width, height) / 3) ** 2).astype(np.float32)
+    pixels = np.stack([r, g, 0.3 + 0.6 * b], axis=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    PILImage.fromarray((pixels * 255).round().astype(np.uint8)).save(path)
+    return path
+
+
+def file_mime(paths: list[Path]) -> QMimeData:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    return mime
+
+
+def drop_files(widget: QWidget, paths: list[Path], pos: QPoint | None = None) -> bool:
+    """Drag ``paths`` over ``widget`` and drop them, as a file manager does; True if the drop was accepted."""
+    mime = file_mime(paths)
+    point = pos or widget.rect().center()
+    actions = Qt.DropAction.CopyAction | Qt.DropAction.MoveAction
+    enter = QDragEnterEvent(QPointF(point), actions, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    if not enter.isAccepted():
+        return False
+    drop = QDropEvent(QPointF(point), actions, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, drop)
+    return drop.isAccepted()

@@ -1,0 +1,66 @@
+"""``invsr-desktop``: start the GUI (files given on the command line go straight into the queue), or install or
+remove the per-user desktop launcher."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from invsr_desktop import __version__
+from invsr_desktop.app import APPLICATION, DESKTOP_ID, ORGANISATION
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    """Our options and whatever is left for Qt (``-platform``, ``-style``...)."""
+    parser = argparse.ArgumentParser(prog=DESKTOP_ID, description="Upscale photos with InvSR Desktop's backends.")
+    parser.add_argument("files", nargs="*", type=Path, help="photos or folders to queue at start")
+    parser.add_argument("--install-launcher", action="store_true",
+                        help="add InvSR Desktop to this user's application menu (and as an 'Open with' choice)")
+    parser.add_argument("--uninstall-launcher", action="store_true", help="remove the launcher and icons again")
+    parser.add_argument("--settings", type=Path, default=None,
+                        help="use this INI file for the settings instead of the user's")  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    args, rest = parser.parse_known_args(argv)
+    unknown = [a for a in rest if a.startswith("--")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args, rest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, qt_args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.install_launcher or args.uninstall_launcher:
+        from invsr_desktop.app.launcher import install_launcher, uninstall_launcher
+
+        if args.install_launcher:
+            for path in install_launcher():
+                print(f"installed {path}")
+        else:
+            for path in uninstall_launcher():
+                print(f"removed {path}")
+        return 0
+
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    from invsr_desktop.app.main_window import ICON_PATH, MainWindow
+    from invsr_desktop.app.settings import AppSettings
+
+    app = QApplication.instance() or QApplication([sys.argv[0], *qt_args])
+    app.setOrganizationName(ORGANISATION)
+    app.setApplicationName(APPLICATION)
+    app.setApplicationVersion(__version__)
+    app.setDesktopFileName(DESKTOP_ID)  # lets the desktop match the window to the launcher and its icon
+    if ICON_PATH.exists():
+        app.setWindowIcon(QIcon(str(ICON_PATH)))
+    window = MainWindow(AppSettings(args.settings))
+    window.show()
+    if args.files:
+        window.add_paths(args.files)
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,395 @@
+"""The main window: drop photos anywhere, pick a backend, watch the queue, compare the results.
+
+The window wires the parts together and owns nothing clever: the queue model and the engine are headless
+(:mod:`invsr_desktop.engine`), the worker thread runs the queue, and the widgets show its events. Nothing a job
+does (a broken plugin, a missing model, a full disk, a provider falling back) can close the window: the queue turns
+every failure into a row state and the engine's messages into the status line.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterable
+
+from PySide6.QtCore import QEvent, QMimeData, QObject, QStandardPaths, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QGuiApplication, QIcon, QImage, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QScrollArea,
+    QSplitter,
+    QTabWidget,
+    QToolButton,
+    QWidget,
+)
+
+from invsr_desktop.app import APPLICATION
+from invsr_desktop.app.backend_panel import BackendPanel, available_providers
+from invsr_desktop.app.compare import CompareView
+from invsr_desktop.app.plugins_dialog import PluginsDialog
+from invsr_desktop.app.queue_model import JobTableModel, QueueBridge, format_duration
+from invsr_desktop.app.queue_view import QueuePanel
+from invsr_desktop.app.settings import AppSettings
+from invsr_desktop.app.worker import WorkerThread
+from invsr_desktop.engine.jobs import Job, JobQueue, JobState, QueueEvent, expand_sources
+from invsr_desktop.engine.pipeline import Engine
+from invsr_desktop.engine.registry import Registry, default_registry
+from invsr_desktop.engine.sessions import provider_chain
+from invsr_desktop.resources import ICONS
+
+DRAG_EVENTS = (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop)
+ICON_PATH = ICONS / "invsr-desktop.svg"
+
+
+def default_paste_dir() -> Path:
+    """Where pasted images are saved (and, unless an output folder is set, their results): Pictures/InvSR Desktop."""
+    pictures = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation) or str(Path.home())
+    return Path(pictures) / APPLICATION
+
+
+def local_files(mime: QMimeData) -> list[Path]:
+    """The local files a drag or the clipboard carries (URLs, or one path per line of plain text)."""
+    if mime.hasUrls():
+        return [Path(url.toLocalFile()) for url in mime.urls() if url.isLocalFile()]
+    if mime.hasText():
+        lines = [line.strip().removeprefix("file://") for line in mime.text().splitlines() if line.strip()]
+        paths = [Path(line) for line in lines]
+        return paths if paths and all(p.exists() for p in paths) else []
+    return []
+
+
+class MessageBridge(QObject):
+    """The engine's ``on_message`` runs in the worker thread; this delivers the text in the GUI thread."""
+
+    message = Signal(str)
+
+
+class MainWindow(QMainWindow):
+    """The application window. ``settings``, ``registry`` and ``paste_dir`` are injectable for tests."""
+
+    def __init__(
+        self,
+        settings: AppSettings | None = None,
+        registry: Registry | None = None,
+        paste_dir: Path | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(APPLICATION)
+        self.setObjectName("main_window")
+        if ICON_PATH.exists():
+            self.setWindowIcon(QIcon(str(ICON_PATH)))
+        self.settings = settings or AppSettings()
+        self.registry = registry or default_registry()
+        self.paste_dir = paste_dir or default_paste_dir()
+        self.engine_messages: list[str] = []
+
+        self.queue = JobQueue()
+        self.bridge = QueueBridge(self.queue, self)
+        self.message_bridge = MessageBridge(self)
+        self.panel = BackendPanel(self.registry, self.settings)
+        self.engine = Engine(self.registry, self.panel.engine_options(), on_message=self.message_bridge.message.emit)
+        self.worker = WorkerThread(self.queue, self.engine)
+        self.model = JobTableModel(self.queue, self.bridge, self)
+        self.queue_panel = QueuePanel(self.queue, self.model)
+        self.compare = CompareView()
+        self.compare.set_mode(self.settings.compare_mode())
+
+        self._build_actions()
+        self._build_layout()
+        self._build_status_bar()
+        self._connect()
+        self._restore_geometry()
+        self.setAcceptDrops(True)
+        QApplication.instance().installEventFilter(self)  # "drop anywhere": also over widgets that take drops
+        self.status_timer = QTimer(self, interval=1000)  # the queue-wide time left moves between events too
+        self.status_timer.timeout.connect(self._update_status)
+        self.status_timer.start()
+        self._update_status()
+
+    # -- construction ------------------------------------------------------------------------------------------
+    def _build_actions(self) -> None:
+        toolbar = self.addToolBar("Main")
+        toolbar.setObjectName("main_toolbar")
+        self.actions_: dict[str, QAction] = {}
+        for key, text, shortcut, tip, slot in (
+            ("open_files", "Open files…", QKeySequence.StandardKey.Open, "Add photos to the queue", self.open_files),
+            ("open_folder", "Open folder…", QKeySequence("Ctrl+Shift+O"), "Add every photo of a folder",
+             self.open_folder),
+            ("paste", "Paste", QKeySequence.StandardKey.Paste, "Add the image or files on the clipboard", self.paste),
+            (None, None, None, None, None),
+            ("pause", "Pause", QKeySequence("Ctrl+P"), "Pause the queue (the running image stops between tiles)",
+             None),
+            ("cancel_all", "Cancel all", None, "Cancel every image that has not finished", self.queue.cancel_all),
+            (None, None, None, None, None),
+            ("plugins", "Plugins…", None, "Installed backends and plugins that failed to load", self.show_plugins),
+        ):  # fmt: skip
+            if key is None:
+                toolbar.addSeparator()
+                continue
+            action = QAction(text, self)
+            action.setObjectName(f"action_{key}")
+            action.setToolTip(tip)
+            if shortcut is not None:
+                action.setShortcut(shortcut)
+            if slot is not None:
+                action.triggered.connect(slot)
+            toolbar.addAction(action)
+            self.actions_[key] = action
+        pause = self.actions_["pause"]
+        pause.setCheckable(True)
+        pause.toggled.connect(lambda on: self.queue.pause() if on else self.queue.resume())
+
+    def _build_layout(self) -> None:
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.panel)
+        scroll.setMinimumWidth(240)  # small screens: the panel scrolls rather than pushing the window wider
+        panel_width = self.panel.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 4
+        self.tabs = QTabWidget(objectName="tabs")
+        self.tabs.addTab(self.queue_panel, "Queue")
+        self.tabs.addTab(self.compare, "Compare")
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.addWidget(scroll)
+        self.splitter.addWidget(self.tabs)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setSizes([panel_width, 1280 - panel_width])
+        self.setCentralWidget(self.splitter)
+        self.resize(1280, 800)
+
+    def _build_status_bar(self) -> None:
+        status = self.statusBar()
+        self.summary_label = QLabel(objectName="summary_label")
+        self.provider_label = QLabel(objectName="provider_label")
+        self.broken_button = QToolButton(objectName="broken_plugins_button")
+        self.broken_button.setAutoRaise(True)
+        self.broken_button.clicked.connect(self.show_plugins)
+        failures = len(self.registry.failures)
+        self.broken_button.setText(f"⚠ {failures} plugin{'s' if failures != 1 else ''} failed to load")
+        self.broken_button.setToolTip("\n".join(str(f) for f in self.registry.failures))
+        self.broken_button.setVisible(bool(failures))
+        status.addPermanentWidget(self.summary_label)
+        status.addPermanentWidget(self.provider_label)
+        status.addPermanentWidget(self.broken_button)
+        if not self.registry.backends():
+            status.showMessage("No backend could be loaded: see Plugins… for the reasons.")
+
+    def _connect(self) -> None:
+        self.bridge.event.connect(self._on_queue_event)
+        self.message_bridge.message.connect(self._on_engine_message)
+        self.panel.pluginsRequested.connect(self.show_plugins)
+        self.panel.engineOptionsChanged.connect(self._engine_options_changed)
+        self.queue_panel.compareRequested.connect(self.show_compare)
+        self.queue_panel.rerunRequested.connect(self.rerun)
+        self.compare.modeChanged.connect(self.settings.set_compare_mode)
+        self.worker.worker.idle.connect(self._update_status)
+
+    def _restore_geometry(self) -> None:
+        geometry = self.settings.geometry()
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        splitter = self.settings.splitter_state()
+        if splitter is not None:
+            self.splitter.restoreState(splitter)
+
+    # -- adding work -------------------------------------------------------------------------------------------
+    def add_paths(self, paths: Iterable[str | Path]) -> list[Job]:
+        """Queue the photos among ``paths`` (files, or folders' top-level photos) with the panel's settings."""
+        images, problems = expand_sources(paths)
+        for problem in problems:
+            self.statusBar().showMessage(problem, 8000)
+        if not images:
+            return []
+        spec = self.panel.spec()
+        if spec is None:
+            self.statusBar().showMessage("No backend is available: see Plugins… for what failed to load.")
+            return []
+        try:
+            params = self.panel.params()
+            output = self.panel.output()
+        except ValueError as exc:
+            self.statusBar().showMessage(str(exc))
+            return []
+        self.panel.save()
+        scale = self.panel.scale()
+        jobs = [self.queue.add(image, spec.id, scale, params, output) for image in images]
+        self.settings.set_last_folder(images[-1].parent)
+        self.tabs.setCurrentWidget(self.queue_panel)
+        return jobs
+
+    def add_image(self, image: QImage) -> list[Job]:
+        """Queue an image that has no file (pasted or dragged from a browser): saved first as a PNG."""
+        self.paste_dir.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = self.paste_dir / f"pasted-{stamp}.png"
+        number = 1
+        while path.exists():
+            path = self.paste_dir / f"pasted-{stamp}-{number}.png"
+            number += 1
+        if not image.save(str(path), "PNG"):
+            self.statusBar().showMessage(f"Cannot save the pasted image to {path}")
+            return []
+        return self.add_paths([path])
+
+    def add_mime(self, mime: QMimeData) -> list[Job]:
+        """Queue what a drop or the clipboard carries: files (and folders), or image data."""
+        files = local_files(mime)
+        if files:
+            return self.add_paths(files)
+        if mime.hasImage():
+            image = QImage(mime.imageData())
+            if not image.isNull():
+                return self.add_image(image)
+        return []
+
+    def open_files(self) -> None:
+        patterns = "Images (*.png *.jpg *.jpeg *.webp *.tif *.tiff *.bmp);;All files (*)"
+        files, _ = QFileDialog.getOpenFileNames(self, "Add photos", self.settings.last_folder(), patterns)
+        self.add_paths(files)
+
+    def open_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder of photos", self.settings.last_folder())
+        if folder:
+            self.add_paths([folder])
+
+    def paste(self) -> None:
+        if not self.add_mime(QGuiApplication.clipboard().mimeData()):
+            self.statusBar().showMessage("The clipboard holds no image and no image files.", 5000)
+
+    def rerun(self, job_ids: list[int]) -> list[Job]:
+        """Queue the photos of ``job_ids`` again with the settings now in the panel (results stay comparable)."""
+        sources = []
+        for job_id in job_ids:
+            source = self.queue.get(job_id).source
+            if source not in sources:
+                sources.append(source)
+        return self.add_paths(sources)
+
+    # -- drag and drop anywhere on the window ------------------------------------------------------------------
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() in DRAG_EVENTS and isinstance(watched, QWidget) and watched.window() is self:
+            mime = event.mimeData()  # type: ignore[attr-defined]
+            if local_files(mime) or mime.hasImage():
+                if event.type() == QEvent.Type.Drop:
+                    self.handle_drop(event)  # type: ignore[arg-type]
+                else:
+                    event.acceptProposedAction()  # type: ignore[attr-defined]
+                return True
+        return super().eventFilter(watched, event)
+
+    def handle_drop(self, event: QDropEvent) -> None:
+        event.acceptProposedAction()
+        jobs = self.add_mime(event.mimeData())
+        if jobs:
+            self.statusBar().showMessage(f"Added {len(jobs)} image{'s' if len(jobs) != 1 else ''}", 4000)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # reached only when the filter is not installed
+        if local_files(event.mimeData()) or event.mimeData().hasImage():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        self.handle_drop(event)
+
+    # -- queue events ------------------------------------------------------------------------------------------
+    def _on_queue_event(self, event: QueueEvent) -> None:
+        job = event.job
+        if event.kind == "added" or (event.kind == "changed" and job is not None and job.state is JobState.QUEUED):
+            self.worker.wake()
+        elif event.kind == "paused":
+            paused = self.queue.paused
+            action = self.actions_["pause"]
+            action.blockSignals(True)
+            action.setChecked(paused)
+            action.blockSignals(False)
+            action.setText("Resume" if paused else "Pause")
+            if not paused:
+                self.worker.wake()
+        if job is not None and event.kind == "changed" and job.state.finished:
+            self._job_finished(job)
+        if event.kind != "changed" or job is None or job.state is not JobState.RUNNING:
+            self._update_status()
+
+    def _job_finished(self, job: Job) -> None:
+        if job.state is JobState.DONE:
+            self.statusBar().showMessage(f"Wrote {job.result}", 6000)
+            if self.compare.source == job.source:
+                self.compare.show_results(job.source, self.queue.results_for(job.source), self.compare.current_job())
+        elif job.state is JobState.FAILED:
+            self.statusBar().showMessage(f"{job.source.name} failed: {job.error}", 12000)
+        self._update_provider()
+
+    def _on_engine_message(self, message: str) -> None:
+        self.engine_messages.append(message)
+        self.statusBar().showMessage(message)
+        self._update_provider()
+
+    def _engine_options_changed(self) -> None:
+        options = self.panel.engine_options()
+        self.settings.set_engine_options(options)
+        self.worker.worker.configure(options)
+        self._update_provider()
+
+    # -- status ------------------------------------------------------------------------------------------------
+    def _update_status(self) -> None:
+        counts = self.queue.counts()
+        parts = [f"{counts[state]} {state.value}" for state in JobState if counts[state]]
+        parts[0:0] = [] if parts else ["Drop photos or folders here to upscale them"]
+        text = " · ".join(parts)
+        remaining = self.queue.remaining_seconds()
+        if remaining is not None:
+            text += f" — about {format_duration(remaining)} left"
+        if self.queue.paused:
+            text += " — paused"
+        self.summary_label.setText(text)
+        self._update_provider()
+
+    def _update_provider(self) -> None:
+        """The provider sessions really run on; before the first session, the one that will be asked for."""
+        try:
+            in_use = self.engine.sessions.providers_in_use()
+        except RuntimeError:  # the worker added a session while we looked: the next update shows it
+            return
+        if in_use:
+            text = "Provider: " + ", ".join(name.removesuffix("ExecutionProvider") for name in in_use)
+        else:
+            try:
+                first = provider_chain(available_providers(), self.engine.options.provider)[0][0]
+                text = f"Provider: {first.removesuffix('ExecutionProvider')} (no model loaded yet)"
+            except ValueError as exc:
+                text = f"Provider: {exc}"
+        self.provider_label.setText(text)
+        self.provider_label.setToolTip("\n".join(self.engine_messages) or "ONNX Runtime execution provider in use")
+
+    # -- other windows -----------------------------------------------------------------------------------------
+    def show_plugins(self) -> PluginsDialog:
+        dialog = PluginsDialog(self.registry, self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.show()
+        return dialog
+
+    def show_compare(self, job_id: int) -> None:
+        """Open the compare tab on a finished job, with every other result of the same photo to switch to."""
+        job = self.queue.get(job_id)
+        if job.state is not JobState.DONE:
+            return
+        self.compare.show_results(job.source, self.queue.results_for(job.source), job)
+        self.tabs.setCurrentWidget(self.compare)
+
+    # -- closing -----------------------------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:
+        """Save the settings and stop the worker: a running image is cancelled (it leaves no partial file)."""
+        self.save_settings()
+        QApplication.instance().removeEventFilter(self)
+        self.worker.stop()
+        self.bridge.detach()
+        super().closeEvent(event)
+
+    def save_settings(self) -> None:
+        self.panel.save()
+        self.settings.set_geometry(self.saveGeometry())
+        self.settings.set_splitter_state(self.splitter.saveState())
+        self.settings.set_compare_mode(self.compare.mode)
+        self.settings.sync()

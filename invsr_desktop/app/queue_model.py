@@ -1,0 +1,231 @@
+"""The queue table's Qt model: a view of the headless :class:`~invsr_desktop.engine.jobs.JobQueue`.
+
+The queue tells its observers about every change from the thread that made it (the worker reports progress from
+its own thread). :class:`QueueBridge` turns those callbacks into a Qt signal, which Qt delivers in the GUI thread,
+and :class:`JobTableModel` keeps its own list of row ids in step with the events, so Qt's begin/end row protocol is
+honoured exactly even though the queue itself changes elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QMimeData, QModelIndex, QObject, QPersistentModelIndex, QSize, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QImage, QPixmap
+
+from invsr_desktop.app.images import ThumbnailLoader
+from invsr_desktop.engine.jobs import Job, JobQueue, JobState, QueueEvent
+
+COLUMNS = ("Image", "Size", "Backend", "State", "Progress", "ETA", "Details")
+IMAGE, SIZE, BACKEND, STATE, PROGRESS, ETA, DETAILS = range(len(COLUMNS))
+JOB_IDS_MIME = "application/x-invsr-job-ids"
+#: Role under which the progress column hands its 0..1 value to the progress-bar delegate.
+PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 1
+STATE_TEXT = {
+    JobState.QUEUED: "Queued",
+    JobState.RUNNING: "Running",
+    JobState.PAUSED: "Paused",
+    JobState.DONE: "Done",
+    JobState.FAILED: "Failed",
+    JobState.CANCELLED: "Cancelled",
+}
+STATE_COLOURS = {JobState.FAILED: QColor("#c62828"), JobState.DONE: QColor("#2e7d32"), JobState.PAUSED: QColor("#ef6c00")}
+
+Index = QModelIndex | QPersistentModelIndex
+
+
+def format_duration(seconds: float) -> str:
+    """``42`` -> ``0:42``, ``3723`` -> ``1:02:03``."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class QueueBridge(QObject):
+    """Re-emits the queue's events as a Qt signal; connected slots run in the bridge's (the GUI) thread."""
+
+    event = Signal(object)
+
+    def __init__(self, queue: JobQueue, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.queue = queue
+        queue.subscribe(self._forward)
+
+    def _forward(self, event: QueueEvent) -> None:
+        self.event.emit(event)
+
+    def detach(self) -> None:
+        self.queue.unsubscribe(self._forward)
+
+
+class JobTableModel(QAbstractTableModel):
+    """One row per job: thumbnail and name, size before -> after, backend, state, progress, ETA, details."""
+
+    def __init__(self, queue: JobQueue, bridge: QueueBridge, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.queue = queue
+        self._ids: list[int] = [job.id for job in queue.jobs()]
+        self._thumbnails: dict[str, QPixmap] = {}
+        self._sizes: dict[str, QSize] = {}
+        self.thumbnails = ThumbnailLoader(parent=self)
+        self.thumbnails.loaded.connect(self._thumbnail_loaded)
+        bridge.event.connect(self._on_event)
+        for job in queue.jobs():
+            self.thumbnails.request(job.source)
+
+    # -- keeping in step with the queue ------------------------------------------------------------------------
+    def _on_event(self, event: QueueEvent) -> None:
+        job = event.job
+        if event.kind == "added" and job is not None:
+            row = min(event.index, len(self._ids))
+            self.beginInsertRows(QModelIndex(), row, row)
+            self._ids.insert(row, job.id)
+            self.endInsertRows()
+            self.thumbnails.request(job.source)
+        elif event.kind == "removed" and job is not None and job.id in self._ids:
+            row = self._ids.index(job.id)
+            self.beginRemoveRows(QModelIndex(), row, row)
+            self._ids.pop(row)
+            self.endRemoveRows()
+        elif event.kind == "moved" and job is not None and job.id in self._ids:
+            source = self._ids.index(job.id)
+            target = max(0, min(event.index, len(self._ids) - 1))
+            if source != target:
+                # Qt wants the row *before which* the moved row lands, counted before the move.
+                self.beginMoveRows(QModelIndex(), source, source, QModelIndex(), target + 1 if target > source else target)
+                self._ids.insert(target, self._ids.pop(source))
+                self.endMoveRows()
+        elif event.kind == "changed" and job is not None and job.id in self._ids:
+            row = self._ids.index(job.id)
+            self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
+
+    def _thumbnail_loaded(self, path: str, image: QImage, size: QSize) -> None:
+        if not image.isNull():
+            self._thumbnails[path] = QPixmap.fromImage(image)
+        self._sizes[path] = size
+        for row, job_id in enumerate(self._ids):
+            job = self._job(job_id)
+            if job is not None and str(job.source) == path:
+                self.dataChanged.emit(self.index(row, IMAGE), self.index(row, SIZE))
+
+    # -- access ------------------------------------------------------------------------------------------------
+    def _job(self, job_id: int) -> Job | None:
+        try:
+            return self.queue.get(job_id)
+        except KeyError:
+            return None
+
+    def job_at(self, row: int) -> Job | None:
+        return self._job(self._ids[row]) if 0 <= row < len(self._ids) else None
+
+    def row_of(self, job_id: int) -> int:
+        return self._ids.index(job_id) if job_id in self._ids else -1
+
+    def source_size(self, source: Path) -> QSize | None:
+        """The original's size once its thumbnail has been read."""
+        return self._sizes.get(str(source))
+
+    # -- QAbstractTableModel -----------------------------------------------------------------------------------
+    def rowCount(self, parent: Index = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(self._ids)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        job = self.job_at(index.row()) if index.isValid() else None
+        if job is None:
+            return None
+        column = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._text(job, column)
+        if role == Qt.ItemDataRole.DecorationRole and column == IMAGE:
+            return self._thumbnails.get(str(job.source))
+        if role == PROGRESS_ROLE:
+            return job.progress
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if column == IMAGE:
+                return str(job.source)
+            if job.state is JobState.FAILED:
+                return f"{job.error}\n\n{job.details}".strip()
+            if column == DETAILS and job.result:
+                return str(job.result)
+            return self._text(job, column)
+        if role == Qt.ItemDataRole.ForegroundRole and column in (STATE, DETAILS) and job.state in STATE_COLOURS:
+            return QBrush(STATE_COLOURS[job.state])
+        return None
+
+    def _text(self, job: Job, column: int) -> str:
+        if column == IMAGE:
+            return job.source.name
+        if column == SIZE:
+            size = self._sizes.get(str(job.source))
+            if size is None or not size.isValid():
+                return ""
+            w, h = size.width(), size.height()
+            return f"{w}×{h} → {round(w * job.scale)}×{round(h * job.scale)}"
+        if column == BACKEND:
+            return job.describe()
+        if column == STATE:
+            if job.state.active and job.cancel_requested:
+                return "Cancelling…"
+            return STATE_TEXT[job.state]
+        if column == PROGRESS:
+            return f"{job.progress:.0%}"
+        if column == ETA:
+            if job.state.active:
+                return format_duration(job.eta) if job.eta is not None else "…"
+            if job.state is JobState.DONE:
+                return f"took {format_duration(job.elapsed)}"
+            return ""
+        if column == DETAILS:
+            if job.state is JobState.FAILED:
+                return job.error
+            if job.result is not None:
+                return job.result.name
+            return ""
+        return ""
+
+    # -- drag to reorder ---------------------------------------------------------------------------------------
+    def flags(self, index: Index) -> Qt.ItemFlag:
+        base = super().flags(index)
+        if index.isValid():
+            return base | Qt.ItemFlag.ItemIsDragEnabled
+        return base | Qt.ItemFlag.ItemIsDropEnabled
+
+    def supportedDropActions(self) -> Qt.DropAction:
+        return Qt.DropAction.MoveAction
+
+    def mimeTypes(self) -> list[str]:
+        return [JOB_IDS_MIME]
+
+    def mimeData(self, indexes: list[QModelIndex]) -> QMimeData:
+        rows = sorted({i.row() for i in indexes if i.isValid()})
+        mime = QMimeData()
+        mime.setData(JOB_IDS_MIME, json.dumps([self._ids[r] for r in rows]).encode())
+        return mime
+
+    def dropMimeData(self, data: QMimeData, action: Qt.DropAction, row: int, column: int, parent: Index) -> bool:
+        """Move the dragged jobs to the drop row; the view's own row removal is a no-op (removeRows is not
+        implemented), so the queue alone decides the order."""
+        if action != Qt.DropAction.MoveAction or not data.hasFormat(JOB_IDS_MIME):
+            return False
+        dragged = [i for i in json.loads(bytes(data.data(JOB_IDS_MIME)).decode()) if i in self._ids]
+        if row < 0:
+            row = parent.row() if parent.isValid() else len(self._ids)
+        before = sum(1 for i in dragged if self._ids.index(i) < row)
+        rest = [i for i in self._ids if i not in dragged]
+        at = row - before
+        order = rest[:at] + dragged + rest[at:]
+        for position, job_id in enumerate(order):  # settle rows front to back: each move leaves earlier rows alone
+            if self._ids.index(job_id) != position:
+                self.queue.move(job_id, position)
+        return True

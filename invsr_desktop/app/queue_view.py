@@ -1,0 +1,189 @@
+"""The queue page: the job table (drag to reorder, progress bars) and the buttons that act on selected jobs.
+
+Actions that only touch the queue (cancel, retry, move, remove) are carried out here; the ones that need the rest of
+the window (compare, run again with the current settings) are signals.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence, QPainter, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QHeaderView,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionProgressBar,
+    QStyleOptionViewItem,
+    QTableView,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from invsr_desktop.app.images import THUMBNAIL_SIDE
+from invsr_desktop.app.queue_model import DETAILS, IMAGE, PROGRESS, PROGRESS_ROLE, JobTableModel
+from invsr_desktop.engine.jobs import Job, JobQueue, JobState
+
+
+class ProgressDelegate(QStyledItemDelegate):
+    """Draws the progress column as the platform's progress bar."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
+        value = index.data(PROGRESS_ROLE)
+        if value is None:
+            super().paint(painter, option, index)
+            return
+        bar = QStyleOptionProgressBar()
+        bar.rect = QRect(option.rect).adjusted(4, 6, -4, -6)  # type: ignore[attr-defined]
+        bar.minimum, bar.maximum = 0, 1000
+        bar.progress = int(round(float(value) * 1000))
+        bar.text = f"{float(value):.0%}"
+        bar.textVisible = True
+        bar.state = option.state  # type: ignore[attr-defined]
+        style = option.widget.style() if option.widget else QApplication.style()  # type: ignore[attr-defined]
+        style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter)
+
+
+class QueueTable(QTableView):
+    """The job table: whole-row selection, drag and drop to reorder, a progress bar column."""
+
+    def __init__(self, model: JobTableModel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("queue_table")
+        self.setModel(model)
+        self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setDragDropMode(QAbstractItemView.DragDropMode.InternalMove)
+        self.setDragEnabled(True)
+        self.setDropIndicatorShown(True)
+        self.setDefaultDropAction(Qt.DropAction.MoveAction)
+        self.setDragDropOverwriteMode(False)
+        self.setIconSize(QRect(0, 0, THUMBNAIL_SIDE, THUMBNAIL_SIDE).size())
+        self.setAlternatingRowColors(True)
+        self.setWordWrap(False)
+        self.verticalHeader().setDefaultSectionSize(THUMBNAIL_SIDE + 8)
+        self.verticalHeader().hide()
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(DETAILS, QHeaderView.ResizeMode.Stretch)
+        self.setColumnWidth(IMAGE, 240)
+        self.setColumnWidth(PROGRESS, 120)
+        self.setItemDelegateForColumn(PROGRESS, ProgressDelegate(self))
+
+
+class QueuePanel(QWidget):
+    """The table plus buttons for the selected jobs; ``compareRequested(job_id)``, ``rerunRequested(ids)``."""
+
+    compareRequested = Signal(int)
+    rerunRequested = Signal(list)
+
+    def __init__(self, queue: JobQueue, model: JobTableModel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.queue = queue
+        self.model = model
+        self.table = QueueTable(model)
+        self.table.doubleClicked.connect(self._double_clicked)
+        self.table.selectionModel().selectionChanged.connect(self._update_buttons)
+        model.dataChanged.connect(self._update_buttons)
+        model.rowsInserted.connect(self._update_buttons)
+        model.rowsRemoved.connect(self._update_buttons)
+
+        self.toolbar = QToolBar(objectName="queue_toolbar")
+        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        self.actions_: dict[str, QAction] = {}
+        for key, text, tip, slot in (
+            ("up", "Move up", "Run the selected images sooner (Ctrl+Up)", lambda: self._move(-1)),
+            ("down", "Move down", "Run the selected images later (Ctrl+Down)", lambda: self._move(+1)),
+            ("cancel", "Cancel", "Cancel the selected images (a running one stops after its current tile)",
+             self.cancel_selected),
+            ("retry", "Retry", "Queue the selected failed or cancelled images again", self.retry_selected),
+            ("remove", "Remove", "Take the selected images off the list (result files stay)", self.remove_selected),
+            ("rerun", "Run again", "Queue the selected photos again with the backend and parameters now chosen, "
+             "keeping the earlier results for comparison", lambda: self.rerunRequested.emit(self.selected_ids())),
+            ("compare", "Compare", "Compare the selected result with its original", self._compare_selected),
+            ("clear", "Clear finished", "Remove every finished image from the list", queue.clear_finished),
+        ):  # fmt: skip
+            action = self.toolbar.addAction(text)
+            action.setObjectName(f"queue_{key}")
+            action.setToolTip(tip)
+            action.triggered.connect(slot)
+            self.actions_[key] = action
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.toolbar)
+        layout.addWidget(self.table, 1)
+        QShortcut(QKeySequence.StandardKey.Delete, self.table, self.remove_selected)
+        QShortcut(QKeySequence("Ctrl+Up"), self.table, lambda: self._move(-1))
+        QShortcut(QKeySequence("Ctrl+Down"), self.table, lambda: self._move(+1))
+        self._update_buttons()
+
+    def button(self, key: str) -> QWidget:
+        """The tool button of an action (what a user clicks)."""
+        return self.toolbar.widgetForAction(self.actions_[key])
+
+    # -- selection ---------------------------------------------------------------------------------------------
+    def selected_ids(self) -> list[int]:
+        rows = sorted({index.row() for index in self.table.selectionModel().selectedRows()})
+        jobs = [self.model.job_at(row) for row in rows]
+        return [job.id for job in jobs if job is not None]
+
+    def selected_jobs(self) -> list[Job]:
+        return [self.queue.get(i) for i in self.selected_ids() if self.queue.index_of(i) >= 0]
+
+    def select_job(self, job_id: int) -> None:
+        row = self.model.row_of(job_id)
+        if row >= 0:
+            self.table.selectRow(row)
+
+    # -- actions -----------------------------------------------------------------------------------------------
+    def _move(self, delta: int) -> None:
+        ids = self.selected_ids()
+        ordered = ids if delta < 0 else list(reversed(ids))  # so a block of rows keeps its order
+        for job_id in ordered:
+            self.queue.move_by(job_id, delta)
+        selection = self.table.selectionModel()
+        selection.clearSelection()
+        for job_id in ids:
+            row = self.model.row_of(job_id)
+            selection.select(self.model.index(row, 0), selection.SelectionFlag.Select | selection.SelectionFlag.Rows)
+
+    def cancel_selected(self) -> None:
+        for job_id in self.selected_ids():
+            self.queue.cancel(job_id)
+
+    def retry_selected(self) -> None:
+        for job_id in self.selected_ids():
+            self.queue.retry(job_id)
+
+    def remove_selected(self) -> None:
+        for job_id in self.selected_ids():
+            self.queue.remove(job_id)
+
+    def _compare_selected(self) -> None:
+        done = [job for job in self.selected_jobs() if job.state is JobState.DONE]
+        if done:
+            self.compareRequested.emit(done[0].id)
+
+    def _double_clicked(self, index: QModelIndex) -> None:
+        job = self.model.job_at(index.row())
+        if job is not None and job.state is JobState.DONE:
+            self.compareRequested.emit(job.id)
+
+    def _update_buttons(self, *args: object) -> None:
+        jobs = self.selected_jobs()
+        states = {job.state for job in jobs}
+        enabled = {
+            "up": bool(jobs),
+            "down": bool(jobs),
+            "cancel": any(not s.finished for s in states),
+            "retry": bool(states & {JobState.FAILED, JobState.CANCELLED}),
+            "remove": bool(jobs),
+            "rerun": bool(jobs),
+            "compare": JobState.DONE in states,
+            "clear": any(job.state.finished for job in self.queue.jobs()),
+        }
+        for key, on in enabled.items():
+            self.actions_[key].setEnabled(on)

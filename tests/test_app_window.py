@@ -1,0 +1,297 @@
+"""The main window driven like a person would: drop photos, watch the queue, cancel, pause, reorder, fail, restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image as PILImage
+from PySide6.QtCore import QByteArray, Qt
+from PySide6.QtGui import QGuiApplication, QImage
+from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
+
+from invsr_desktop.app._testsupport import drop_files, make_photo, test_registry
+from invsr_desktop.app.main_window import MainWindow
+from invsr_desktop.app.plugins_dialog import PluginsDialog
+from invsr_desktop.app.queue_model import DETAILS, STATE
+from invsr_desktop.app.settings import AppSettings
+from invsr_desktop.engine.jobs import JobState
+
+pytestmark = pytest.mark.usefixtures("qapp")
+
+
+@pytest.fixture()
+def make_window(qtbot, tmp_path):
+    """Windows with the test registry and settings in tmp_path (the same file for every window of a test)."""
+
+    def make(delay: float = 0.02, settings: Path | None = None) -> MainWindow:
+        registry, _ = test_registry(delay)
+        window = MainWindow(AppSettings(settings or tmp_path / "settings.ini"), registry, tmp_path / "pasted")
+        qtbot.addWidget(window)
+        window.show()
+        return window
+
+    return make
+
+
+def select_backend(window: MainWindow, backend_id: str, tile: int = 0) -> None:
+    window.panel.select_backend(backend_id)
+    window.panel.tile_spin.setValue(tile)
+
+
+def select_rows(window: MainWindow, *job_ids: int) -> None:
+    window.queue_panel.table.clearSelection()
+    for job_id in job_ids:
+        window.queue_panel.table.selectRow(window.model.row_of(job_id))
+
+
+def cell(window: MainWindow, job_id: int, column: int) -> str:
+    model = window.model
+    return model.data(model.index(model.row_of(job_id), column))
+
+
+def test_dropping_photos_and_a_folder_runs_bicubic_to_the_end(make_window, qtbot, tmp_path):
+    window = make_window()
+    select_backend(window, "bicubic")
+    window.panel.scale_picker.set_value(2)
+    first = make_photo(tmp_path / "first.png", 40, 30)
+    folder = tmp_path / "album"
+    make_photo(folder / "second.jpg", 30, 20)
+    (folder / "notes.txt").write_text("not a photo")
+
+    assert drop_files(window, [first, folder])
+    jobs = window.queue.jobs()
+    assert [job.source.name for job in jobs] == ["first.png", "second.jpg"]
+    assert window.model.rowCount() == 2
+    qtbot.waitUntil(lambda: all(job.state is JobState.DONE for job in jobs), timeout=20_000)
+
+    assert jobs[0].result == tmp_path / "first_x2_bicubic.png" and jobs[0].result.exists()
+    assert jobs[1].result == folder / "second_x2_bicubic.png"
+    with PILImage.open(jobs[0].result) as result:
+        assert result.size == (80, 60)
+    assert cell(window, jobs[0].id, STATE) == "Done" and cell(window, jobs[0].id, DETAILS) == "first_x2_bicubic.png"
+    qtbot.waitUntil(lambda: "2 done" in window.summary_label.text())
+    assert window.provider_label.text() == "Provider: CPU"
+
+
+def test_drop_lands_anywhere_even_on_widgets_that_take_drops_themselves(make_window, tmp_path):
+    window = make_window()
+    window.queue.pause()  # only the queueing matters here
+    photo = make_photo(tmp_path / "a.png")
+    assert drop_files(window.queue_panel.table.viewport(), [photo])
+    assert drop_files(window.panel.folder_edit, [photo])  # a line edit would otherwise take the path as text
+    assert window.panel.folder_edit.text() == ""
+    assert [job.source for job in window.queue.jobs()] == [photo, photo]
+    drop_files(window, [tmp_path / "missing.png"])
+    assert len(window.queue) == 2 and "missing.png: no such file" in window.statusBar().currentMessage()
+
+
+def test_cancel_mid_image_leaves_no_partial_file(make_window, qtbot, tmp_path):
+    window = make_window(delay=0.05)
+    select_backend(window, "slow-test", tile=32)
+    photo = make_photo(tmp_path / "big.png", 256, 256)  # 64 tiles of 50 ms: about 3 s if left alone
+    (job,) = window.add_paths([photo])
+    qtbot.waitUntil(lambda: job.progress > 0, timeout=10_000)
+    select_rows(window, job.id)
+    qtbot.mouseClick(window.queue_panel.button("cancel"), Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: job.state is JobState.CANCELLED, timeout=5_000)
+    assert 0 < job.progress < 1 and job.result is None
+    assert {p.name for p in tmp_path.iterdir()} - {"settings.ini"} == {"big.png"}  # no result, no temporary file
+    assert cell(window, job.id, STATE) == "Cancelled"
+
+    select_rows(window, job.id)  # retry runs it to the end
+    qtbot.mouseClick(window.queue_panel.button("retry"), Qt.MouseButton.LeftButton)
+    window.panel.tile_spin.setValue(256)
+    qtbot.waitUntil(lambda: job.state is JobState.DONE, timeout=15_000)
+    assert job.result == tmp_path / "big_x2_slow-test.png"
+
+
+def test_cancel_all_stops_the_running_job_and_the_queued_ones(make_window, qtbot, tmp_path):
+    window = make_window(delay=0.05)
+    select_backend(window, "slow-test", tile=32)
+    jobs = window.add_paths([make_photo(tmp_path / f"{n}.png", 128, 128) for n in "abc"])
+    qtbot.waitUntil(lambda: jobs[0].progress > 0, timeout=10_000)
+    window.actions_["cancel_all"].trigger()
+    qtbot.waitUntil(lambda: all(job.state is JobState.CANCELLED for job in jobs), timeout=5_000)
+    assert not list(tmp_path.glob("*_x2_*"))
+
+
+def test_pause_holds_the_running_image_between_tiles_and_resume_goes_on(make_window, qtbot, tmp_path):
+    window = make_window(delay=0.03)
+    select_backend(window, "slow-test", tile=32)
+    first, second = window.add_paths([make_photo(tmp_path / f"{n}.png", 128, 128) for n in "ab"])
+    qtbot.waitUntil(lambda: first.progress > 0, timeout=10_000)
+    window.actions_["pause"].trigger()
+    assert window.actions_["pause"].text() == "Resume"
+    qtbot.waitUntil(lambda: first.state is JobState.PAUSED, timeout=5_000)
+    held = first.progress
+    qtbot.wait(300)
+    assert first.progress == held < 1 and second.state is JobState.QUEUED
+    assert cell(window, first.id, STATE) == "Paused" and "paused" in window.summary_label.text()
+    window.actions_["pause"].trigger()
+    qtbot.waitUntil(lambda: second.state is JobState.DONE, timeout=15_000)
+    assert first.state is JobState.DONE and first.result.exists()
+
+
+def test_reorder_with_buttons_and_by_dragging(make_window, qtbot, tmp_path):
+    window = make_window()
+    window.queue.pause()
+    a, b, c = window.add_paths([make_photo(tmp_path / f"{n}.png") for n in "abc"])
+    select_rows(window, c.id)
+    qtbot.mouseClick(window.queue_panel.button("up"), Qt.MouseButton.LeftButton)
+    assert [j.id for j in window.queue.jobs()] == [a.id, c.id, b.id]
+    qtbot.mouseClick(window.queue_panel.button("down"), Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(window.queue_panel.button("down"), Qt.MouseButton.LeftButton)  # already last: stays
+    assert [j.id for j in window.queue.jobs()] == [a.id, b.id, c.id]
+    assert window.queue.next_job() is None  # paused
+    model = window.model  # what the table does on a drag: mime data of the rows, dropped before row 0
+    mime = model.mimeData([model.index(model.row_of(c.id), 0)])
+    assert model.dropMimeData(mime, Qt.DropAction.MoveAction, 0, 0, model.index(-1, -1))
+    assert [j.id for j in window.queue.jobs()] == [c.id, a.id, b.id]
+    assert [model.job_at(r).id for r in range(3)] == [c.id, a.id, b.id]
+    window.queue.resume()
+    qtbot.waitUntil(lambda: all(job.state is JobState.DONE for job in (a, b, c)), timeout=20_000)
+    assert c.started < a.started < b.started  # run in the new order
+
+
+def test_failures_show_in_their_rows_and_the_queue_goes_on(make_window, qtbot, tmp_path):
+    window = make_window()
+    photo = make_photo(tmp_path / "a.png")
+    select_backend(window, "missing-model")
+    (missing,) = window.add_paths([photo])
+    not_a_folder = tmp_path / "occupied"
+    not_a_folder.write_text("a file where the output folder should be")
+    select_backend(window, "bicubic")
+    window.panel.folder_edit.setText(str(not_a_folder))
+    (blocked,) = window.add_paths([photo])
+    window.panel.folder_edit.setText("")
+    (fine,) = window.add_paths([photo])
+    qtbot.waitUntil(lambda: fine.state is JobState.DONE, timeout=20_000)
+
+    assert missing.state is JobState.FAILED and "model file not found" in cell(window, missing.id, DETAILS)
+    assert "missing-model" in missing.error
+    assert blocked.state is JobState.FAILED and "not a folder" in cell(window, blocked.id, DETAILS)
+    assert window.isVisible()
+    tip = window.model.data(window.model.index(window.model.row_of(missing.id), STATE), Qt.ItemDataRole.ToolTipRole)
+    assert "Traceback" in tip
+
+
+def test_rerun_with_another_backend_keeps_both_results(make_window, qtbot, tmp_path):
+    window = make_window(delay=0)
+    select_backend(window, "bicubic")
+    window.panel.scale_picker.set_value(2)
+    (first,) = window.add_paths([make_photo(tmp_path / "a.png")])
+    qtbot.waitUntil(lambda: first.state is JobState.DONE, timeout=20_000)
+    select_backend(window, "slow-test")
+    select_rows(window, first.id)
+    qtbot.mouseClick(window.queue_panel.button("rerun"), Qt.MouseButton.LeftButton)
+    second = window.queue.jobs()[-1]
+    qtbot.waitUntil(lambda: second.state is JobState.DONE, timeout=20_000)
+    assert second.backend_id == "slow-test"
+    assert window.queue.results_for(first.source) == [first, second]
+
+
+def test_parameter_widgets_come_from_the_backend_description(make_window):
+    window = make_window()
+    select_backend(window, "params-test")
+    editors = window.panel.param_form.editors
+    assert isinstance(editors["steps"].widget, QSpinBox) and editors["steps"].widget.maximum() == 100
+    assert isinstance(editors["temperature"].widget, QDoubleSpinBox)
+    assert editors["temperature"].widget.maximum() == 2.0
+    assert isinstance(editors["tta"].widget, QCheckBox)
+    assert isinstance(editors["sampler"].widget, QComboBox) and editors["sampler"].widget.count() == 3
+    assert window.panel.params() == {"steps": 20, "temperature": 0.8, "seed": 0, "tta": False, "sampler": "ddim"}
+    picker = window.panel.scale_picker
+    assert [picker.itemText(i) for i in range(picker.count())] == ["×2", "×4"] and not picker.isEditable()
+    select_backend(window, "bicubic")
+    assert picker.isEditable() and window.panel.param_form.editors == {}
+    picker.setEditText("2.5")
+    assert window.panel.scale() == 2.5
+
+
+def test_settings_survive_a_restart(make_window, qtbot, tmp_path):
+    settings = tmp_path / "restart.ini"
+    window = make_window(settings=settings)
+    select_backend(window, "params-test")
+    window.panel.scale_picker.set_value(4)
+    window.panel.param_form.set_values({"steps": 42, "temperature": 1.25, "tta": True, "sampler": "heun"})
+    window.panel.folder_edit.setText(str(tmp_path / "results"))
+    window.panel.format_combo.setCurrentIndex(window.panel.format_combo.findData("webp"))
+    window.panel.quality_spin.setValue(77)
+    window.panel.lossless_check.setChecked(True)
+    window.panel.provider_combo.setCurrentIndex(window.panel.provider_combo.findData("CPUExecutionProvider"))
+    window.panel.tile_spin.setValue(384)
+    window.panel.memory_spin.setValue(2048)
+    window.compare.set_mode("side")
+    window.setGeometry(30, 40, 760, 700)  # the offscreen screen is 800 x 800
+    window.close()
+
+    again = make_window(settings=settings)
+    panel = again.panel
+    assert panel.spec().id == "params-test" and panel.scale() == 4
+    assert panel.params() == {"steps": 42, "temperature": 1.25, "seed": 0, "tta": True, "sampler": "heun"}
+    output = panel.output()
+    assert (output.folder, output.format, output.quality, output.lossless) == (tmp_path / "results", "webp", 77, True)
+    options = panel.engine_options()
+    assert (options.provider, options.tile, options.memory_budget_mb) == ("CPUExecutionProvider", 384, 2048)
+    assert again.engine.options.provider == "CPUExecutionProvider" and again.engine.options.tile == 384
+    assert again.compare.mode == "side"
+    assert again.geometry() == window.geometry()
+    assert isinstance(AppSettings(settings).geometry(), QByteArray)
+
+
+def test_stale_settings_fall_back_to_defaults(make_window, tmp_path):
+    settings = tmp_path / "stale.ini"
+    stale = AppSettings(settings)
+    stale.set_backend_id("uninstalled-backend")
+    stale.set_params("params-test", {"steps": 1000, "gone": 1, "temperature": "warm"})
+    stale.sync()
+    window = make_window(settings=settings)
+    assert window.panel.spec().id == "bicubic"  # the first backend
+    select_backend(window, "params-test")
+    assert window.panel.params()["steps"] == 20 and window.panel.params()["temperature"] == 0.8
+
+
+def test_plugins_dialog_lists_broken_plugins(make_window, qtbot):
+    window = make_window()
+    assert window.broken_button.isVisible() and "1 plugin failed" in window.broken_button.text()
+    dialog = window.show_plugins()
+    qtbot.addWidget(dialog)
+    assert isinstance(dialog, PluginsDialog)
+    ids = [dialog.backends.topLevelItem(i).text(1) for i in range(dialog.backends.topLevelItemCount())]
+    assert {"bicubic", "slow-test", "params-test", "missing-model"} <= set(ids)
+    assert dialog.failures.count() == 1 and "libfoo" in dialog.failures.item(0).text()
+    assert "ImportError" in dialog.details.toPlainText()
+
+
+def test_paste_an_image_from_the_clipboard(make_window, tmp_path):
+    window = make_window()
+    window.queue.pause()
+    image = QImage(20, 10, QImage.Format.Format_RGB32)
+    image.fill(Qt.GlobalColor.darkCyan)
+    QGuiApplication.clipboard().setImage(image)
+    window.actions_["paste"].trigger()
+    (job,) = window.queue.jobs()
+    assert job.source.parent == tmp_path / "pasted" and job.source.suffix == ".png"
+    assert QImage(str(job.source)).size() == image.size()
+
+
+def test_files_on_the_command_line_go_straight_into_the_queue(tmp_path, monkeypatch, qapp):
+    from PySide6.QtWidgets import QApplication
+
+    from invsr_desktop.app import main as app_main
+
+    photo = make_photo(tmp_path / "opened.png")
+    seen = {}
+
+    def fake_exec() -> int:
+        (window,) = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+        window.queue.pause()
+        seen["sources"] = [job.source for job in window.queue.jobs()]
+        window.close()
+        return 0
+
+    monkeypatch.setattr(qapp, "exec", fake_exec)
+    monkeypatch.setattr("invsr_desktop.app.main_window.default_registry", lambda: test_registry()[0])
+    assert app_main.main([str(photo), "--settings", str(tmp_path / "cli.ini")]) == 0
+    assert seen["sources"] == [photo]
