@@ -179,9 +179,16 @@ def test_standard_checkpoint_in_each_naming(tmp_path, capsys, standard_nets, sca
         torch.save(to_original_esrgan_naming(net.state_dict(), STANDARD["num_block"]), path)
     out = tmp_path / f"esrgan-standard-x{scale}.onnx"
 
-    code, stdout, stderr = run([path, "-o", out, "--arch", "rrdbnet", "--check-size", "13x11"], capsys)
+    try:
+        code, stdout, stderr = run([path, "-o", out, "--arch", "rrdbnet", "--check-size", "13x11"], capsys)
+        assert code == 0, stderr
+        check_standard_export(out, stdout, net, scale)
+    finally:  # 2 x 67 MB: pytest keeps the last runs' temporary folders
+        path.unlink(missing_ok=True)
+        out.unlink(missing_ok=True)
 
-    assert code == 0, stderr
+
+def check_standard_export(out: Path, stdout: str, net: torch.nn.Module, scale: int) -> None:
     meta = props(out)
     assert json.loads(meta["invsr.arch_options"]) == {**STANDARD, "scale": scale, "num_in_ch": 3, "num_out_ch": 3}
     assert meta["invsr.input_multiple"] == ("1" if scale == 4 else "2")
@@ -416,6 +423,8 @@ def test_install_copies_into_user_model_folder(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("INVSR_TEST_DYNAMO") != "1",
+                    reason="the dynamo exporter (not the default) takes 10-20 s here; INVSR_TEST_DYNAMO=1 runs it")
 def test_dynamo_exporter(tmp_path, capsys):
     options = {**TINY, "scale": 2}
     net = make_net(**options)
