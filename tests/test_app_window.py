@@ -10,7 +10,7 @@ from PySide6.QtCore import QByteArray, Qt
 from PySide6.QtGui import QGuiApplication, QImage
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
-from invsr_desktop.app._testsupport import drop_files, make_photo, test_registry
+from invsr_desktop.app._testsupport import drop_files, make_photo, open_window, test_registry
 from invsr_desktop.app.main_window import MainWindow
 from invsr_desktop.app.plugins_dialog import PluginsDialog
 from invsr_desktop.app.queue_model import DETAILS, STATE
@@ -25,11 +25,7 @@ def make_window(qtbot, tmp_path):
     """Windows with the test registry and settings in tmp_path (the same file for every window of a test)."""
 
     def make(delay: float = 0.02, settings: Path | None = None) -> MainWindow:
-        registry, _ = test_registry(delay)
-        window = MainWindow(AppSettings(settings or tmp_path / "settings.ini"), registry, tmp_path / "pasted")
-        qtbot.addWidget(window)
-        window.show()
-        return window
+        return open_window(qtbot, tmp_path, delay, settings)
 
     return make
 

@@ -132,3 +132,16 @@ def drop_files(widget: QWidget, paths: list[Path], pos: QPoint | None = None) ->
     drop = QDropEvent(QPointF(point), actions, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
     QApplication.sendEvent(widget, drop)
     return drop.isAccepted()
+
+
+def open_window(qtbot: object, folder: Path, delay: float = SLOW_TILE_SECONDS, settings: Path | None = None):
+    """A shown main window with the test registry, settings in ``folder`` and pasted images under it; closed by
+    pytest-qt at the end of the test (which stops its worker thread)."""
+    from invsr_desktop.app.main_window import MainWindow
+    from invsr_desktop.app.settings import AppSettings
+
+    registry, _ = test_registry(delay)
+    window = MainWindow(AppSettings(settings or folder / "settings.ini"), registry, folder / "pasted")
+    qtbot.addWidget(window)  # type: ignore[attr-defined]
+    window.show()
+    return window

@@ -145,8 +145,10 @@ class ViewLink:
         for view in self.views:
             view.viewChanged.connect(lambda v=view: self.follow(v))
 
-    def follow(self, leader: ImageView) -> None:
-        if self._syncing:
+    def follow(self, leader: ImageView, force: bool = False) -> None:
+        """Bring every other view to ``leader``'s zoom and place. A hidden view does not lead (its scroll bars
+        reset when its scene changes, which must not move what the user is looking at) unless ``force``."""
+        if self._syncing or not (force or leader.isVisible()):
             return
         self._syncing = True
         try:
@@ -253,6 +255,9 @@ class CompareView(QWidget):
             pane_layout.addWidget(QLabel(title))
             pane_layout.addWidget(view, 1)
             self.side_splitter.addWidget(pane)
+        self.side_splitter.setStretchFactor(0, 1)
+        self.side_splitter.setStretchFactor(1, 1)
+        self.side_splitter.setSizes([1 << 16, 1 << 16])  # equal halves, whatever the titles' widths
         self.stack.addWidget(split_page)
         self.stack.addWidget(self.side_splitter)
         self.placeholder = QLabel("Double-click a finished image in the queue to compare it with its original.")
@@ -347,7 +352,7 @@ class CompareView(QWidget):
         else:  # same zoom and place for the next result: that is what makes switching a comparison
             for view in self.link.views:
                 view._update_sampling()
-            self.link.follow(self.current_view())
+            self.link.follow(self.current_view(), force=True)
 
     def _describe(self, job: Job) -> None:
         before = f"{self._before.width()}×{self._before.height()}"
@@ -365,7 +370,7 @@ class CompareView(QWidget):
         self.mode_actions[mode].setChecked(True)
         if self.stack.currentWidget() is not self.placeholder:
             self.stack.setCurrentIndex(0 if mode == "split" else 1)
-            self.link.follow(previous)
+            self.link.follow(previous, force=True)
         self.modeChanged.emit(mode)
 
     def current_view(self) -> ImageView:
