@@ -517,9 +517,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, size: tuple[int, int]) -> int:
-    torch.set_grad_enabled(False)
+    threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        with torch.no_grad():  # not torch.set_grad_enabled: main() may run inside another program (tests, a GUI)
+            return _export(args, size)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _export(args: argparse.Namespace, size: tuple[int, int]) -> int:
     started = time.perf_counter()
     ckpt = load_checkpoint(args.checkpoint, arch=args.arch, scale=args.scale)
     net = ckpt.build()
