@@ -242,9 +242,21 @@ def _check_scale(path: Path, found: int, wanted: int | None, how: str) -> None:
         raise CheckpointError(f"{path} is a x{found} model ({how}), but --scale {wanted} was given")
 
 
+def _folder_label(folder: str) -> str:
+    """A training folder's name (never its full path: it would ship in the model), with its subfolders' names
+    when it still exists here (``train (BSD200, BSDS500_test, T91)``)."""
+    path = Path(folder)
+    label = path.name or folder
+    try:
+        subs = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        subs = []
+    return f"{label} ({', '.join(subs)})" if subs else label
+
+
 def _trained_on_ours(meta: dict) -> str:
     data = meta.get("data") or []
-    names = ", ".join(Path(str(d)).name or str(d) for d in data) if isinstance(data, list) else str(data)
+    names = ", ".join(_folder_label(str(d)) for d in data) if isinstance(data, list) else str(data)
     parts = [names or "unknown data"]
     details = []
     if meta.get("degradation"):

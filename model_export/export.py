@@ -549,7 +549,7 @@ def _export(args: argparse.Namespace, size: tuple[int, int]) -> int:
     checks = [compare("fp32 (ONNX Runtime vs PyTorch)", x, fp32_out, reference, None, tolerance=args.tolerance)]
     print(checks[-1].line())
     if not checks[-1].ok:
-        return _failed(args, "the fp32 export")
+        return _failed(args, "the ONNX model does not match PyTorch within --tolerance")
 
     precision = "fp32"
     final_model = fp32_model
@@ -567,7 +567,7 @@ def _export(args: argparse.Namespace, size: tuple[int, int]) -> int:
                               fp32_out, tolerance=args.fp16_tolerance))
         print(checks[-1].line())
         if not all(c.ok for c in checks[-2:]):
-            return _failed(args, "the fp16 model")
+            return _failed(args, "the fp16 model is off by more than --fp16-tolerance (or not finite)")
     elif args.int8:
         precision = "int8"
         calib = calibration_patches(args.calibration, ckpt.scale, multiple, args.calibration_patch,
@@ -603,7 +603,7 @@ def _export(args: argparse.Namespace, size: tuple[int, int]) -> int:
         checks.append(held)
         print(held.line())
         if not held.ok:
-            return _failed(args, "the int8 model")
+            return _failed(args, "the int8 model is below --int8-min-psnr against the fp32 model")
 
     props = metadata(ckpt, args, precision, args.exporter, opset, multiple, parameters, checks)
     description = (f"{props['invsr.name']}: {ckpt.arch} x{ckpt.scale} ({precision}) exported by invsr-export from "
@@ -620,9 +620,8 @@ def _export(args: argparse.Namespace, size: tuple[int, int]) -> int:
     return 0
 
 
-def _failed(args: argparse.Namespace, what: str) -> int:
-    print(f"invsr-export: error: {what} does not match PyTorch within the tolerance; nothing written to "
-          f"{args.output}", file=sys.stderr)
+def _failed(args: argparse.Namespace, why: str) -> int:
+    print(f"invsr-export: error: check failed: {why}; nothing written to {args.output}", file=sys.stderr)
     return 1
 
 
