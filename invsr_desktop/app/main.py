@@ -56,10 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ICON_PATH.exists():
         app.setWindowIcon(QIcon(str(ICON_PATH)))
     window = MainWindow(AppSettings(args.settings))
-    window.show()
-    if args.files:
-        window.add_paths(args.files)
-    return app.exec()
+    try:
+        window.show()
+        if args.files:
+            window.add_paths(args.files)
+        return app.exec()
+    finally:
+        window.shutdown()
 
 
 if __name__ == "__main__":

@@ -104,6 +104,8 @@ class MainWindow(QMainWindow):
         self._connect()
         self._restore_geometry()
         self.setAcceptDrops(True)
+        self._shut_down = False
+        QApplication.instance().aboutToQuit.connect(self.shutdown)
         QApplication.instance().installEventFilter(self)  # "drop anywhere": also over widgets that take drops
         self.status_timer = QTimer(self, interval=1000)  # the queue-wide time left moves between events too
         self.status_timer.timeout.connect(self._update_status)
@@ -318,7 +320,7 @@ class MainWindow(QMainWindow):
             if self.compare.source == job.source:
                 self.compare.show_results(job.source, self.queue.results_for(job.source), self.compare.current_job())
         elif job.state is JobState.FAILED:
-            self.statusBar().showMessage(f"{job.source.name} failed: {job.error}", 12000)
+            self.statusBar().showMessage(f"{job.source.name} failed (the reason is in its row)", 12000)
         self._update_provider()
 
     def _on_engine_message(self, message: str) -> None:
@@ -380,12 +382,23 @@ class MainWindow(QMainWindow):
 
     # -- closing -----------------------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:
-        """Save the settings and stop the worker: a running image is cancelled (it leaves no partial file)."""
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Save the settings and stop the worker: a running image is cancelled (it leaves no partial file).
+
+        Runs once, on close or when the application quits without closing its windows (``aboutToQuit``): a
+        QThread destroyed while running aborts the process.
+        """
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self.status_timer.stop()
         self.save_settings()
         QApplication.instance().removeEventFilter(self)
         self.worker.stop()
         self.bridge.detach()
-        super().closeEvent(event)
 
     def save_settings(self) -> None:
         self.panel.save()

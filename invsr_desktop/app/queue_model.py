@@ -168,7 +168,7 @@ class JobTableModel(QAbstractTableModel):
             return job.source.name
         if column == SIZE:
             size = self._sizes.get(str(job.source))
-            if size is None or not size.isValid():
+            if size is None or size.isEmpty():
                 return ""
             w, h = size.width(), size.height()
             return f"{w}×{h} → {round(w * job.scale)}×{round(h * job.scale)}"
@@ -187,8 +187,8 @@ class JobTableModel(QAbstractTableModel):
                 return f"took {format_duration(job.elapsed)}"
             return ""
         if column == DETAILS:
-            if job.state is JobState.FAILED:
-                return job.error
+            if job.state is JobState.FAILED:  # the row names the file already: keep the reason in view
+                return job.error.replace(str(job.source), job.source.name)
             if job.result is not None:
                 return job.result.name
             return ""

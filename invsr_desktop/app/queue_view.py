@@ -23,8 +23,22 @@ from PySide6.QtWidgets import (
 )
 
 from invsr_desktop.app.images import THUMBNAIL_SIDE
-from invsr_desktop.app.queue_model import DETAILS, IMAGE, PROGRESS, PROGRESS_ROLE, JobTableModel
+from invsr_desktop.app.queue_model import (
+    BACKEND,
+    DETAILS,
+    ETA,
+    IMAGE,
+    PROGRESS,
+    PROGRESS_ROLE,
+    SIZE,
+    STATE,
+    JobTableModel,
+)
 from invsr_desktop.engine.jobs import Job, JobQueue, JobState
+
+
+BAR_HEIGHT = 22
+COLUMN_WIDTHS = {IMAGE: 220, SIZE: 170, BACKEND: 150, STATE: 90, PROGRESS: 130, ETA: 90}
 
 
 class ProgressDelegate(QStyledItemDelegate):
@@ -36,12 +50,14 @@ class ProgressDelegate(QStyledItemDelegate):
             super().paint(painter, option, index)
             return
         bar = QStyleOptionProgressBar()
-        bar.rect = QRect(option.rect).adjusted(4, 6, -4, -6)  # type: ignore[attr-defined]
+        cell = QRect(option.rect)  # type: ignore[attr-defined]
+        height = min(cell.height() - 8, BAR_HEIGHT)
+        bar.rect = QRect(cell.left() + 4, cell.center().y() - height // 2, cell.width() - 8, height)
         bar.minimum, bar.maximum = 0, 1000
         bar.progress = int(round(float(value) * 1000))
         bar.text = f"{float(value):.0%}"
         bar.textVisible = True
-        bar.state = option.state  # type: ignore[attr-defined]
+        bar.state = option.state | QStyle.StateFlag.State_Horizontal  # type: ignore[attr-defined]  # Qt 6: else vertical
         style = option.widget.style() if option.widget else QApplication.style()  # type: ignore[attr-defined]
         style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter)
 
@@ -68,8 +84,8 @@ class QueueTable(QTableView):
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(DETAILS, QHeaderView.ResizeMode.Stretch)
-        self.setColumnWidth(IMAGE, 240)
-        self.setColumnWidth(PROGRESS, 120)
+        for column, width in COLUMN_WIDTHS.items():  # fixed widths: fitting to contents costs O(rows) per change
+            self.setColumnWidth(column, width)
         self.setItemDelegateForColumn(PROGRESS, ProgressDelegate(self))
 
 
