@@ -67,6 +67,14 @@ class Runner(Protocol):
     seed gives the same image whatever the tiling) sets ``positional = True``; the engine then calls
     ``runner(tile, origin=(y, x))`` with the tile's top-left corner in the (padded) input image.
 
+    A runner that needs the whole image at each step of a loop (a diffusion sampler: tiles sampled independently
+    drift apart and show seams) sets ``whole_image = True`` and implements ``run_whole(image, tiler)``: the engine
+    calls it once with the whole float32 (H, W, 3) image instead of calling the runner per tile, and it returns the
+    (round(scale*H), round(scale*W), 3) result. ``tiler`` is the engine's :class:`~invsr_desktop.engine.tiling.Tiler`:
+    the runner does each model pass with ``tiler.map(fn, *arrays, ...)``, which cuts the arrays into overlapping
+    tiles (size from the memory budget or the user's tile setting), calls ``fn`` per tile, blends the results and
+    handles progress, cancel and out-of-memory retries, so every model call stays bounded in memory.
+
     A shrinking runner (``BackendSpec.direction == "down"``) has ``scale = 1 / factor``: it maps an (H, W, 3) tile
     to (H / factor, W / factor, 3), H and W multiples of ``multiple`` (a multiple of the factor).
     """

@@ -19,7 +19,7 @@ from invsr_desktop.engine.errors import CancelledError
 from invsr_desktop.engine.imageio import Image, load_image, save_image
 from invsr_desktop.engine.registry import Registry, default_registry
 from invsr_desktop.engine.sessions import SessionPool
-from invsr_desktop.engine.tiling import Cancel, Progress, upscale_tiled
+from invsr_desktop.engine.tiling import Cancel, Progress, run_whole_image, upscale_tiled
 
 AlphaMode = Literal["bicubic", "backend"]
 # BT.601 luma weights (what Pillow's convert("L") uses): a grey image's result is brought back to one channel.
@@ -150,8 +150,12 @@ class Engine:
         progress: Progress | None,
         cancel: Cancel | None,
     ) -> np.ndarray:
-        """Tiles -> backend -> blend, then resample from the native scale to the target size if they differ."""
-        out = upscale_tiled(
+        """Tiles -> backend -> blend, then resample from the native scale to the target size if they differ.
+
+        A ``whole_image`` runner gets the whole image and the engine's tiler instead (it tiles each model pass).
+        """
+        run = run_whole_image if getattr(runner, "whole_image", False) else upscale_tiled
+        out = run(
             rgb,
             runner,
             tile=self.options.tile,

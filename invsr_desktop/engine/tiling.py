@@ -6,6 +6,9 @@ the multiple a model needs; a half-sine (sin^2) ramp across each overlap, so two
 Accumulating weighted sums and dividing by the summed weights keeps this correct for any overlap the grid ends with.
 A scale below 1 (a shrinking runner, scale 1/f) works the same way: tile origins are multiples of f.
 A ``positional`` runner is told each tile's origin, so what it samples can depend on the pixel, not the tile.
+A ``whole_image`` runner (a diffusion sampler) gets the whole image and a :class:`Tiler` instead
+(:func:`run_whole_image`): it calls ``Tiler.map`` for each model pass, so every pass is tiled and blended by the
+engine (memory stays bounded per call) while the runner keeps the whole image consistent between passes.
 """
 
 from __future__ import annotations
@@ -175,3 +178,145 @@ def _blend_row(
     oy = grid.up(y)
     out[oy : oy + row_out.shape[0]] += row_out
     weight[oy : oy + row_out.shape[0]] += row_weight
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Whole-image runners (a sampler that needs every tile consistent at every step)
+
+
+class Tiler:
+    """What the engine hands a whole-image runner's ``run_whole(image, tiler)`` (see :class:`~invsr_desktop.engine.
+    backend.Runner`): the engine's tiling (tile size from the memory budget or the user's setting, overlap, sin^2
+    blending, halving on out-of-memory), progress and cancel, for a runner that loops over the whole image itself.
+
+    :meth:`map` runs a function over overlapping tiles of one or more whole arrays and blends the results, so each
+    model call stays bounded in memory while the runner keeps whole-image state between calls (e.g. a diffusion
+    sampler blends all tiles at every step, so the tiles cannot drift apart). ``tile``, ``overlap`` and
+    ``bytes_per_pixel`` are in *input* pixels, as for :func:`upscale_tiled`; ``map`` converts them with its
+    ``density`` (array pixels per input pixel along a side).
+    """
+
+    def __init__(
+        self,
+        tile: int | None = None,
+        overlap: int | None = None,
+        budget_bytes: int = 1 << 30,
+        bytes_per_pixel: int = 4096,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+    ):
+        self.tile = tile
+        self.overlap = DEFAULT_OVERLAP if overlap is None else overlap
+        self.budget_bytes = budget_bytes
+        self.bytes_per_pixel = bytes_per_pixel
+        self.progress = progress
+        self.cancel = cancel
+        self._shrink = 1  # halvings after out-of-memory errors, kept for the next calls
+        self.calls = 0  # tiles run so far (for tests and benchmarks)
+
+    def report(self, fraction: float) -> None:
+        """Tell the engine how far the whole run is (0..1)."""
+        if self.progress:
+            self.progress(min(1.0, max(0.0, fraction)))
+
+    def check_cancel(self) -> None:
+        """Raise :class:`CancelledError` if the user cancelled (a paused queue holds the caller here)."""
+        if self.cancel and self.cancel():
+            raise CancelledError("cancelled")
+
+    def tile_side(self, density: float = 1.0, multiple: int = 1) -> int:
+        """The tile side in array pixels ``map`` uses now (a multiple of ``multiple``)."""
+        if self.tile:
+            side = int(self.tile * density)
+        else:
+            side = auto_tile_size(max(1, int(self.bytes_per_pixel / density**2)), self.budget_bytes)
+        side //= self._shrink
+        return max(multiple, side // multiple * multiple)
+
+    def map(
+        self,
+        fn: Callable[..., np.ndarray],
+        *arrays: np.ndarray,
+        density: float = 1.0,
+        multiple: int = 1,
+        min_overlap: int = 0,
+        span: tuple[float, float] = (0.0, 1.0),
+    ) -> np.ndarray:
+        """``fn(*tiles, origin=(y, x)) -> (h, w, C)`` over overlapping tiles of ``arrays`` (each (H, W, ...), the
+        same H and W), blended with sin^2 ramps into one (H, W, C) float32 array.
+
+        Tiles and their origins are multiples of ``multiple`` array pixels (arrays are reflection-padded at the
+        bottom / right to a multiple and the result cropped back), so a model that works on ``multiple``-sized
+        blocks sees the same block grid in every tile. The overlap is the engine's, in array pixels, but at least
+        ``min_overlap``. Progress moves from ``span[0]`` to ``span[1]``; cancel is checked between tiles.
+        """
+        if not arrays:
+            raise ValueError("map needs at least one array")
+        height, width = arrays[0].shape[:2]
+        for a in arrays[1:]:
+            if a.shape[:2] != (height, width):
+                raise ValueError(f"arrays differ in size: {a.shape[:2]} vs {(height, width)}")
+        ph, pw = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+        padded = [reflect_pad(a if a.ndim == 3 else a[..., None], ph, pw) for a in arrays]
+        overlap = max(int(self.overlap * density), int(min_overlap))
+        overlap = -(-overlap // multiple) * multiple
+        while True:
+            size = self.tile_side(density, multiple)
+            try:
+                out = self._map_once(fn, padded, size, overlap, multiple, span)
+                break
+            except Exception as exc:
+                if not is_out_of_memory(exc) or size // 2 < max(MIN_TILE // 2, multiple):
+                    raise
+                self._shrink *= 2  # this call again with smaller tiles, and the next ones too
+        return out[:height, :width]
+
+    def _map_once(self, fn, padded, size, overlap, multiple, span) -> np.ndarray:
+        ph, pw = padded[0].shape[:2]
+        th, tw = min(size, ph), min(size, pw)
+        ys, xs = _starts(ph, th, overlap, multiple), _starts(pw, tw, overlap, multiple)
+        out: np.ndarray | None = None
+        weight = np.zeros((ph, pw, 1), dtype=np.float32)
+        done, total = 0, len(ys) * len(xs)
+        for y in ys:
+            wy = _ramp(th, overlap, left=y > 0, right=y + th < ph)
+            for x in xs:
+                self.check_cancel()
+                tiles = [np.ascontiguousarray(a[y : y + th, x : x + tw]) for a in padded]
+                result = np.asarray(fn(*tiles, origin=(y, x)), dtype=np.float32)
+                if result.ndim != 3 or result.shape[:2] != (th, tw):
+                    raise BackendError(f"the backend returned a tile of shape {result.shape}; expected ({th}, {tw}, C)")
+                if out is None:
+                    out = np.zeros((ph, pw, result.shape[2]), dtype=np.float32)
+                wx = _ramp(tw, overlap, left=x > 0, right=x + tw < pw)
+                w = (wy[:, None] * wx[None, :])[..., None]
+                out[y : y + th, x : x + tw] += result * w
+                weight[y : y + th, x : x + tw] += w
+                self.calls += 1
+                done += 1
+                self.report(span[0] + (span[1] - span[0]) * done / total)
+        assert out is not None
+        out /= np.maximum(weight, 1e-12)
+        return out
+
+
+def run_whole_image(
+    pixels: np.ndarray,
+    runner: Runner,
+    tile: int | None = None,
+    overlap: int | None = None,
+    budget_bytes: int = 1 << 30,
+    bytes_per_pixel: int = 4096,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> np.ndarray:
+    """Run a whole-image runner (``runner.whole_image``) on float32 RGB ``pixels``: ``runner.run_whole(pixels,
+    tiler)`` with a :class:`Tiler` built from the engine's settings; checks the result's shape."""
+    tiler = Tiler(tile, overlap, budget_bytes, bytes_per_pixel, progress, cancel)
+    out = runner.run_whole(np.ascontiguousarray(pixels, dtype=np.float32), tiler)
+    scale = float(runner.scale)
+    expected = (int(round(pixels.shape[0] * scale)), int(round(pixels.shape[1] * scale)), 3)
+    if not isinstance(out, np.ndarray) or out.shape != expected:
+        got = getattr(out, "shape", type(out).__name__)
+        raise BackendError(f"the backend returned an image of shape {got}; expected {expected}")
+    return out.astype(np.float32, copy=False)

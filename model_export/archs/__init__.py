@@ -22,6 +22,7 @@ ARCHS: dict[str, type[nn.Module]] = {}
 _ARCH_MODULES: dict[str, str] = {
     "rrdbnet": "model_export.archs.rrdbnet",
     "irn": "model_export.archs.irn",
+    "diffusion_unet": "model_export.archs.diffusion_unet",
 }
 
 

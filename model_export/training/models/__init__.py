@@ -19,6 +19,7 @@ MODELS: dict[str, type[BaseModel]] = {}
 _MODEL_MODULES: dict[str, str] = {
     "esrgan": "model_export.training.models.esrgan",
     "inn": "model_export.training.models.inn",
+    "diffusion": "model_export.training.models.diffusion",
 }
 
 

@@ -1,0 +1,289 @@
+"""ONNX export of a diffusion SR model's denoiser (``invsr-train diffusion``), checked against PyTorch.
+
+The sampling loop is not in the graph: the app runs it in numpy around ONNX Runtime (``plugins/diffusion``), so
+the number of steps, the seed and the noise scale are free at run time. The ONNX file is one denoiser call:
+
+- inputs ``x_t`` (N, 3, H, W): the current noisy image; ``lr_up`` (N, 3, H, W): the LR upsampled by the scale
+  (bicubic, a = -0.75, half-pixel centres, edges repeated: OpenCV ``INTER_CUBIC``, not clipped); ``t`` (N,): the
+  normalised timestep s in [0, 1] (1 = the first step, 0 = the last); H and W multiples of
+  ``invsr.input_multiple`` (output pixels);
+- output ``x0`` (N, 3, H, W): the predicted clean image (float32 RGB, about [0, 1]).
+
+Metadata props: ``invsr.backend = diffusion``, ``invsr.arch = diffusion_unet``, ``invsr.scale``,
+``invsr.version``, ``invsr.trained_on``, ``invsr.name``, ``invsr.input_multiple``, ``invsr.parameters``, the
+schedule the model was trained with (``invsr.diffusion.kappa``, ``eta_min``, ``eta_max``, ``power``,
+``input_floor``: eta(s) = eta_min * (eta_max / eta_min) ** (s ** power)), ``invsr.diffusion.default_steps``,
+``invsr.inputs`` (this description in one line), ``invsr.check`` and ``invsr.training``.
+
+Every export is checked: ONNX Runtime's ``x0`` against PyTorch's on random inputs of an odd size (in blocks of
+``input_multiple``) and two timesteps; over the tolerance nothing is written.
+
+    invsr-export runs/diffusion_x4/model_diffusion_unet_x4.pt -o diffusion_x4.onnx [--install]
+    python -m model_export.export_diffusion runs/diffusion_x4/model_diffusion_unet_x4.pt -o diffusion_x4.onnx --card
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+
+OPSET = 17
+DEFAULT_TOLERANCE = 1e-4
+INPUTS_DOC = ("x_t (N,3,H,W) noisy image; lr_up (N,3,H,W) LR upsampled by the scale (bicubic a=-0.75, half-pixel "
+              "centres, edges repeated, not clipped); t (N,) normalised timestep s in [0,1], 1 = first step; "
+              "output x0 (N,3,H,W) predicted clean image; H, W multiples of invsr.input_multiple")
+
+
+@dataclass
+class DiffusionExport:
+    path: Path
+    max_abs: float
+    check_size: tuple[int, int]
+    metadata: dict[str, str]
+
+
+def load_diffusion(path: str | Path):
+    """``(checkpoint, denoiser, schedule, config)`` from an ``invsr-train diffusion`` model file (untrusted:
+    ``weights_only``)."""
+    from model_export.checkpoints import load_untrusted, resolve
+    from model_export.training.config import deep_merge
+    from model_export.training.models.diffusion import DiffusionModel, Denoiser, Schedule
+
+    obj = load_untrusted(path)
+    ckpt = resolve(obj, path, arch="diffusion_unet")
+    cfg = obj.get("config") or {}
+    o = deep_merge(DiffusionModel.config_defaults["diffusion"], cfg.get("diffusion") or {})
+    schedule = Schedule.from_config(o)
+    net = ckpt.build()
+    cfg = deep_merge(cfg, {"diffusion": o})
+    return ckpt, Denoiser(net, schedule).eval(), schedule, cfg
+
+
+def _export(denoiser: nn.Module, example: tuple, opset: int) -> onnx.ModelProto:
+    axes = {0: "batch", 2: "height", 3: "width"}
+    dyn = {"x_t": axes, "lr_up": axes, "t": {0: "batch"}, "x0": axes}
+    names = (["x_t", "lr_up", "t"], ["x0"])
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(denoiser, example, buf, input_names=names[0], output_names=names[1],
+                              dynamic_axes=dyn, opset_version=opset, dynamo=False, do_constant_folding=True)
+            return onnx.load_from_string(buf.getvalue())
+        except Exception:  # noqa: BLE001 - a torch without the TorchScript exporter: use torch.export
+            from torch.export import Dim
+
+            m = int(denoiser.input_multiple)
+            h, w = m * Dim("height_blocks"), m * Dim("width_blocks")
+            shapes = ({2: h, 3: w}, {2: h, 3: w}, None)
+            program = torch.onnx.export(denoiser, example, None, input_names=names[0], output_names=names[1],
+                                        dynamic_shapes=shapes, opset_version=max(opset, 18), dynamo=True,
+                                        external_data=False, verbose=False)
+            return program.model_proto
+
+
+def bytes_per_pixel(options: dict[str, Any], scale: int) -> int:
+    """Memory per *input* (LR) pixel of one denoiser call: float32 activations at the U-Net's first level (a few
+    maps of ``base`` channels per LR pixel when ``unshuffle == scale``), the I/O at the output size, x2 for ONNX
+    Runtime's arena and the sampler's whole-image arrays."""
+    base = int(options.get("base", 48))
+    mults = list(options.get("mults", (1, 2, 2)))
+    u = int(options.get("unshuffle", 4))
+    per_unshuffled = 6 * u * u + 4 * base * mults[0] + 2 * base * max(mults)
+    per_lr_pixel = per_unshuffled * (scale / u) ** 2 + 4 * 3 * scale * scale
+    return int(2 * 4 * per_lr_pixel)
+
+
+def export_denoiser(denoiser: nn.Module, out: str | Path, props: dict[str, str], check_size: tuple[int, int] = (37, 29),
+                    tolerance: float = DEFAULT_TOLERANCE, opset: int = OPSET, seed: int = 0) -> DiffusionExport:
+    """Export and check ``denoiser`` (a :class:`~model_export.training.models.diffusion.Denoiser`); writes ``out``
+    with ``props`` plus the check only when ONNX Runtime agrees with PyTorch within ``tolerance``.
+
+    ``check_size`` is rounded up to the input multiple with an odd number of blocks per side."""
+    import onnxruntime as ort
+
+    from model_export.export import _serialize, _strip_debug_info, atomic_write, check_input_size
+
+    denoiser = denoiser.eval().float().cpu()
+    m = int(denoiser.input_multiple)
+    g = torch.Generator().manual_seed(seed)
+    ex = check_input_size((2 * m, 3 * m), m)
+    example = (torch.rand(1, 3, *ex, generator=g), torch.rand(1, 3, *ex, generator=g), torch.tensor([0.5]))
+    model = _export(denoiser, example, opset)
+    _strip_debug_info(model.graph)
+    hw = check_input_size(check_size, m)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    max_abs = 0.0
+    for s in (1.0, 0.3, 0.0):
+        lr_up = torch.rand(2, 3, *hw, generator=g)
+        x_t = lr_up + 2.0 * torch.randn(2, 3, *hw, generator=g) * math.sqrt(max(s, 0.01))
+        t = torch.tensor([s, s * 0.5], dtype=torch.float32)
+        with torch.no_grad():
+            ref = denoiser(x_t, lr_up, t).numpy()
+        (got,) = session.run(["x0"], {"x_t": x_t.numpy(), "lr_up": lr_up.numpy(), "t": t.numpy()})
+        if got.shape != ref.shape or not np.all(np.isfinite(got)):
+            raise RuntimeError(f"ONNX Runtime output {got.shape} differs from PyTorch's {ref.shape} or is not finite")
+        max_abs = max(max_abs, float(np.max(np.abs(got - ref))))
+    if max_abs > tolerance:
+        raise RuntimeError(f"ONNX Runtime disagrees with PyTorch: max |diff| {max_abs:.3e} > {tolerance:g} on "
+                           f"{hw[0]}x{hw[1]}; nothing written")
+    props = {**props, "invsr.check": json.dumps([{"what": "x0 (ONNX Runtime vs PyTorch), t in {1, 0.3, 0}",
+                                                  "input": [2, 3, *hw], "max_abs_diff": max_abs}])}
+    onnx.helper.set_model_props(model, props)
+    model.producer_name = "invsr-export"
+    model.doc_string = f"{props.get('invsr.name', 'diffusion')}: diffusion SR denoiser. {INPUTS_DOC}."
+    onnx.checker.check_model(model)
+    out = Path(out)
+    atomic_write(_serialize(model), out)
+    return DiffusionExport(out, max_abs, hw, props)
+
+
+def metadata(ckpt, denoiser, schedule, cfg: dict, name: str, trained_on: str, parameters: int) -> dict[str, str]:
+    from invsr_desktop import __version__
+
+    o = cfg.get("diffusion", {})
+    props = {
+        "invsr.backend": "diffusion",
+        "invsr.arch": "diffusion_unet",
+        "invsr.arch_options": json.dumps(ckpt.options, sort_keys=True),
+        "invsr.scale": str(ckpt.scale),
+        "invsr.version": __version__,
+        "invsr.trained_on": trained_on,
+        "invsr.name": name,
+        "invsr.precision": "fp32",
+        "invsr.input_multiple": str(int(denoiser.input_multiple)),
+        "invsr.parameters": str(parameters),
+        "invsr.source": ckpt.source,
+        "invsr.inputs": INPUTS_DOC,
+        "invsr.diffusion.default_steps": str(int(o.get("default_steps", 4))),
+        "invsr.bytes_per_pixel": str(bytes_per_pixel(ckpt.options, ckpt.scale)),
+        "invsr.exporter": f"export_diffusion, torch {torch.__version__}, opset {OPSET}",
+        **schedule.metadata(),
+    }
+    if ckpt.training:
+        props["invsr.training"] = json.dumps(ckpt.training, sort_keys=True)
+    return props
+
+
+def _degradation(cfg: dict) -> str:
+    name = cfg.get("data", {}).get("degradation", "bicubic")
+    if name == "bicubic":
+        return "MATLAB bicubic"
+    fraction = float(cfg.get("diffusion", {}).get("bicubic_fraction", 0.0))
+    return f"{name}, with {fraction:.0%} of the samples MATLAB bicubic instead"
+
+
+def model_card(result: DiffusionExport, cfg: dict) -> str:
+    """A Markdown model card for the exported file (evaluation figures to be added from ``invsr-eval``)."""
+    p = result.metadata
+    training = json.loads(p.get("invsr.training", "{}"))
+    o = cfg.get("diffusion", {})
+    wall = training.get("wall_time_s")
+    lines = [
+        f"# {p['invsr.name']}",
+        "",
+        f"Few-step residual-shifting diffusion (ResShift-style) x{p['invsr.scale']}, pixel space, "
+        f"run by the `diffusion` backend (sampling loop in numpy around ONNX Runtime).",
+        "",
+        f"- Architecture: `diffusion_unet` {p['invsr.arch_options']}, {int(p['invsr.parameters']):,} parameters",
+        f"- Schedule: kappa {o.get('kappa')}, eta(s) = {o.get('eta_min')} * ({o.get('eta_max')} / {o.get('eta_min')})"
+        f" ** (s ** {o.get('power')}), input floor {o.get('input_floor')}; trained on continuous s in [0, 1], so "
+        f"any number of steps works; default {p['invsr.diffusion.default_steps']} steps (4 to 15 recommended)",
+        f"- Training data: {p['invsr.trained_on']}; LR: {_degradation(cfg)}",
+        f"- Iterations: {training.get('step', 'unknown')}; wall time: "
+        f"{'%.1f h' % (wall / 3600) if isinstance(wall, (int, float)) else 'unknown'} (CPU)",
+        f"- ONNX: inputs/outputs: {p['invsr.inputs']}",
+        f"- Export check: max |ONNX Runtime - PyTorch| = {result.max_abs:.2e} on {result.check_size[0]}x"
+        f"{result.check_size[1]}",
+        "",
+        "## Evaluation",
+        "",
+        "Set5 / Set14 x4 (Y channel, DESIGN.md protocol): run `invsr-eval` with this backend and paste the table.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export_checkpoint(path: str | Path, out: str | Path, name: str = "", trained_on: str = "",
+                      tolerance: float = DEFAULT_TOLERANCE, check_size: tuple[int, int] = (37, 29),
+                      card: bool = False) -> DiffusionExport:
+    """Model file -> checked ONNX file (and ``<stem>.md`` model card with ``card``)."""
+    ckpt, denoiser, schedule, cfg = load_diffusion(path)
+    parameters = sum(p.numel() for p in denoiser.parameters())
+    name = name or f"{ckpt.suggested_name} (diffusion x{ckpt.scale})"
+    trained_on = trained_on or ckpt.trained_on
+    props = metadata(ckpt, denoiser, schedule, cfg, name, trained_on, parameters)
+    result = export_denoiser(denoiser, out, props, check_size=check_size, tolerance=tolerance)
+    if card:
+        Path(out).with_suffix(".md").write_text(model_card(result, cfg), encoding="utf-8")
+    return result
+
+
+def run_from_export_args(args: argparse.Namespace, size: tuple[int, int]) -> int:
+    """``invsr-export`` on a diffusion model file (its fp32 path; ``--fp16`` / ``--int8`` are not supported)."""
+    if args.fp16 or args.int8:
+        print("invsr-export: error: --fp16 / --int8 are not supported for diffusion models yet", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    result = export_checkpoint(args.checkpoint, args.output, args.name or "", args.trained_on or "",
+                               args.tolerance, size)
+    return _report(result, started, args.install)
+
+
+def _report(result: DiffusionExport, started: float, install: bool) -> int:
+    p = result.metadata
+    print(f"check x0 (ONNX Runtime vs PyTorch): input 2x3x{result.check_size[0]}x{result.check_size[1]}, "
+          f"max |diff| = {result.max_abs:.3e} OK")
+    print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB, backend 'diffusion', id "
+          f"{result.path.stem!r}, {p['invsr.parameters']} parameters) in {time.perf_counter() - started:.1f} s")
+    if install:
+        from model_export.export import install as install_file
+
+        dest = install_file(result.path)
+        print(f"installed {dest} (the app lists it as {p['invsr.name']!r})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m model_export.export_diffusion", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", type=Path, help="model_diffusion_unet_x<s>.pt from invsr-train diffusion")
+    p.add_argument("-o", "--output", type=Path, required=True, help="ONNX file; its stem is the model's id")
+    p.add_argument("--name", default="", help="display name (default: config name)")
+    p.add_argument("--trained-on", default="", help="what it was trained on (default: from the model file)")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
+    p.add_argument("--card", action="store_true", help="also write the model card <output stem>.md")
+    p.add_argument("--install", action="store_true", help="also copy it into the user model folder")
+    args = p.parse_args(argv)
+    if args.output.suffix.lower() != ".onnx":
+        p.error(f"the output file must end in .onnx: {args.output}")
+    torch.set_grad_enabled(False)
+    from model_export.checkpoints import CheckpointError
+
+    started = time.perf_counter()
+    try:
+        result = export_checkpoint(args.model, args.output, args.name, args.trained_on, args.tolerance,
+                                   card=args.card)
+    except (CheckpointError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return _report(result, started, args.install)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""``diffusion``: few-step residual-shifting diffusion for SR (in the spirit of ResShift, Yue et al., NeurIPS 2023).
+
+The diffusion runs in pixel space at the output resolution, between the HR image ``x0`` and ``y0``, the LR
+upsampled (bicubic, ``F.interpolate(..., mode="bicubic", align_corners=False)``, what OpenCV's ``INTER_CUBIC``
+computes in the app). With the residual ``e0 = y0 - x0`` the forward process is
+
+    q(x_s | x0, y0) = N(x0 + eta(s) e0, kappa^2 eta(s) I),      s in [0, 1],
+    eta(s) = eta_min * (eta_max / eta_min) ** (s ** power)     (ResShift's schedule, made continuous)
+
+so ``x_1`` is ``y0`` plus noise of scale ``kappa`` and ``x_0`` the HR image. Training draws ``s`` uniformly in
+[0, 1] (a continuous time, so any number of sampling steps uses the same net); the network predicts ``x0``.
+Sampling with ``N`` steps visits ``s_k = (k - 1) / (N - 1)``, k = N .. 1 (``s = 1`` alone for N = 1), starting at
+``x = y0 + kappa sqrt(eta(1)) eps``; each step predicts ``x0`` (clipped to [0, 1]) and samples ResShift's posterior
+
+    x <- (eta_prev / eta) x + (alpha / eta) x0  +  kappa sqrt(eta_prev alpha / eta) eps,    alpha = eta - eta_prev,
+
+with ``eta_prev = 0`` after the last step (the result is then the last ``x0``). A "noise scale" multiplies both
+noise terms (0 = deterministic; 1 = what the model was trained for).
+
+:class:`Denoiser` is what is trained, validated and exported: ``(x_t, y0, s) -> x0``. It feeds the U-Net the
+residual ``x_t - y0`` normalised by its standard deviation ``sqrt(kappa^2 eta(s) + input_floor)`` (computed in
+the graph from ``s``), so the net's input stays near unit scale at every step.
+
+Data: ``data.degradation`` makes the batch's LR (``real_photo`` or ``bicubic``); ``diffusion.bicubic_fraction`` of
+the samples (chosen by sample index, so resuming is exact) get the MATLAB-bicubic LR of their HR instead: one
+config trains on a mix of both. Loss: the ``[loss.pixel]`` term (l1 / mse / charbonnier) between predicted and
+true ``x0``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from model_export.archs import build_arch
+from model_export.training.config import ConfigError
+from model_export.training.distributed import DistInfo
+from model_export.training.ema import EMA
+from model_export.training.losses import build_loss
+from model_export.training.models import register_model
+from model_export.training.models.base import BaseModel
+from model_export.training.optim import LRSchedule, build_optimizer
+from model_export.training.validation import upscale
+
+_SEED_MIX = 7
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The noise schedule: ``eta(s)`` for s in [0, 1], the noise scale ``kappa``, the input normaliser's floor."""
+
+    kappa: float = 2.0
+    eta_min: float = 4e-4
+    eta_max: float = 0.99
+    power: float = 0.3
+    input_floor: float = 0.01
+
+    @classmethod
+    def from_config(cls, d: dict) -> Schedule:
+        return cls(float(d["kappa"]), float(d["eta_min"]), float(d["eta_max"]), float(d["power"]),
+                   float(d["input_floor"]))  # fmt: skip
+
+    def eta(self, s):
+        """eta(s) for a float, a numpy array or a tensor."""
+        ratio = math.log(self.eta_max / self.eta_min)
+        if torch.is_tensor(s):
+            return self.eta_min * torch.exp(ratio * s.clamp(0.0, 1.0) ** self.power)
+        return self.eta_min * np.exp(ratio * np.clip(np.asarray(s, dtype=np.float64), 0.0, 1.0) ** self.power)
+
+    @staticmethod
+    def timesteps(steps: int) -> list[float]:
+        """The ``s`` of each sampling step, first to last."""
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if steps == 1:
+            return [1.0]
+        return [(k - 1) / (steps - 1) for k in range(steps, 0, -1)]
+
+    def metadata(self) -> dict[str, str]:
+        return {
+            "invsr.diffusion.kappa": repr(self.kappa),
+            "invsr.diffusion.eta_min": repr(self.eta_min),
+            "invsr.diffusion.eta_max": repr(self.eta_max),
+            "invsr.diffusion.power": repr(self.power),
+            "invsr.diffusion.input_floor": repr(self.input_floor),
+        }
+
+
+class Denoiser(nn.Module):
+    """``(x_t, y0, s) -> x0``: the U-Net on the normalised residual ``(x_t - y0) / sqrt(kappa^2 eta(s) + floor)``."""
+
+    def __init__(self, net: nn.Module, schedule: Schedule):
+        super().__init__()
+        self.net = net
+        self.schedule = schedule
+        self.scale = int(net.scale)
+        self.input_multiple = int(net.input_multiple)
+
+    def forward(self, x_t: torch.Tensor, y0: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        s = s.reshape(-1)
+        sd = self.schedule
+        std = torch.sqrt(sd.kappa**2 * sd.eta(s) + sd.input_floor)[:, None, None, None]
+        return self.net((x_t - y0) / std, y0, s)
+
+
+def upsample(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The condition ``y0``: bicubic (a = -0.75, half-pixel centres, edge pixels repeated), not clipped."""
+    return F.interpolate(lr, scale_factor=float(scale), mode="bicubic", align_corners=False)
+
+
+@torch.no_grad()
+def sample(denoiser: nn.Module, lr: torch.Tensor, schedule: Schedule, steps: int, noise_scale: float = 1.0,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """The sampler (see the module doc) on a whole LR batch; returns x0 (N, 3, sH, sW), not clipped."""
+    y0 = upsample(lr, denoiser.scale)
+    ss = schedule.timesteps(steps)
+    etas = [float(schedule.eta(s)) for s in ss] + [0.0]
+    k = noise_scale * schedule.kappa
+
+    def noise() -> torch.Tensor:
+        return torch.randn(y0.shape, generator=generator, dtype=y0.dtype).to(y0.device)
+
+    x = y0 + k * math.sqrt(etas[0]) * noise() if k > 0 else y0.clone()
+    for i, s in enumerate(ss):
+        x0 = denoiser(x, y0, torch.full((y0.shape[0],), s, dtype=y0.dtype, device=y0.device)).clamp(0.0, 1.0)
+        eta, prev = etas[i], etas[i + 1]
+        if prev == 0.0:
+            return x0
+        alpha = eta - prev
+        x = (prev / eta) * x + (alpha / eta) * x0
+        if k > 0:
+            x = x + k * math.sqrt(prev * alpha / eta) * noise()
+    return x
+
+
+def lr_multiple(input_multiple: int, scale: int) -> int:
+    """The LR side multiple that makes the output side a multiple of ``input_multiple``."""
+    return input_multiple // math.gcd(input_multiple, scale)
+
+
+@register_model("diffusion")
+class DiffusionModel(BaseModel):
+    config_defaults: dict[str, Any] = {
+        "network": {"arch": "diffusion_unet"},
+        "loss": {"pixel": {"type": "l1", "weight": 1.0}},
+        "diffusion": {
+            "kappa": 2.0,  # noise scale of the forward process
+            "eta_min": 4e-4,  # eta at s = 0 (ResShift: min((0.04 / kappa)^2, 0.001))
+            "eta_max": 0.99,  # eta at s = 1
+            "power": 0.3,  # the schedule's exponent p (ResShift's)
+            "input_floor": 0.01,  # added to the residual's variance in the input normaliser
+            "bicubic_fraction": 0.5,  # samples whose LR is replaced by the MATLAB-bicubic LR of their HR
+            "default_steps": 4,  # the app's default number of steps (model metadata)
+            "eval_steps": 4,  # steps used by validation
+            "eval_noise": 1.0,  # noise scale used by validation (seeded)
+        },
+    }
+
+    def __init__(self, cfg: dict, device: torch.device, dist: DistInfo):
+        super().__init__(cfg, device, dist)
+        net_cfg = dict(cfg["network"])
+        self.arch = net_cfg.pop("arch")
+        if "scale" in net_cfg and net_cfg["scale"] != cfg["scale"]:
+            raise ConfigError(f"config key 'network.scale' ({net_cfg['scale']}) disagrees with 'scale' ({cfg['scale']})")
+        net_cfg["scale"] = cfg["scale"]
+        self.arch_kwargs = net_cfg
+        try:
+            net = build_arch(self.arch, **net_cfg)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config table 'network': {exc}") from exc
+        except KeyError as exc:
+            raise ConfigError(f"config key 'network.arch': {exc.args[0]}") from exc
+        if not hasattr(net, "input_multiple") or self.arch != "diffusion_unet":
+            raise ConfigError(f"config key 'network.arch': the diffusion family needs diffusion_unet, not {self.arch!r}")
+        o = cfg["diffusion"]
+        if not 0 < o["eta_min"] < o["eta_max"] < 1:
+            raise ConfigError("config keys 'diffusion.eta_min' / 'eta_max' must satisfy 0 < eta_min < eta_max < 1")
+        if o["kappa"] <= 0 or o["power"] <= 0 or o["input_floor"] < 0:
+            raise ConfigError("config keys 'diffusion.kappa' and 'diffusion.power' must be > 0, input_floor >= 0")
+        if not 0.0 <= o["bicubic_fraction"] <= 1.0:
+            raise ConfigError("config key 'diffusion.bicubic_fraction' must be in [0, 1]")
+        self.opts = o
+        self.schedule = Schedule.from_config(o)
+        self.net = net.to(device)
+        self.denoiser = Denoiser(self.net, self.schedule)
+        t = cfg["train"]
+        self.ema = EMA(self.net, t["ema_decay"], t["ema_warmup"])
+        self.train_module = DistributedDataParallel(self.denoiser) if dist.enabled else self.denoiser
+        self.losses: dict[str, tuple[nn.Module, float]] = {}
+        for name, term in cfg["loss"].items():
+            module, weight = build_loss(name, term)
+            if weight == 0:
+                continue
+            if name != "pixel":
+                raise ConfigError(f"config table 'loss.{name}': the diffusion family has one term, 'pixel'")
+            self.losses[name] = (module.to(device), weight)
+        if not self.losses:
+            raise ConfigError("config table 'loss' needs the 'pixel' term with a non-zero weight")
+        self.opt = build_optimizer(self.net.parameters(), t)
+        self.lr_schedule = LRSchedule(t)
+        self.grad_clip = t["grad_clip"]
+        self.seed = int(cfg["seed"])
+        self.mix = cfg["data"]["degradation"] != "bicubic" and o["bicubic_fraction"] > 0
+
+    # -- data mix -------------------------------------------------------------------------------------------------
+    def mixed_lr(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The batch's LR with ``bicubic_fraction`` of the samples (by index) replaced by the bicubic LR of the HR."""
+        lr = batch["lr"]
+        if not self.mix:
+            return lr
+        from model_export.data.dataset import make_lr
+
+        indices = batch.get("index")
+        if indices is None:
+            return lr
+        lr = lr.clone()
+        fraction = self.opts["bicubic_fraction"]
+        scale = self.cfg["scale"]
+        round_lr = self.cfg["data"]["round_lr"]
+        for j, index in enumerate(torch.as_tensor(indices).tolist()):
+            if np.random.default_rng([self.seed, _SEED_MIX, int(index)]).random() < fraction:
+                hr = batch["hr"][j].permute(1, 2, 0).double().numpy()
+                lr[j] = torch.from_numpy(make_lr(hr, scale, round_lr).transpose(2, 0, 1).copy())
+        return lr
+
+    # -- training ---------------------------------------------------------------------------------------------------
+    def optimize(self, batch: dict[str, Any], step: int) -> dict[str, float]:
+        lr_now = self.lr_schedule.apply(self.opt, step)
+        lr = self.mixed_lr(batch).to(self.device, non_blocking=True)
+        hr = batch["hr"].to(self.device, non_blocking=True)
+        y0 = upsample(lr, self.cfg["scale"])
+        s = torch.rand(hr.shape[0], device=self.device)
+        eta = self.schedule.eta(s)[:, None, None, None]
+        x_t = hr + eta * (y0 - hr) + self.schedule.kappa * eta.sqrt() * torch.randn_like(hr)
+        self.net.train()
+        pred = self.train_module(x_t, y0, s)
+        module, weight = self.losses["pixel"]
+        total = weight * module(pred, hr)
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
+        self.opt.step()
+        self.ema.update(self.net)
+        return {"loss": float(total.detach()), "lr": lr_now}
+
+    # -- inference / export -------------------------------------------------------------------------------------
+    def eval_net(self) -> nn.Module:
+        return self.ema.module
+
+    def eval_denoiser(self) -> Denoiser:
+        return Denoiser(self.ema.module.eval(), self.schedule)
+
+    def run_eval(self, lr: torch.Tensor) -> torch.Tensor:
+        """The sampler at ``diffusion.eval_steps`` with a fixed seed (repeatable validation)."""
+        denoiser = self.eval_denoiser()
+        steps, noise = int(self.opts["eval_steps"]), float(self.opts["eval_noise"])
+        schedule = self.schedule
+
+        class _Sampler(nn.Module):
+            def forward(self, x):
+                g = torch.Generator(device="cpu").manual_seed(0)
+                return sample(denoiser, x, schedule, steps, noise, g)
+
+        scale = self.cfg["scale"]
+        return upscale(_Sampler(), lr.to(self.device), scale, lr_multiple(denoiser.input_multiple, scale))
+
+    def export_payload(self) -> dict[str, Any]:
+        return {"arch": self.arch, "arch_kwargs": dict(self.arch_kwargs), "params_ema": self.ema.module.state_dict()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "net": self.net.state_dict(),
+            "ema": self.ema.state_dict(),
+            "opt": self.opt.state_dict(),
+            "schedule": self.lr_schedule.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])

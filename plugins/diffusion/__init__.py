@@ -1,0 +1,281 @@
+"""Diffusion SR backend: few-step residual-shifting diffusion (ResShift-style); the sampling loop in numpy around
+ONNX Runtime.
+
+Models are ONNX denoisers written by ``invsr-export`` / ``model_export/export_diffusion.py`` (``invsr.backend =
+diffusion``), found in the model folders of :mod:`plugins.model_folder` (bundled, then the user's). One call maps
+``(x_t, lr_up, t) -> x0`` (see that module); the schedule the model was trained with comes from its metadata
+(``invsr.diffusion.kappa``, ``eta_min``, ``eta_max``, ``power``). With no diffusion model installed the plugin
+describes no backend (and reports no error).
+
+The sampler, with ``N`` steps (the ``steps`` parameter), ``y0`` the LR upsampled (OpenCV ``INTER_CUBIC``, what
+training's ``F.interpolate(mode="bicubic")`` computes), ``eta(s) = eta_min * (eta_max / eta_min) ** (s ** power)``
+and ``s_k = (k - 1) / (N - 1)`` for k = N .. 1::
+
+    x = y0 + c kappa sqrt(eta(1)) eps_0
+    for each step: x0 = clip(denoiser(x, y0, s_k), 0, 1)
+                   x  = (eta' / eta) x + ((eta - eta') / eta) x0 + c kappa sqrt(eta' (eta - eta') / eta) eps_k
+    result: the last x0 (eta' = 0 after the last step)
+
+``c`` is the ``noise`` parameter (1 = what the model was trained for, 0 = deterministic). Noise ``eps_k`` at an
+output pixel depends only on (seed, step, pixel position): it is drawn per fixed 256-pixel block of the output
+with a generator seeded by (seed, step, block row, block column), so it does not depend on the tiling nor on the
+image size.
+
+Tiling without seams: the runner is a *whole-image* runner (``whole_image = True``): the engine hands it the whole
+image and its :class:`~invsr_desktop.engine.tiling.Tiler`; every step runs the denoiser tile by tile through
+``Tiler.map`` (memory bounded per ONNX call, tile size from the memory budget or the user's tile setting) and blends
+all tiles into one ``x0`` before the update, so the tiles agree at every step and cannot drift apart. Tile origins
+are multiples of the U-Net's block (``invsr.input_multiple``), so every tile sees the same pixel-unshuffle grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Param
+from invsr_desktop.engine.hookspecs import hookimpl
+
+BACKEND = "diffusion"
+NOISE_BLOCK = 256
+MAX_STEPS = 50
+DEFAULT_BYTES_PER_PIXEL = 16384
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """eta(s) = eta_min * (eta_max / eta_min) ** (s ** power), s in [0, 1]; kappa the noise scale."""
+
+    kappa: float
+    eta_min: float
+    eta_max: float
+    power: float
+
+    def eta(self, s: float) -> float:
+        s = min(1.0, max(0.0, float(s)))
+        return self.eta_min * math.exp(math.log(self.eta_max / self.eta_min) * s**self.power)
+
+    @staticmethod
+    def timesteps(steps: int) -> list[float]:
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if steps == 1:
+            return [1.0]
+        return [(k - 1) / (steps - 1) for k in range(steps, 0, -1)]
+
+
+@dataclass(frozen=True)
+class DiffusionModel:
+    """One installed diffusion denoiser and what its metadata says."""
+
+    id: str
+    name: str
+    path: Path
+    scale: int
+    input_multiple: int
+    schedule: Schedule
+    default_steps: int = 4
+    bytes_per_pixel: int = DEFAULT_BYTES_PER_PIXEL
+    trained_on: str = ""
+    metadata: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+def _float(meta: dict[str, str], key: str, path: Path) -> float:
+    from invsr_desktop.engine.errors import ModelFileError
+
+    raw = meta.get(key)
+    if raw is None:
+        raise ModelFileError(f"{path} has no {key} metadata; re-export it with invsr-export")
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ModelFileError(f"{path}: {key} is {raw!r}, not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ModelFileError(f"{path}: {key} is {raw!r}; expected a positive number")
+    return value
+
+
+def model_from_file(f) -> DiffusionModel:
+    """A :class:`DiffusionModel` from a :class:`plugins.model_folder.ModelFile` (ModelFileError if unusable)."""
+    from invsr_desktop.engine.errors import ModelFileError
+    from plugins.model_folder import metadata_int, metadata_scale
+
+    meta, path = f.metadata, Path(f.path)
+    scale = metadata_scale(meta, path)
+    schedule = Schedule(*(_float(meta, f"invsr.diffusion.{k}", path) for k in ("kappa", "eta_min", "eta_max", "power")))
+    if not schedule.eta_min < schedule.eta_max <= 1.0:
+        raise ModelFileError(f"{path}: invsr.diffusion.eta_min / eta_max are not 0 < eta_min < eta_max <= 1")
+    return DiffusionModel(
+        id=path.stem,
+        name=meta.get("invsr.name") or path.stem,
+        path=path,
+        scale=scale,
+        input_multiple=metadata_int(meta, "invsr.input_multiple", 16, path),
+        schedule=schedule,
+        default_steps=min(MAX_STEPS, metadata_int(meta, "invsr.diffusion.default_steps", 4, path)),
+        bytes_per_pixel=metadata_int(meta, "invsr.bytes_per_pixel", DEFAULT_BYTES_PER_PIXEL, path),
+        trained_on=meta.get("invsr.trained_on", ""),
+        metadata=dict(meta),
+    )
+
+
+def find_models(files: list | None = None) -> list[DiffusionModel]:
+    """Every usable diffusion model among ``files`` (default: the model folders' files whose ``invsr.backend`` is
+    ``diffusion``); a file with unusable metadata is reported through the model folder's problem list and skipped."""
+    from plugins.model_folder import report_problem, scan
+
+    models = []
+    for f in scan(BACKEND) if files is None else files:
+        try:
+            models.append(model_from_file(f))
+        except Exception as exc:  # noqa: BLE001 - ModelFileError / ValueError: skip this one, keep the others
+            report_problem(Path(f.path), str(exc))
+    return models
+
+
+def pick_model(models: list[DiffusionModel], name: str, scale: float) -> DiffusionModel:
+    """The model with id ``name``, or for ``auto`` the first at ``scale`` (else the first of any scale)."""
+    if name and name != "auto":
+        for m in models:
+            if m.id == name:
+                return m
+        raise ValueError(f"diffusion model {name!r} is not installed")
+    if not models:
+        raise ValueError("no diffusion model is installed")
+    at_scale = [m for m in models if m.scale == int(round(scale))]
+    return (at_scale or models)[0]
+
+
+# -- noise keyed by output position ----------------------------------------------------------------------------
+
+
+def position_noise(seed: int, step: int, height: int, width: int, block: int = NOISE_BLOCK) -> np.ndarray:
+    """Unit normal float32 (height, width, 3): the value at a pixel depends only on (seed, step, its position):
+    each ``block`` x ``block`` cell of the output grid has its own generator seeded with (seed, step, row, col)."""
+    out = np.empty((height, width, 3), dtype=np.float32)
+    for by in range(0, height, block):
+        for bx in range(0, width, block):
+            rng = np.random.default_rng([int(seed), int(step), by // block, bx // block])
+            cell = rng.standard_normal((block, block, 3), dtype=np.float32)
+            h, w = min(block, height - by), min(block, width - bx)
+            out[by : by + h, bx : bx + w] = cell[:h, :w]
+    return out
+
+
+def upsample(lr: np.ndarray, scale: int) -> np.ndarray:
+    """y0: bicubic (a = -0.75, half-pixel centres, edges repeated), not clipped; what training's condition is."""
+    import cv2
+
+    h, w = lr.shape[:2]
+    return cv2.resize(lr, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
+
+
+# -- the runner ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DiffusionRunner:
+    """Whole-image sampler: ``run_whole(lr, tiler) -> sr`` (see the module doc)."""
+
+    session: Any
+    scale: float
+    input_multiple: int
+    schedule: Schedule
+    steps: int = 4
+    seed: int = 0
+    noise: float = 1.0
+    model_name: str = ""
+    multiple: int = 1
+    whole_image: bool = True
+
+    def denoise(self, x_t: np.ndarray, y0: np.ndarray, s: float) -> np.ndarray:
+        """One ONNX call on (h, w, 3) arrays -> x0 (h, w, 3)."""
+        feeds = {
+            "x_t": np.ascontiguousarray(x_t.transpose(2, 0, 1)[None], dtype=np.float32),
+            "lr_up": np.ascontiguousarray(y0.transpose(2, 0, 1)[None], dtype=np.float32),
+            "t": np.array([s], dtype=np.float32),
+        }
+        (x0,) = self.session.run(["x0"], feeds)
+        return x0[0].transpose(1, 2, 0)
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        """A single tile sampled on its own (no blending across tiles); the engine calls :meth:`run_whole`."""
+        from invsr_desktop.engine.tiling import Tiler
+
+        return self.run_whole(tile, Tiler(tile=max(tile.shape[:2])))
+
+    def run_whole(self, lr: np.ndarray, tiler) -> np.ndarray:
+        scale = int(round(self.scale))
+        y0 = upsample(np.ascontiguousarray(lr, dtype=np.float32), scale)
+        height, width = y0.shape[:2]
+        ss = self.schedule.timesteps(self.steps)
+        etas = [self.schedule.eta(s) for s in ss] + [0.0]
+        c = self.noise * self.schedule.kappa
+        x = y0 + (c * math.sqrt(etas[0])) * position_noise(self.seed, 0, height, width) if c > 0 else y0.copy()
+        n = len(ss)
+        overlap = 2 * self.input_multiple
+        for i, s in enumerate(ss):
+            tiler.check_cancel()
+            x0 = tiler.map(lambda xt, cond, origin: self.denoise(xt, cond, s), x, y0, density=scale,
+                           multiple=self.input_multiple, min_overlap=overlap, span=(i / n, (i + 1) / n))
+            np.clip(x0, 0.0, 1.0, out=x0)
+            eta, prev = etas[i], etas[i + 1]
+            if prev == 0.0:
+                return x0
+            alpha = eta - prev
+            x = (prev / eta) * x + (alpha / eta) * x0
+            if c > 0:
+                x += (c * math.sqrt(prev * alpha / eta)) * position_noise(self.seed, i + 1, height, width)
+        return x  # pragma: no cover - the last step always has prev == 0
+
+
+def build(request: BuildRequest) -> DiffusionRunner:
+    model = pick_model(find_models(), request.params.get("model", "auto"), request.scale)
+    session = request.sessions.session(model.path)
+    names = {i.name for i in session.get_inputs()}
+    if not {"x_t", "lr_up", "t"} <= names:
+        from invsr_desktop.engine.errors import ModelFileError
+
+        raise ModelFileError(f"{model.path} has inputs {sorted(names)}; a diffusion denoiser takes x_t, lr_up and t "
+                             "(re-export it with invsr-export)")
+    p = request.params
+    return DiffusionRunner(session, float(model.scale), model.input_multiple, model.schedule,
+                           int(p.get("steps", model.default_steps)), int(p.get("seed", 0)),
+                           float(p.get("noise", 1.0)), model.id)  # fmt: skip
+
+
+@hookimpl
+def invsr_backends() -> list[BackendSpec]:
+    models = find_models()
+    if not models:
+        return []
+    default_steps = models[0].default_steps
+    return [
+        BackendSpec(
+            id="diffusion",
+            name="Diffusion (residual shifting)",
+            kind="diffusion",
+            scales=tuple(sorted({m.scale for m in models})),
+            build=build,
+            params=(
+                Param("steps", int, default_steps, 1, MAX_STEPS, label="Steps",
+                      help="sampling steps: more is slower; 4 to 15 is the useful range"),
+                Param("seed", int, 0, 0, 2**31 - 1, label="Seed",
+                      help="seed of the sampled noise: the same seed gives the same image, on any tiling"),
+                Param("noise", float, 1.0, 0.0, 2.0, label="Noise scale",
+                      help="scale of the sampled noise: 1 = what the model was trained for, 0 = deterministic "
+                           "(smoother), above 1 = more invented detail"),
+                Param("model", str, "auto", choices=("auto", *(m.id for m in models)), label="Model",
+                      help="diffusion model by id (auto: the first at the scale)"),
+            ),  # fmt: skip
+            description="Few-step residual-shifting diffusion (ResShift-style): starts from the upscaled photo plus "
+            "noise and refines it over a few steps, inventing plausible fine detail. Tiles are blended at every "
+            "step, so large images show no seams.",
+            bytes_per_pixel=max(m.bytes_per_pixel for m in models),
+            info={"models": ", ".join(m.id for m in models)},
+        )
+    ]
