@@ -27,6 +27,9 @@ For both, the maximum absolute difference and the PSNR against the fp32 output a
 ``--install`` copies the result into the user model folder (``$INVSR_MODELS_DIR``, else
 ``$XDG_DATA_HOME/invsr-desktop/models``, else ``~/.local/share/invsr-desktop/models``), where the app finds it.
 
+A diffusion model file (``diffusion_unet``, from ``invsr-train diffusion``) is a denoiser ``(x_t, lr_up, t) -> x0``:
+it is exported and checked by :mod:`model_export.export_diffusion` (fp32 only).
+
 Exit status: 0 written, 1 the check failed (nothing written), 2 bad arguments or an unusable checkpoint.
 """
 
@@ -530,6 +533,10 @@ def _run(args: argparse.Namespace, size: tuple[int, int]) -> int:
 def _export(args: argparse.Namespace, size: tuple[int, int]) -> int:
     started = time.perf_counter()
     ckpt = load_checkpoint(args.checkpoint, arch=args.arch, scale=args.scale)
+    if ckpt.arch == "diffusion_unet":  # a denoiser (x_t, lr_up, t) -> x0, not lr -> sr: its own exporter
+        from model_export.export_diffusion import run_from_export_args
+
+        return run_from_export_args(args, size)
     net = ckpt.build()
     multiple = int(getattr(net, "input_multiple", 1))
     parameters = sum(p.numel() for p in net.parameters())

@@ -241,8 +241,12 @@ def run_from_export_args(args: argparse.Namespace, size: tuple[int, int]) -> int
         print("invsr-export: error: --fp16 / --int8 are not supported for diffusion models yet", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    result = export_checkpoint(args.checkpoint, args.output, args.name or "", args.trained_on or "",
-                               args.tolerance, size)
+    try:
+        result = export_checkpoint(args.checkpoint, args.output, args.name or "", args.trained_on or "",
+                                   args.tolerance, size)
+    except RuntimeError as exc:
+        print(f"invsr-export: error: {exc}", file=sys.stderr)
+        return 1
     return _report(result, started, args.install)
 
 
