@@ -10,7 +10,7 @@ from PySide6.QtCore import QByteArray, Qt
 from PySide6.QtGui import QGuiApplication, QImage
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
-from invsr_desktop.app._testsupport import drop_files, make_photo, open_window, test_registry
+from invsr_desktop.app._testsupport import drop_files, make_photo, open_window, registry_for_tests
 from invsr_desktop.app.main_window import MainWindow
 from invsr_desktop.app.plugins_dialog import PluginsDialog
 from invsr_desktop.app.queue_model import DETAILS, STATE
@@ -85,7 +85,7 @@ def test_drop_lands_anywhere_even_on_widgets_that_take_drops_themselves(make_win
 def test_cancel_mid_image_leaves_no_partial_file(make_window, qtbot, tmp_path):
     window = make_window(delay=0.05)
     select_backend(window, "slow-test", tile=32)
-    photo = make_photo(tmp_path / "big.png", 256, 256)  # 64 tiles of 50 ms: about 3 s if left alone
+    photo = make_photo(tmp_path / "big.png", 256, 256)  # 256 overlapping tiles of 50 ms: 13 s if left alone
     (job,) = window.add_paths([photo])
     qtbot.waitUntil(lambda: job.progress > 0, timeout=10_000)
     select_rows(window, job.id)
@@ -95,9 +95,9 @@ def test_cancel_mid_image_leaves_no_partial_file(make_window, qtbot, tmp_path):
     assert {p.name for p in tmp_path.iterdir()} - {"settings.ini"} == {"big.png"}  # no result, no temporary file
     assert cell(window, job.id, STATE) == "Cancelled"
 
+    window.panel.tile_spin.setValue(256)  # one tile from the next job on
     select_rows(window, job.id)  # retry runs it to the end
     qtbot.mouseClick(window.queue_panel.button("retry"), Qt.MouseButton.LeftButton)
-    window.panel.tile_spin.setValue(256)
     qtbot.waitUntil(lambda: job.state is JobState.DONE, timeout=15_000)
     assert job.result == tmp_path / "big_x2_slow-test.png"
 
@@ -114,8 +114,8 @@ def test_cancel_all_stops_the_running_job_and_the_queued_ones(make_window, qtbot
 
 def test_pause_holds_the_running_image_between_tiles_and_resume_goes_on(make_window, qtbot, tmp_path):
     window = make_window(delay=0.03)
-    select_backend(window, "slow-test", tile=32)
-    first, second = window.add_paths([make_photo(tmp_path / f"{n}.png", 128, 128) for n in "ab"])
+    select_backend(window, "slow-test", tile=64)
+    first, second = window.add_paths([make_photo(tmp_path / f"{n}.png", 192, 192) for n in "ab"])  # 16 tiles
     qtbot.waitUntil(lambda: first.progress > 0, timeout=10_000)
     window.actions_["pause"].trigger()
     assert window.actions_["pause"].text() == "Resume"
@@ -288,6 +288,50 @@ def test_files_on_the_command_line_go_straight_into_the_queue(tmp_path, monkeypa
         return 0
 
     monkeypatch.setattr(qapp, "exec", fake_exec)
-    monkeypatch.setattr("invsr_desktop.app.main_window.default_registry", lambda: test_registry()[0])
+    monkeypatch.setattr("invsr_desktop.app.main_window.default_registry", lambda: registry_for_tests()[0])
     assert app_main.main([str(photo), "--settings", str(tmp_path / "cli.ini")]) == 0
     assert seen["sources"] == [photo]
+
+
+def test_a_full_disk_and_a_provider_fallback_are_shown_and_the_window_stays(make_window, qtbot, tmp_path, monkeypatch):
+    from invsr_desktop.engine import pipeline, sessions
+    from invsr_desktop.engine.errors import ImageWriteError
+
+    fallback = "CUDAExecutionProvider was requested but ONNX Runtime could not use it; running on CPU instead."
+    monkeypatch.setattr(sessions, "fallback_message", lambda requested, got: fallback)
+    real_save = pipeline.save_image
+    full = {"disk": True}
+
+    def save_image(image, destination, **kwargs):
+        if full["disk"]:
+            raise ImageWriteError(destination, "the disk is full")
+        return real_save(image, destination, **kwargs)
+
+    monkeypatch.setattr(pipeline, "save_image", save_image)
+    window = make_window()
+    select_backend(window, "bicubic")
+    (job,) = window.add_paths([make_photo(tmp_path / "a.png")])
+    qtbot.waitUntil(lambda: job.state is JobState.FAILED, timeout=20_000)
+    assert "the disk is full" in cell(window, job.id, DETAILS)
+    qtbot.waitUntil(lambda: fallback in window.engine_messages)
+    assert fallback in window.provider_label.toolTip() and window.isVisible()
+    assert not list(tmp_path.glob("a_x*"))
+
+    full["disk"] = False  # space freed: retry writes the file
+    window.queue.retry(job.id)
+    qtbot.waitUntil(lambda: job.state is JobState.DONE, timeout=20_000)
+    assert job.result.exists()
+
+
+def test_open_files_and_open_folder_dialogs(make_window, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    window = make_window()
+    window.queue.pause()
+    one, two = make_photo(tmp_path / "one.png"), make_photo(tmp_path / "album" / "two.png")
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", lambda *a, **k: ([str(one)], "Images"))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(two.parent))
+    window.actions_["open_files"].trigger()
+    window.actions_["open_folder"].trigger()
+    assert [job.source for job in window.queue.jobs()] == [one, two]
+    assert window.settings.last_folder() == str(two.parent)

@@ -41,10 +41,8 @@ class NearestRunner:
         return tile.repeat(self.scale, axis=0).repeat(self.scale, axis=1)
 
 
-class TestBackends:
+class SampleBackends:
     """A plugin object (registered like any third-party plugin) with the backends the GUI tests need."""
-
-    __test__ = False  # not a pytest test class
 
     def __init__(self, delay: float = SLOW_TILE_SECONDS) -> None:
         self.delay = delay
@@ -86,19 +84,16 @@ class BrokenPlugin:
         raise ImportError("this plugin needs libfoo, which is not installed")
 
 
-def test_registry(delay: float = SLOW_TILE_SECONDS) -> tuple[Registry, TestBackends]:
+def registry_for_tests(delay: float = SLOW_TILE_SECONDS) -> tuple[Registry, SampleBackends]:
     """The real bicubic plugin, the test backends and one broken plugin; nothing else that is installed."""
     import plugins.bicubic
 
     registry = Registry()
     registry.register(plugins.bicubic, "bicubic")
-    backends = TestBackends(delay)
+    backends = SampleBackends(delay)
     registry.register(backends, "test-backends")
     registry.register(BrokenPlugin(), "broken-test")
     return registry, backends
-
-
-test_registry.__test__ = False  # type: ignore[attr-defined]
 
 
 def make_photo(path: Path, width: int = 64, height: int = 48, seed: int = 0) -> Path:
@@ -140,7 +135,7 @@ def open_window(qtbot: object, folder: Path, delay: float = SLOW_TILE_SECONDS, s
     from invsr_desktop.app.main_window import MainWindow
     from invsr_desktop.app.settings import AppSettings
 
-    registry, _ = test_registry(delay)
+    registry, _ = registry_for_tests(delay)
     window = MainWindow(AppSettings(settings or folder / "settings.ini"), registry, folder / "pasted")
     qtbot.addWidget(window)  # type: ignore[attr-defined]
     window.show()

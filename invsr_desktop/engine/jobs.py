@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 from invsr_desktop.engine.errors import CancelledError, InvsrError, OutputExistsError
 from invsr_desktop.engine.output import check_writable, default_suffix, output_path
+from invsr_desktop.engine.registry import BackendBuildError
 
 if TYPE_CHECKING:  # the pipeline pulls in OpenCV and ONNX Runtime; the queue model itself needs neither
     from invsr_desktop.engine.pipeline import Engine
@@ -149,7 +150,7 @@ Listener = Callable[[QueueEvent], None]
 
 def describe_error(exc: BaseException) -> str:
     """A failure in one line a user can act on: the engine's own errors are written for users already."""
-    if isinstance(exc, (InvsrError, OSError)) or type(exc).__name__ == "BackendBuildError":
+    if isinstance(exc, (InvsrError, OSError, BackendBuildError)):
         return str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {exc}"
 
