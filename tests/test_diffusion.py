@@ -1,0 +1,367 @@
+"""The diffusion backend: the U-Net and its schedule, the training family (mixed degradations, exact resume), the
+denoiser's ONNX export against PyTorch, the plugin (no model -> no backend; a freshly exported tiny model through
+the engine), the seed and the tiling (same seed -> same image on any tiling, tiled vs untiled >= 40 dB), and the
+engine's whole-image runner contract (``Tiler.map``)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import plugins.diffusion as dp
+from invsr_desktop.engine.errors import CancelledError
+from invsr_desktop.engine.pipeline import Engine, EngineOptions
+from invsr_desktop.engine.registry import Registry
+from invsr_desktop.engine.tiling import Tiler
+from model_export.archs import build_arch
+from model_export.export_diffusion import export_checkpoint, load_diffusion
+from model_export.train import main as train_main
+from model_export.training import checkpoint as ckpt_io
+from model_export.training.config import load_config
+from model_export.training.distributed import DistInfo
+from model_export.training.models import get_model_class
+from model_export.training.models.diffusion import Schedule, lr_multiple, sample, upsample
+
+TINY_NET = {"arch": "diffusion_unet", "base": 8, "mults": [1, 2], "time_dim": 16}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    return cv2.resize(rng.random((h // 6 + 2, w // 6 + 2, 3)).astype(np.float32), (w, h),
+                      interpolation=cv2.INTER_CUBIC).clip(0, 1)  # fmt: skip
+
+
+def tiny_model_file(path, seed: int = 0):
+    """A tiny, untrained diffusion model file (weights perturbed so the net is not the identity)."""
+    cls = get_model_class("diffusion")
+    cfg = load_config(None, [], cls.config_defaults, data={"name": "tiny_diffusion", "network": TINY_NET})
+    torch.manual_seed(seed)
+    model = cls(cfg, torch.device("cpu"), DistInfo())
+    with torch.no_grad():
+        for p in model.ema.module.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    exp = model.export_payload()
+    ckpt_io.atomic_save({"format": ckpt_io.MODEL_FORMAT, "family": "diffusion", "arch": exp["arch"],
+                         "arch_kwargs": exp["arch_kwargs"], "scale": 4, "params_ema": exp["params_ema"],
+                         "config": cfg, "meta": {"step": 0, "data": ["nothing (test)"], "degradation": "bicubic"}},
+                        path)  # fmt: skip
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("diffusion_models")
+    model = tiny_model_file(folder / "model_diffusion_unet_x4.pt")
+    result = export_checkpoint(folder / "model_diffusion_unet_x4.pt", folder / "models" / "tiny_diffusion.onnx",
+                               card=True)
+    return folder, model, result
+
+
+@pytest.fixture
+def models_dir(exported, monkeypatch):
+    folder = exported[0] / "models"
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
+    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: folder / "none")
+    return folder
+
+
+def _registry() -> Registry:
+    import plugins.bicubic
+
+    registry = Registry()
+    registry.register(plugins.bicubic, "bicubic")
+    registry.register(dp, "diffusion")
+    return registry
+
+
+def _engine(tile=None, overlap=None) -> Engine:
+    return Engine(registry=_registry(), options=EngineOptions(tile=tile, overlap=overlap, threads=1))
+
+
+# ---- the network and the schedule ------------------------------------------------------------------------------
+
+
+def test_unet_shapes_and_identity_start():
+    torch.manual_seed(0)
+    net = build_arch("diffusion_unet", scale=4, **{k: v for k, v in TINY_NET.items() if k != "arch"})
+    assert net.input_multiple == 8 and net.scale == 4
+    x, cond = torch.rand(2, 3, 24, 40), torch.rand(2, 3, 24, 40)
+    out = net(x, cond, torch.tensor([0.3, 1.0]))
+    assert out.shape == cond.shape and torch.equal(out, cond)  # zero-initialised output conv: predicts y0
+    assert lr_multiple(16, 4) == 4 and lr_multiple(8, 4) == 2 and lr_multiple(16, 3) == 16
+
+
+def test_schedule_torch_and_plugin_agree():
+    sd = Schedule()
+    plug = dp.Schedule(sd.kappa, sd.eta_min, sd.eta_max, sd.power)
+    for s in (0.0, 0.1, 0.5, 1.0):
+        assert float(sd.eta(torch.tensor([s]))[0]) == pytest.approx(plug.eta(s), rel=1e-5)
+        assert float(sd.eta(s)) == pytest.approx(plug.eta(s), rel=1e-12)
+    assert plug.eta(0.0) == pytest.approx(sd.eta_min) and plug.eta(1.0) == pytest.approx(sd.eta_max)
+    assert Schedule.timesteps(4) == dp.Schedule.timesteps(4) == [1.0, 2 / 3, 1 / 3, 0.0]
+    assert Schedule.timesteps(1) == [1.0]
+    etas = [plug.eta(s) for s in Schedule.timesteps(15)]
+    assert all(a > b for a, b in zip(etas, etas[1:]))
+
+
+def test_condition_upsampling_matches_opencv():
+    lr = np.random.default_rng(0).random((13, 17, 3)).astype(np.float32)
+    ours = dp.upsample(lr, 4)
+    theirs = upsample(torch.from_numpy(lr.transpose(2, 0, 1))[None], 4)[0].numpy().transpose(1, 2, 0)
+    assert ours.shape == (52, 68, 3) and np.abs(ours - theirs).max() < 1e-5
+
+
+def test_position_noise_keyed_by_pixel():
+    whole = dp.position_noise(5, 2, 300, 520)
+    assert np.array_equal(dp.position_noise(5, 2, 100, 270), whole[:100, :270])  # any image size
+    assert not np.array_equal(dp.position_noise(6, 2, 100, 100), whole[:100, :100])
+    assert not np.array_equal(dp.position_noise(5, 3, 100, 100), whole[:100, :100])
+    assert abs(whole.mean()) < 0.01 and abs(whole.std() - 1) < 0.01
+
+
+# ---- training ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diffusion_imgs")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        base = (rng.random((12, 14, 3)) * 255).astype(np.uint8)
+        Image.fromarray(base).resize((48, 40 + i), Image.BICUBIC).save(root / f"im{i}.png")
+    return root
+
+
+def _train(images, out, *extra):
+    net = [f"network.{k}={json.dumps(v)}" for k, v in TINY_NET.items()]
+    sets = [*net, f"data.folders={json.dumps(str(images))}", "data.patch_size=32", "data.batch_size=2",
+            "data.num_workers=0", "data.val_count=2", "train.total_steps=6", "train.threads=1",
+            "train.warmup_steps=2", "log.log_every=1", "log.val_every=3", "log.save_every=3", "log.progress=false",
+            "diffusion.eval_steps=2"]  # fmt: skip
+    args = ["diffusion", "--config", "diffusion_x4", "--out", str(out)]
+    for s in sets:
+        args += ["--set", s]
+    assert train_main(args + list(extra)) == 0
+
+
+def test_config_loads():
+    cls = get_model_class("diffusion")
+    cfg = load_config("diffusion_x4", [], cls.config_defaults)
+    assert cfg["model"] == "diffusion" and cfg["data"]["degradation"] == "real_photo"
+    assert 0 < cfg["diffusion"]["bicubic_fraction"] < 1 and cfg["network"]["arch"] == "diffusion_unet"
+    net = build_arch("diffusion_unet", scale=cfg["scale"], **{k: v for k, v in cfg["network"].items() if k != "arch"})
+    assert 5e5 < sum(p.numel() for p in net.parameters()) < 5e6
+
+
+def test_mixed_degradation_by_index():
+    cls = get_model_class("diffusion")
+    cfg = load_config("diffusion_x4", ["diffusion.bicubic_fraction=0.5", "data.folders=[]"], cls.config_defaults,
+                      data={"network": TINY_NET})  # fmt: skip
+    model = cls(cfg, torch.device("cpu"), DistInfo())
+    hr = torch.rand(16, 3, 32, 32, dtype=torch.float64).float()
+    lr = torch.zeros(16, 3, 8, 8)
+    batch = {"hr": hr, "lr": lr, "index": torch.arange(100, 116)}
+    mixed = model.mixed_lr(batch)
+    replaced = [bool(mixed[j].abs().sum() > 0) for j in range(16)]
+    assert 2 <= sum(replaced) <= 14  # about half, decided per sample index
+    assert torch.equal(model.mixed_lr(batch), mixed)  # the same indices, the same choice (exact resume)
+
+
+def test_train_and_exact_resume(images, tmp_path):
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    _train(images, full)
+    _train(images, parts, "--stop-at", "3")
+    _train(images, parts, "--resume", "auto")
+    a, b = ckpt_io.load(full / "latest.pt"), ckpt_io.load(parts / "latest.pt")
+    assert a["step"] == b["step"] == 6
+    for k, v in a["model"]["net"].items():
+        assert torch.equal(v, b["model"]["net"][k]), k
+    for k, v in a["model"]["ema"]["params"].items():
+        assert torch.equal(v, b["model"]["ema"]["params"][k]), k
+    rows_a = [json.loads(x) for x in (full / "log.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(x) for x in (parts / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
+    assert rows_a[-1]["val_psnr"] is not None and rows_a[-1]["val_psnr"] == rows_b[-1]["val_psnr"]
+    model_file = ckpt_io.load(full / "model_diffusion_unet_x4.pt")
+    assert model_file["family"] == "diffusion" and model_file["config"]["diffusion"]["kappa"] == 2.0
+    # the run's model file exports
+    result = export_checkpoint(full / "model_diffusion_unet_x4.pt", tmp_path / "d.onnx")
+    assert result.max_abs < 1e-4
+
+
+# ---- export ------------------------------------------------------------------------------------------------------
+
+
+def test_export_matches_torch_and_metadata(exported):
+    folder, _, result = exported
+    assert result.max_abs < 1e-4
+    assert all(side // 8 % 2 == 1 for side in result.check_size)  # odd number of U-Net blocks per side
+    meta = dp_model_folder_meta(result.path)
+    assert meta["invsr.backend"] == "diffusion" and meta["invsr.arch"] == "diffusion_unet"
+    assert meta["invsr.scale"] == "4" and meta["invsr.input_multiple"] == "8" and meta["invsr.version"]
+    assert float(meta["invsr.diffusion.kappa"]) == 2.0 and meta["invsr.diffusion.default_steps"] == "4"
+    assert "x_t" in meta["invsr.inputs"] and "lr_up" in meta["invsr.inputs"] and meta["invsr.trained_on"]
+    card = result.path.with_suffix(".md").read_text()
+    assert "kappa 2.0" in card and "parameters" in card
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["x_t", "lr_up", "t"]
+    _, denoiser, _, _ = load_diffusion(folder / "model_diffusion_unet_x4.pt")
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(1, 3, 56, 24, generator=g), torch.rand(1, 3, 56, 24, generator=g)  # 7 x 3 blocks
+    t = torch.tensor([0.7])
+    with torch.no_grad():
+        ref = denoiser(x, y, t).numpy()
+    (got,) = session.run(["x0"], {"x_t": x.numpy(), "lr_up": y.numpy(), "t": t.numpy()})
+    assert np.abs(got - ref).max() < 1e-4
+
+
+def dp_model_folder_meta(path):
+    from plugins.model_folder import read_metadata
+
+    return read_metadata(path)
+
+
+def test_invsr_export_hands_diffusion_to_its_exporter(exported, tmp_path, capsys):
+    from model_export.export import main as export_main
+
+    folder = exported[0]
+    assert export_main([str(folder / "model_diffusion_unet_x4.pt"), "-o", str(tmp_path / "e.onnx")]) == 0
+    assert "max |diff|" in capsys.readouterr().out and (tmp_path / "e.onnx").is_file()
+    assert export_main([str(folder / "model_diffusion_unet_x4.pt"), "-o", str(tmp_path / "f.onnx"), "--fp16"]) == 2
+
+
+# ---- plugin ------------------------------------------------------------------------------------------------------
+
+
+def test_no_model_no_backend_no_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "none")
+    assert dp.invsr_backends() == []
+    registry = _registry()
+    assert not registry.failures and [s.id for s in registry.backends()] == ["bicubic"]
+
+
+def test_backend_params(models_dir):
+    (spec,) = dp.invsr_backends()
+    assert spec.id == "diffusion" and spec.kind == "diffusion" and spec.scales == (4,)
+    params = {p.name: p for p in spec.params}
+    assert params["steps"].default == 4 and params["steps"].type is int and params["steps"].maximum >= 15
+    assert params["seed"].type is int and params["noise"].default == 1.0
+    assert "tiny_diffusion" in params["model"].choices
+    with pytest.raises(ValueError, match="steps"):
+        spec.resolve_params({"steps": 0})
+
+
+def test_numpy_sampler_matches_torch(models_dir, exported):
+    """Noise 0 (deterministic): the plugin's loop through ONNX Runtime equals the family's torch sampler."""
+    _, denoiser, schedule, _ = load_diffusion(exported[0] / "model_diffusion_unet_x4.pt")
+    lr = smooth_image(16, 24, seed=1)
+    ours = _engine().upscale_array(lr, "diffusion", 4, {"steps": 3, "noise": 0.0})
+    with torch.no_grad():
+        ref = sample(denoiser, torch.from_numpy(lr.transpose(2, 0, 1))[None], schedule, 3, noise_scale=0.0)
+    ref = ref[0].numpy().transpose(1, 2, 0).clip(0, 1)
+    assert ours.shape == (64, 96, 3) and np.abs(ours - ref).max() < 1e-3
+
+
+def test_seed_repeatable_and_noise_matters(models_dir):
+    lr = smooth_image(20, 20, seed=2)
+    engine = _engine()
+    a = engine.upscale_array(lr, "diffusion", 4, {"seed": 1})
+    b = _engine().upscale_array(lr, "diffusion", 4, {"seed": 1})
+    c = engine.upscale_array(lr, "diffusion", 4, {"seed": 2})
+    d = engine.upscale_array(lr, "diffusion", 4, {"seed": 1, "noise": 0.0})
+    assert np.array_equal(a, b) and not np.array_equal(a, c) and not np.array_equal(a, d)
+
+
+def test_same_seed_same_image_on_any_tiling(models_dir):
+    """Tiles blended at every step, noise keyed by output position: tiled == untiled within 40 dB (and more)."""
+    lr = smooth_image(64, 72, seed=3)
+    untiled = _engine().upscale_array(lr, "diffusion", 4, {"seed": 7, "steps": 4})
+    for tile, overlap in ((32, None), (40, 12)):
+        tiled = _engine(tile=tile, overlap=overlap).upscale_array(lr, "diffusion", 4, {"seed": 7, "steps": 4})
+        assert tiled.shape == untiled.shape == (256, 288, 3)
+        assert psnr(tiled, untiled) >= 40.0, (tile, overlap, psnr(tiled, untiled))
+
+
+def test_grey_alpha_and_progress_through_the_engine(models_dir):
+    rgba = np.concatenate([smooth_image(12, 10), np.full((12, 10, 1), 0.5, np.float32)], axis=2)
+    seen = []
+    out = _engine(tile=8).upscale_array(rgba, "diffusion", 4, {"steps": 2}, progress=seen.append)
+    assert out.shape == (48, 40, 4) and np.allclose(out[..., 3], 0.5, atol=1e-3)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 4
+    grey = _engine().upscale_array(smooth_image(9, 11)[..., :1], "diffusion", 2, {"steps": 1})
+    assert grey.shape == (18, 22, 1)  # x4 model, resampled to x2 by the engine
+
+
+def test_cancel_between_tiles(models_dir):
+    calls = []
+
+    def cancel():
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(CancelledError):
+        _engine(tile=8).upscale_array(smooth_image(24, 24), "diffusion", 4, {"steps": 4}, cancel=cancel)
+
+
+# ---- the engine's whole-image contract ------------------------------------------------------------------------------
+
+
+def test_tiler_map_identity_blends_exactly():
+    rng = np.random.default_rng(0)
+    a = rng.random((70, 90, 3)).astype(np.float32)
+    b = rng.random((70, 90, 2)).astype(np.float32)
+    tiler = Tiler(tile=10, overlap=4)
+    seen = []
+    tiler.progress = seen.append
+    out = tiler.map(lambda x, y, origin: np.concatenate([x, y], axis=2), a, b, density=2, multiple=8,
+                    span=(0.25, 0.5))  # fmt: skip
+    assert out.shape == (70, 90, 5) and np.allclose(out, np.concatenate([a, b], axis=2), atol=1e-6)
+    assert tiler.calls > 1 and seen[-1] == pytest.approx(0.5) and min(seen) > 0.25
+
+
+def test_tiler_map_origins_are_positions_and_aligned():
+    tiler = Tiler(tile=20, overlap=4)
+    origins = []
+
+    def fn(x, origin):
+        origins.append(origin)
+        return np.full(x.shape[:2] + (1,), float(origin[0] * 1000 + origin[1]), np.float32)
+
+    tiler.map(fn, np.zeros((100, 130, 3), np.float32), multiple=16)
+    assert len(origins) > 4 and all(y % 16 == 0 and x % 16 == 0 for y, x in origins)
+
+
+def test_tiler_map_halves_on_out_of_memory():
+    tiler = Tiler(tile=64, overlap=4)
+    sizes = []
+
+    def fn(x, origin):
+        sizes.append(x.shape[0])
+        if x.shape[0] > 32:
+            raise RuntimeError("Failed to allocate memory for requested buffer")
+        return x
+
+    a = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    assert np.allclose(tiler.map(fn, a), a, atol=1e-6)
+    assert sizes[0] == 64 and max(sizes[1:]) == 32 and tiler.tile_side() == 32
+
+
+def test_other_runners_unchanged():
+    """A plain runner still goes through upscale_tiled (its __call__ per tile), never run_whole."""
+    engine = _engine(tile=16)
+    out = engine.upscale_array(smooth_image(20, 20), "bicubic", 2)
+    assert out.shape == (40, 40, 3)
