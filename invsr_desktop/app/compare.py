@@ -314,6 +314,7 @@ class CompareView(QWidget):
             image, _ = read_image(source)
             self._before = QPixmap.fromImage(image)
             self.source = source
+            self._after = QPixmap()  # another photo: start from "fit" again
         self.results = list(results)
         self.result_combo.blockSignals(True)
         self.result_combo.clear()

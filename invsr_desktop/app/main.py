@@ -4,9 +4,12 @@ remove the per-user desktop launcher."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from PySide6.QtCore import QCoreApplication, QTimer
 
 from invsr_desktop import __version__
 from invsr_desktop.app import APPLICATION, DESKTOP_ID, ORGANISATION
@@ -27,6 +30,20 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args, rest
+
+
+def quit_on_signals(app: QCoreApplication) -> QTimer:
+    """Ctrl-C in the terminal and ``kill`` quit cleanly (the running image is cancelled, nothing partial is left).
+
+    Python runs signal handlers only when it gets control, which a C++ event loop never gives it; a short timer
+    does. Returns the timer, which must stay referenced.
+    """
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: app.quit())
+    timer = QTimer(app, interval=250)
+    timer.timeout.connect(lambda: None)
+    timer.start()
+    return timer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ICON_PATH.exists():
         app.setWindowIcon(QIcon(str(ICON_PATH)))
     window = MainWindow(AppSettings(args.settings))
+    quit_on_signals(app)
     try:
         window.show()
         if args.files:

@@ -358,7 +358,7 @@ class MainWindow(QMainWindow):
             text = "Provider: " + ", ".join(name.removesuffix("ExecutionProvider") for name in in_use)
         else:
             try:
-                first = provider_chain(available_providers(), self.engine.options.provider)[0][0]
+                first = provider_chain(available_providers(), self.panel.engine_options().provider)[0][0]
                 text = f"Provider: {first.removesuffix('ExecutionProvider')} (no model loaded yet)"
             except ValueError as exc:
                 text = f"Provider: {exc}"

@@ -16,8 +16,6 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from invsr_desktop.engine.jobs import Job, JobQueue
 from invsr_desktop.engine.pipeline import Engine, EngineOptions
 
-SHUTDOWN_WAIT_MS = 15_000
-
 
 class QueueWorker(QObject):
     """Runs queued jobs in the thread it was moved to; ``idle`` once the queue has nothing runnable left."""
@@ -68,8 +66,12 @@ class WorkerThread:
     def wake(self) -> None:
         self.worker.wake()
 
-    def stop(self) -> bool:
-        """Close the queue (the running job stops at its next tile) and wait for the thread; True if it ended."""
+    def stop(self) -> None:
+        """Close the queue (the running job stops at its next tile) and wait for the thread to end.
+
+        There is no time limit on purpose: the engine stops between tiles, so the wait is one tile at most, and a
+        QThread destroyed while running aborts the whole process (worse than waiting, and it could cut a write).
+        """
         self.queue.close()
         self.thread.quit()
-        return self.thread.wait(SHUTDOWN_WAIT_MS)
+        self.thread.wait()
