@@ -365,3 +365,17 @@ def test_other_runners_unchanged():
     engine = _engine(tile=16)
     out = engine.upscale_array(smooth_image(20, 20), "bicubic", 2)
     assert out.shape == (40, 40, 3)
+
+
+def test_benchmark_command(exported, tmp_path, capsys, monkeypatch):
+    from model_export.bench_diffusion import main as bench_main
+
+    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "none")
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path))  # the command points it at its own folder
+    model = exported[2].path
+    assert bench_main(["--model", str(model), "--size", "16", "--steps", "1", "2", "--threads", "1",
+                       "--tiled-check", "24", "--tile", "8", "--sheet", str(tmp_path / "sheet.png")]) == 0
+    out = capsys.readouterr().out
+    assert "1 steps:" in out and "2 steps:" in out and "s per output megapixel" in out
+    assert "tiled vs untiled" in out and "sampled independently" in out
+    assert (tmp_path / "sheet.png").stat().st_size > 1000

@@ -1,0 +1,184 @@
+"""Benchmark of the diffusion backend through the app's engine: seconds per output megapixel at 4, 8 and 15 steps,
+and the seam check (the tiled result against the untiled one, and a crop sheet across a tile border).
+
+::
+
+    python -m model_export.bench_diffusion --model diffusion_x4.onnx          # an exported model
+    python -m model_export.bench_diffusion --config diffusion_x4              # the config's architecture, untrained
+    python -m model_export.bench_diffusion --model M.onnx --tiled-check 512 --tile 128 --sheet seams.png
+
+Speed depends on the architecture, not on the weights, so ``--config`` (a freshly built net with seeded random
+weights, exported to a temporary folder) gives the figures of a model before it is trained. ``--size`` is the LR
+side of the timed input (default 256: a 1024 x 1024 output at x4). ``--tiled-check N`` upscales an N x N input
+(``--image``, resized; default: the bundled sample) untiled and with ``--tile`` input-pixel tiles, prints the PSNR
+between them (and, for contrast, that of tiles sampled independently, the naive way), and with ``--sheet`` writes
+a crop sheet across the first vertical tile border: untiled | tiled | naive tiles | |tiled - untiled| x 20.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def _model_from_config(config: str, folder: Path, seed: int) -> Path:
+    """Export the config's architecture with seeded random weights (the output conv too, so it is not y0)."""
+    import torch
+
+    from model_export.export_diffusion import export_checkpoint
+    from model_export.training import checkpoint as ckpt_io
+    from model_export.training.config import load_config
+    from model_export.training.distributed import DistInfo
+    from model_export.training.models import get_model_class
+
+    cls = get_model_class("diffusion")
+    cfg = load_config(config, [], cls.config_defaults)
+    torch.manual_seed(seed)
+    model = cls(cfg, torch.device("cpu"), DistInfo())
+    with torch.no_grad():
+        for p in model.ema.module.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    exp = model.export_payload()
+    pt = folder / "model.pt"
+    ckpt_io.atomic_save({"format": ckpt_io.MODEL_FORMAT, "family": "diffusion", "arch": exp["arch"],
+                         "arch_kwargs": exp["arch_kwargs"], "scale": cfg["scale"], "params_ema": exp["params_ema"],
+                         "config": cfg, "meta": {"step": 0, "data": ["untrained (benchmark)"]}}, pt)  # fmt: skip
+    out = folder / "models" / f"bench_{cfg['name']}.onnx"
+    export_checkpoint(pt, out)
+    return out
+
+
+def _load_image(path: str | None, size: int) -> np.ndarray:
+    import cv2
+
+    from invsr_desktop.engine.imageio import load_image
+
+    if path is None:
+        from invsr_desktop.resources import SAMPLES
+
+        path = str(Path(SAMPLES) / "astronaut.png")
+    pixels = load_image(path).pixels[..., :3]
+    if pixels.shape[2] == 1:
+        pixels = np.repeat(pixels, 3, axis=2)
+    h, w = pixels.shape[:2]
+    side = min(h, w)
+    pixels = pixels[(h - side) // 2 : (h - side) // 2 + side, (w - side) // 2 : (w - side) // 2 + side]
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_CUBIC
+    return cv2.resize(pixels.astype(np.float32), (size, size), interpolation=interp).clip(0, 1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m model_export.bench_diffusion", description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model", type=Path, help="an exported diffusion ONNX model")
+    src.add_argument("--config", default="diffusion_x4", help="build the config's architecture (default diffusion_x4)")
+    p.add_argument("--size", type=int, default=256, help="LR side of the timed input (default 256)")
+    p.add_argument("--steps", type=int, nargs="+", default=[4, 8, 15], help="step counts to time (default 4 8 15)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per step count (the best is reported)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (default 0: all cores)")
+    p.add_argument("--image", help="input image (default: the bundled sample), centre-cropped and resized")
+    p.add_argument("--tiled-check", type=int, default=0, metavar="N", help="also compare tiled / untiled on NxN")
+    p.add_argument("--tile", type=int, default=128, help="tile side (input pixels) of the tiled check")
+    p.add_argument("--check-steps", type=int, default=4, help="steps of the tiled check (default 4)")
+    p.add_argument("--no-naive", action="store_true", help="skip the independently-sampled-tiles contrast")
+    p.add_argument("--sheet", type=Path, help="write the crop sheet across a tile border (PNG)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench-diffusion-") as tmp:
+        tmp = Path(tmp)
+        if args.model:
+            folder = tmp / "models"
+            folder.mkdir()
+            (folder / args.model.name).symlink_to(args.model.resolve())
+            model = folder / args.model.name
+            what = str(args.model)
+        else:
+            model = _model_from_config(args.config, tmp, args.seed)
+            what = f"config {args.config} (untrained weights: speed only)"
+        os.environ["INVSR_MODELS_DIR"] = str(model.parent)
+        import plugins.diffusion as dp
+        from invsr_desktop.engine.pipeline import Engine, EngineOptions
+        from invsr_desktop.engine.registry import Registry
+
+        registry = Registry()
+        registry.register(dp, "diffusion")
+        (spec,) = registry.backends()
+        scale = spec.scales[0]
+
+        def engine(tile=None) -> Engine:
+            return Engine(registry=registry, options=EngineOptions(tile=tile, threads=args.threads))
+
+        threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+        print(f"diffusion benchmark: {what}; x{scale}; {threads} ONNX Runtime thread(s); load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        lr = _load_image(args.image, args.size)
+        out_mp = (args.size * scale) ** 2 / 1e6
+        e = engine()
+        e.upscale_array(lr[:32, :32], "diffusion", scale, {"steps": 1, "model": model.stem})  # session warm-up
+        for steps in args.steps:
+            best = math.inf
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                e.upscale_array(lr, "diffusion", scale, {"steps": steps, "seed": args.seed, "model": model.stem})
+                best = min(best, time.perf_counter() - t0)
+            print(f"{steps:3d} steps: {best / out_mp:7.2f} s per output megapixel "
+                  f"({args.size}x{args.size} -> {args.size * scale}x{args.size * scale} in {best:.1f} s)")
+
+        if args.tiled_check:
+            n = args.tiled_check
+            img = _load_image(args.image, n)
+            params = {"steps": args.check_steps, "seed": args.seed, "model": model.stem}
+            t0 = time.perf_counter()
+            untiled = engine(tile=10**6).upscale_array(img, "diffusion", scale, params)
+            t1 = time.perf_counter()
+            tiled = engine(tile=args.tile).upscale_array(img, "diffusion", scale, params)
+            t2 = time.perf_counter()
+            print(f"tiled vs untiled, {n}x{n} input, {args.check_steps} steps, {args.tile}-px tiles: PSNR "
+                  f"{_psnr(tiled, untiled):.2f} dB, max |diff| {np.abs(tiled - untiled).max():.4f} "
+                  f"(untiled {t1 - t0:.1f} s, tiled {t2 - t1:.1f} s)")
+            naive = None
+            if not args.no_naive:
+                from invsr_desktop.engine.tiling import upscale_tiled
+
+                _, runner = engine().runner("diffusion", scale, params)
+                naive = upscale_tiled(img, runner, tile=args.tile).clip(0, 1)
+                print(f"  for contrast, tiles sampled independently (no blending between steps): PSNR "
+                      f"{_psnr(naive, untiled):.2f} dB")
+            if args.sheet:
+                _sheet(args.sheet, untiled, tiled, naive, args.tile * scale, scale)
+                print(f"wrote the crop sheet {args.sheet}")
+    return 0
+
+
+def _sheet(path: Path, untiled, tiled, naive, tile_out: int, scale: int) -> None:
+    """Crops around the first vertical tile border (x = tile side in output pixels), side by side."""
+    from PIL import Image
+
+    h, w = untiled.shape[:2]
+    c = 96
+    x0 = int(min(max(0, tile_out - 8 * scale - c // 2), w - c))  # the overlap: [tile - 16 scale, tile]
+    y0 = int(max(0, h // 2 - c // 2))
+    crops = [untiled, tiled] + ([naive] if naive is not None else []) + [np.abs(tiled - untiled) * 20]
+    row = [np.clip(a[y0 : y0 + c, x0 : x0 + c], 0, 1) for a in crops]
+    gap = np.ones((c, 4, 3), np.float32)
+    sheet = np.concatenate(sum(([r, gap] for r in row), [])[:-1], axis=1)
+    big = np.repeat(np.repeat(sheet, 3, axis=0), 3, axis=1)
+    Image.fromarray(np.round(big * 255).astype(np.uint8)).save(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
