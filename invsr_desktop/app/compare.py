@@ -391,4 +391,3 @@ class CompareView(QWidget):
         view = self.current_view()
         view.centerOn(point)
         self.link.follow(view)
-

@@ -22,7 +22,7 @@ ICON_FILES = {  # resource file -> where it goes under the hicolor theme
     ICONS / f"{DESKTOP_ID}.svg": Path("scalable/apps") / f"{DESKTOP_ID}.svg",
     ICONS / f"{DESKTOP_ID}.png": Path("256x256/apps") / f"{DESKTOP_ID}.png",
 }
-_EXEC_RESERVED = set(' \t\n"\'\\><~|&;$*?#()`')
+_EXEC_RESERVED = set(" \t\n\"'\\><~|&;$*?#()`")
 
 
 def data_home() -> Path:
@@ -66,7 +66,9 @@ def desktop_entry(command: list[str]) -> str:
 def launcher_paths(base: Path | None = None) -> list[Path]:
     """Every file the installer writes, under ``base`` (default: the XDG data home)."""
     base = base or data_home()
-    return [base / "applications" / f"{DESKTOP_ID}.desktop"] + [base / "icons" / "hicolor" / rel for rel in ICON_FILES.values()]
+    return [base / "applications" / f"{DESKTOP_ID}.desktop"] + [
+        base / "icons" / "hicolor" / rel for rel in ICON_FILES.values()
+    ]
 
 
 def install_launcher(base: Path | None = None, command: list[str] | None = None) -> list[Path]:
@@ -76,7 +78,7 @@ def install_launcher(base: Path | None = None, command: list[str] | None = None)
     desktop.parent.mkdir(parents=True, exist_ok=True)
     desktop.write_text(desktop_entry(command or installed_command()), encoding="utf-8")
     desktop.chmod(0o755)  # some desktops only trust executable launchers
-    for source, target in zip(ICON_FILES, icons):
+    for source, target in zip(ICON_FILES, icons, strict=True):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
     _refresh_caches(base)

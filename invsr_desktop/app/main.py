@@ -19,8 +19,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
     """Our options and whatever is left for Qt (``-platform``, ``-style``...)."""
     parser = argparse.ArgumentParser(prog=DESKTOP_ID, description="Upscale photos with InvSR Desktop's backends.")
     parser.add_argument("files", nargs="*", type=Path, help="photos or folders to queue at start")
-    parser.add_argument("--install-launcher", action="store_true",
-                        help="add InvSR Desktop to this user's application menu (and as an 'Open with' choice)")
+    parser.add_argument(
+        "--install-launcher",
+        action="store_true",
+        help="add InvSR Desktop to this user's application menu (and as an 'Open with' choice)",
+    )
     parser.add_argument("--uninstall-launcher", action="store_true", help="remove the launcher and icons again")
     parser.add_argument("--settings", type=Path, default=None,
                         help="use this INI file for the settings instead of the user's")  # fmt: skip

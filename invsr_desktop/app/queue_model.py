@@ -12,7 +12,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QAbstractTableModel, QMimeData, QModelIndex, QObject, QPersistentModelIndex, QSize, Qt, Signal
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QMimeData,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QSize,
+    Qt,
+    Signal,
+)
 from PySide6.QtGui import QBrush, QColor, QImage, QPixmap
 
 from invsr_desktop.app.images import ThumbnailLoader
@@ -31,9 +40,14 @@ STATE_TEXT = {
     JobState.FAILED: "Failed",
     JobState.CANCELLED: "Cancelled",
 }
-STATE_COLOURS = {JobState.FAILED: QColor("#c62828"), JobState.DONE: QColor("#2e7d32"), JobState.PAUSED: QColor("#ef6c00")}
+STATE_COLOURS = {
+    JobState.FAILED: QColor("#c62828"),
+    JobState.DONE: QColor("#2e7d32"),
+    JobState.PAUSED: QColor("#ef6c00"),
+}
 
 Index = QModelIndex | QPersistentModelIndex
+ROOT = QModelIndex()  # the invalid index: a table's rows hang off it
 
 
 def format_duration(seconds: float) -> str:
@@ -95,7 +109,9 @@ class JobTableModel(QAbstractTableModel):
             target = max(0, min(event.index, len(self._ids) - 1))
             if source != target:
                 # Qt wants the row *before which* the moved row lands, counted before the move.
-                self.beginMoveRows(QModelIndex(), source, source, QModelIndex(), target + 1 if target > source else target)
+                self.beginMoveRows(
+                    QModelIndex(), source, source, QModelIndex(), target + 1 if target > source else target
+                )
                 self._ids.insert(target, self._ids.pop(source))
                 self.endMoveRows()
         elif event.kind == "changed" and job is not None and job.id in self._ids:
@@ -129,10 +145,10 @@ class JobTableModel(QAbstractTableModel):
         return self._sizes.get(str(source))
 
     # -- QAbstractTableModel -----------------------------------------------------------------------------------
-    def rowCount(self, parent: Index = QModelIndex()) -> int:
+    def rowCount(self, parent: Index = ROOT) -> int:
         return 0 if parent.isValid() else len(self._ids)
 
-    def columnCount(self, parent: Index = QModelIndex()) -> int:
+    def columnCount(self, parent: Index = ROOT) -> int:
         return 0 if parent.isValid() else len(COLUMNS)
 
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:

@@ -36,7 +36,6 @@ from invsr_desktop.app.queue_model import (
 )
 from invsr_desktop.engine.jobs import Job, JobQueue, JobState
 
-
 BAR_HEIGHT = 22
 COLUMN_WIDTHS = {IMAGE: 220, SIZE: 170, BACKEND: 150, STATE: 90, PROGRESS: 130, ETA: 90}
 
@@ -44,7 +43,9 @@ COLUMN_WIDTHS = {IMAGE: 220, SIZE: 170, BACKEND: 150, STATE: 90, PROGRESS: 130, 
 class ProgressDelegate(QStyledItemDelegate):
     """Draws the progress column as the platform's progress bar."""
 
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> None:
+    def paint(
+        self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
         value = index.data(PROGRESS_ROLE)
         if value is None:
             super().paint(painter, option, index)

@@ -429,7 +429,9 @@ class JobQueue:
 
     def _run(self, engine: Engine, job: Job) -> None:
         try:
-            result = run_job(engine, job, cancel=lambda: self._checkpoint(job), progress=lambda f: self._progress(job, f))
+            result = run_job(
+                engine, job, cancel=lambda: self._checkpoint(job), progress=lambda f: self._progress(job, f)
+            )
         except CancelledError:
             self._finish(job, JobState.CANCELLED)
         except Exception as exc:  # noqa: BLE001 - a job's failure is shown in its row; the queue goes on
@@ -464,7 +466,9 @@ class JobQueue:
                     job.state, job._paused_at = JobState.PAUSED, time.monotonic()
             self._changed(job)
 
-    def _finish(self, job: Job, state: JobState, error: str = "", details: str = "", result: Path | None = None) -> None:
+    def _finish(
+        self, job: Job, state: JobState, error: str = "", details: str = "", result: Path | None = None
+    ) -> None:
         with self._cond:
             now = time.monotonic()
             if job._paused_at is not None:
