@@ -29,7 +29,9 @@ Cancel = Callable[[], bool]
 
 DEFAULT_OVERLAP = 16
 MIN_TILE = 32
-MAX_TILE = 2048
+# The automatic size stops here even when memory allows more: the engine polls cancel and reports progress
+# between tiles, so a bounded tile keeps Cancel and Pause responsive (a user can still ask for more with --tile).
+MAX_AUTO_TILE = 512
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ class Grid:
 def auto_tile_size(bytes_per_pixel: int, budget_bytes: int) -> int:
     """Largest square tile whose estimated working memory fits the budget."""
     side = int(math.sqrt(max(1, budget_bytes) / max(1, bytes_per_pixel)))
-    return int(min(MAX_TILE, max(MIN_TILE, side)))
+    return int(min(MAX_AUTO_TILE, max(MIN_TILE, side)))
 
 
 def reflect_pad(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
