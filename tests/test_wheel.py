@@ -8,6 +8,7 @@ importable. Dependency resolution itself is pip's job and is exercised by the RE
 from __future__ import annotations
 
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -19,11 +20,18 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# A copy of the source: setuptools keeps a build/ folder in the tree it builds, and stale files there would end
+# up in the wheel (and the test would write into the user's checkout).
+IGNORED = shutil.ignore_patterns(".git", ".venv", "build", "dist", "runs", "__pycache__", "*.egg-info", ".pytest_cache")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    source = tmp_path_factory.mktemp("source") / "invsr-desktop"
+    shutil.copytree(ROOT, source, ignore=IGNORED)
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out), str(source)],
         capture_output=True,
         text=True,
     )
