@@ -30,6 +30,15 @@ PLUGINS = {
             return [BackendSpec(id="nearest-test", name="Nearest (test)", kind="interpolation", scales=(2,),
                                 build=lambda request: Nearest())]
     """,
+    "thirdparty_warns": """
+        import warnings
+        from invsr_desktop.engine.hookspecs import hookimpl
+
+        @hookimpl
+        def invsr_backends():
+            warnings.warn("skipped models/broken.onnx: not an ONNX file")
+            return []
+    """,
     "thirdparty_import_error": """
         raise ImportError("this plugin needs libfoo, which is not installed")
     """,
@@ -96,8 +105,13 @@ def test_broken_plugins_are_reported_and_the_rest_load(installed_plugins):
     )
     assert failures["thirdparty_describe_error"].stage == "describe"
     assert "cannot find my model folder" in str(failures["thirdparty_describe_error"])
+    assert "thirdparty_warns" not in failures
+    assert [str(w) for w in registry.warnings] == [
+        'Warning from plugin "thirdparty_warns": skipped models/broken.onnx: not an ONNX file'
+    ]
     listing = "\n".join(describe_backends(registry))
     assert "BROKEN" in listing and "libfoo" in listing and "nearest-test" in listing
+    assert "SKIPPED" in listing and "broken.onnx" in listing
 
 
 def test_a_third_party_backend_runs_through_the_engine(installed_plugins):

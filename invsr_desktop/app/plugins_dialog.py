@@ -44,8 +44,8 @@ class PluginsDialog(QDialog):
             self.backends.resizeColumnToContents(column)
         layout.addWidget(self.backends, 1)
 
-        failures = registry.failures
-        title = f"<b>Plugins that failed to load ({len(failures)})</b>" if failures else "<b>No plugin failed.</b>"
+        failures = [*registry.failures, *registry.warnings]  # broken plugins, then files a plugin had to skip
+        title = f"<b>Plugin problems ({len(failures)})</b>" if failures else "<b>No plugin failed.</b>"
         layout.addWidget(QLabel(title))
         self.failures = QListWidget(objectName="failures_list")
         for failure in failures:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import traceback
+import warnings
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Iterable
@@ -35,6 +36,8 @@ class PluginFailure:
     details: str = ""
 
     def __str__(self) -> str:
+        if self.stage == "warning":
+            return f'Warning from plugin "{self.plugin}": {self.message}'
         return f'Error {self.stage_verb} plugin "{self.plugin}": {self.message}'
 
     @property
@@ -61,6 +64,8 @@ class Registry:
         self._backends: dict[str, BackendSpec] = {}
         self._owner: dict[str, str] = {}
         self.failures: list[PluginFailure] = []
+        # Problems a working plugin reported while describing itself (e.g. an unreadable model file it skipped).
+        self.warnings: list[PluginFailure] = []
 
     # -- loading -------------------------------------------------------------------------------------------------
     def load_entry_points(self, group: str = hookspecs.ENTRY_POINT_GROUP) -> None:
@@ -98,12 +103,16 @@ class Registry:
 
     def _describe(self, name: str, describe: Any) -> None:
         try:
-            specs = list(describe() or [])
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                specs = list(describe() or [])
             for spec in specs:
                 _check_spec(spec)
         except Exception as exc:  # noqa: BLE001
             self._fail(name, "describe", exc)
             return
+        finally:
+            self.warnings.extend(PluginFailure(name, "warning", str(w.message)) for w in caught)
         for spec in specs:
             if spec.id in self._backends:
                 other = self._owner[spec.id]
@@ -188,3 +197,5 @@ def describe_backends(registry: Registry) -> Iterable[str]:
             yield f"{'':<22}--param {p.name}={p.default!r} ({p.type.__name__}{rng}{extra}) {p.help}"
     for failure in registry.failures:
         yield f"BROKEN  {failure}"
+    for warning in registry.warnings:
+        yield f"SKIPPED {warning}"
