@@ -379,3 +379,11 @@ def test_benchmark_command(exported, tmp_path, capsys, monkeypatch):
     assert "1 steps:" in out and "2 steps:" in out and "s per output megapixel" in out
     assert "tiled vs untiled" in out and "sampled independently" in out
     assert (tmp_path / "sheet.png").stat().st_size > 1000
+
+
+def test_tiler_sizes_are_in_input_pixels():
+    from invsr_desktop.engine.tiling import auto_tile_size
+
+    auto = Tiler(budget_bytes=64 << 20, bytes_per_pixel=4096)
+    assert auto.tile_side(density=4, multiple=16) == auto_tile_size(4096, 64 << 20) * 4 // 16 * 16
+    assert Tiler(tile=100).tile_side(density=4, multiple=16) == 400

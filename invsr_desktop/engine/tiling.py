@@ -228,11 +228,7 @@ class Tiler:
 
     def tile_side(self, density: float = 1.0, multiple: int = 1) -> int:
         """The tile side in array pixels ``map`` uses now (a multiple of ``multiple``)."""
-        if self.tile:
-            side = int(self.tile * density)
-        else:
-            side = auto_tile_size(max(1, int(self.bytes_per_pixel / density**2)), self.budget_bytes)
-        side //= self._shrink
+        side = int((self.tile or auto_tile_size(self.bytes_per_pixel, self.budget_bytes)) * density) // self._shrink
         return max(multiple, side // multiple * multiple)
 
     def map(
