@@ -387,3 +387,16 @@ def test_tiler_sizes_are_in_input_pixels():
     auto = Tiler(budget_bytes=64 << 20, bytes_per_pixel=4096)
     assert auto.tile_side(density=4, multiple=16) == auto_tile_size(4096, 64 << 20) * 4 // 16 * 16
     assert Tiler(tile=100).tile_side(density=4, multiple=16) == 400
+
+
+def test_timesteps_cover_low_noise_levels():
+    cls = get_model_class("diffusion")
+    cfg = load_config("diffusion_x4", ["data.folders=[]"], cls.config_defaults, data={"network": TINY_NET})
+    model = cls(cfg, torch.device("cpu"), DistInfo())
+    torch.manual_seed(0)
+    s = model.draw_s(20000)
+    assert 0 <= float(s.min()) and float(s.max()) <= 1
+    eta = model.schedule.eta(s)
+    low = float((eta < 3 * model.schedule.eta_min).float().mean())
+    assert low > 0.05  # uniform s alone gives about 0.0006 (power 0.3)
+    assert float((s > 0.5).float().mean()) > 0.2  # the high-noise steps stay covered

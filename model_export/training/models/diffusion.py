@@ -7,8 +7,11 @@ computes in the app). With the residual ``e0 = y0 - x0`` the forward process is
     q(x_s | x0, y0) = N(x0 + eta(s) e0, kappa^2 eta(s) I),      s in [0, 1],
     eta(s) = eta_min * (eta_max / eta_min) ** (s ** power)     (ResShift's schedule, made continuous)
 
-so ``x_1`` is ``y0`` plus noise of scale ``kappa`` and ``x_0`` the HR image. Training draws ``s`` uniformly in
-[0, 1] (a continuous time, so any number of sampling steps uses the same net); the network predicts ``x0``.
+so ``x_1`` is ``y0`` plus noise of scale ``kappa`` and ``x_0`` the HR image. Training draws a continuous ``s`` in
+[0, 1] (so any number of sampling steps uses the same net): uniformly, or for ``diffusion.log_eta_fraction`` of the
+samples uniformly in ``log eta`` (``s = u ** (1 / power)``). With ResShift's power 0.3, uniform ``s`` almost never
+shows the net the low-noise levels of the last step (eta(0.01) is already 7 eta_min); uniform ``log eta`` does.
+The network predicts ``x0``.
 Sampling with ``N`` steps visits ``s_k = (k - 1) / (N - 1)``, k = N .. 1 (``s = 1`` alone for N = 1), starting at
 ``x = y0 + kappa sqrt(eta(1)) eps``; each step predicts ``x0`` (clipped to [0, 1]) and samples ResShift's posterior
 
@@ -156,6 +159,7 @@ class DiffusionModel(BaseModel):
             "eta_max": 0.99,  # eta at s = 1
             "power": 0.3,  # the schedule's exponent p (ResShift's)
             "input_floor": 0.01,  # added to the residual's variance in the input normaliser
+            "log_eta_fraction": 0.5,  # samples whose s is drawn uniformly in log eta (else uniformly in s)
             "bicubic_fraction": 0.5,  # samples whose LR is replaced by the MATLAB-bicubic LR of their HR
             "default_steps": 4,  # the app's default number of steps (model metadata)
             "eval_steps": 4,  # steps used by validation
@@ -184,8 +188,9 @@ class DiffusionModel(BaseModel):
             raise ConfigError("config keys 'diffusion.eta_min' / 'eta_max' must satisfy 0 < eta_min < eta_max < 1")
         if o["kappa"] <= 0 or o["power"] <= 0 or o["input_floor"] < 0:
             raise ConfigError("config keys 'diffusion.kappa' and 'diffusion.power' must be > 0, input_floor >= 0")
-        if not 0.0 <= o["bicubic_fraction"] <= 1.0:
-            raise ConfigError("config key 'diffusion.bicubic_fraction' must be in [0, 1]")
+        for key in ("bicubic_fraction", "log_eta_fraction"):
+            if not 0.0 <= o[key] <= 1.0:
+                raise ConfigError(f"config key 'diffusion.{key}' must be in [0, 1]")
         self.opts = o
         self.schedule = Schedule.from_config(o)
         self.net = net.to(device)
@@ -231,12 +236,19 @@ class DiffusionModel(BaseModel):
         return lr
 
     # -- training ---------------------------------------------------------------------------------------------------
+    def draw_s(self, n: int) -> torch.Tensor:
+        """Timesteps for a batch: uniform in s, or (``log_eta_fraction``) uniform in log eta. Global torch RNG, so a
+        resumed run draws what the uninterrupted one would."""
+        u = torch.rand(n, device=self.device)
+        pick = torch.rand(n, device=self.device) < self.opts["log_eta_fraction"]
+        return torch.where(pick, u ** (1.0 / self.schedule.power), u)
+
     def optimize(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         lr_now = self.lr_schedule.apply(self.opt, step)
         lr = self.mixed_lr(batch).to(self.device, non_blocking=True)
         hr = batch["hr"].to(self.device, non_blocking=True)
         y0 = upsample(lr, self.cfg["scale"])
-        s = torch.rand(hr.shape[0], device=self.device)
+        s = self.draw_s(hr.shape[0])
         eta = self.schedule.eta(s)[:, None, None, None]
         x_t = hr + eta * (y0 - hr) + self.schedule.kappa * eta.sqrt() * torch.randn_like(hr)
         self.net.train()
