@@ -182,7 +182,8 @@ class DiffusionModel(BaseModel):
         except KeyError as exc:
             raise ConfigError(f"config key 'network.arch': {exc.args[0]}") from exc
         if not hasattr(net, "input_multiple") or self.arch != "diffusion_unet":
-            raise ConfigError(f"config key 'network.arch': the diffusion family needs diffusion_unet, not {self.arch!r}")
+            raise ConfigError(f"config key 'network.arch': the diffusion family needs diffusion_unet, "
+                              f"not {self.arch!r}")
         o = cfg["diffusion"]
         if not 0 < o["eta_min"] < o["eta_max"] < 1:
             raise ConfigError("config keys 'diffusion.eta_min' / 'eta_max' must satisfy 0 < eta_min < eta_max < 1")
