@@ -123,3 +123,14 @@ def test_infer_scale_from_unshuffle():
     for scale in (1, 2):
         sd = RRDBNet(scale=scale, **SMALL).state_dict()
         assert infer_options(sd)["scale"] == scale
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_pixelshuffle_upsampler_shapes_and_inference(scale):
+    """The sub-pixel upsampler has no high-resolution convolutions, and its options are read back from the weights."""
+    net = build_arch("rrdbnet", scale=scale, num_feat=8, num_block=1, num_grow_ch=4, upsampler="pixelshuffle")
+    assert not any(name.startswith(("conv_up1", "conv_hr")) for name in net.state_dict())
+    assert net(torch.rand(1, 3, 6, 10)).shape == (1, 3, 6 * scale, 10 * scale)
+    assert infer_options(net.state_dict())["upsampler"] == "pixelshuffle"
+    assert infer_options(net.state_dict())["scale"] == scale
+    assert "upsampler" not in infer_options(build_arch("rrdbnet", num_feat=8, num_block=1, num_grow_ch=4).state_dict())

@@ -18,6 +18,12 @@ A small model trained from scratch converges faster with it. It changes what the
 checkpoint must be loaded with the default ``residual=None``; the option is saved in our checkpoints' config.
 Nearest (not bicubic) keeps the ONNX export to plain ``Resize`` nodes that every runtime executes identically.
 
+Option ``upsampler="pixelshuffle"`` (default ``"nearest_conv"``, our addition): ``conv_last`` maps the body's
+features straight to ``3 * 16`` channels that a pixel shuffle turns into the x4 output, instead of two
+nearest-upsample convolutions and ``conv_hr`` at high resolution (ESPCN's sub-pixel layer). Those three
+full-resolution convolutions cost more than the whole body of a small model on a CPU (measured: 4.4 against 2.4
+training iterations per second for 32 features / 3 blocks); standard checkpoints use the default.
+
 Input and output: NCHW float32 RGB in [0, 1] (the output is not clamped).
 """
 
@@ -104,6 +110,7 @@ class RRDBNet(nn.Module):
         num_block: int = 23,
         num_grow_ch: int = 32,
         residual: str | None = None,
+        upsampler: str = "nearest_conv",
     ):
         super().__init__()
         if scale not in (1, 2, 4):
@@ -112,26 +119,35 @@ class RRDBNet(nn.Module):
             raise ValueError(f"residual must be None or 'nearest', not {residual!r}")
         if residual == "nearest" and num_in_ch != num_out_ch:
             raise ValueError("residual='nearest' needs num_in_ch == num_out_ch")
+        if upsampler not in ("nearest_conv", "pixelshuffle"):
+            raise ValueError(f"upsampler must be 'nearest_conv' or 'pixelshuffle', not {upsampler!r}")
         self.scale = scale
+        self.upsampler = upsampler
         self.residual = None if residual == "none" else residual
         self.unshuffle = {4: 1, 2: 2, 1: 4}[scale]
         self.input_multiple = self.unshuffle
         self.conv_first = nn.Conv2d(num_in_ch * self.unshuffle**2, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*[RRDB(num_feat, num_grow_ch) for _ in range(num_block)])
         self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
+        if upsampler == "pixelshuffle":
+            self.conv_last = nn.Conv2d(num_feat, num_out_ch * 16, 3, 1, 1)
+        else:
+            self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            self.conv_last = nn.Conv2d(num_feat, num_out_ch, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = space_to_depth(x, self.unshuffle) if self.unshuffle > 1 else x
         feat = self.conv_first(feat)
         feat = feat + self.conv_body(self.body(feat))
-        feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2.0, mode="nearest")))
-        feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2.0, mode="nearest")))
-        out = self.conv_last(self.lrelu(self.conv_hr(feat)))
+        if self.upsampler == "pixelshuffle":
+            out = F.pixel_shuffle(self.conv_last(feat), 4)
+        else:
+            feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2.0, mode="nearest")))
+            feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2.0, mode="nearest")))
+            out = self.conv_last(self.lrelu(self.conv_hr(feat)))
         if self.residual == "nearest":
             out = out + (F.interpolate(x, scale_factor=float(self.scale), mode="nearest") if self.scale > 1 else x)
         return out
@@ -202,7 +218,8 @@ def infer_options(state: dict[str, torch.Tensor]) -> dict[str, int]:
     state dict (the output of :func:`convert_state_dict`). ``residual`` cannot be read from weights."""
     w_first = state["conv_first.weight"]
     num_feat, in_ch = int(w_first.shape[0]), int(w_first.shape[1])
-    num_out = int(state["conv_last.weight"].shape[0])
+    pixelshuffle = "conv_up1.weight" not in state
+    num_out = int(state["conv_last.weight"].shape[0]) // (16 if pixelshuffle else 1)
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"body\.(\d+)\.", k))}
     grow = int(state["body.0.rdb1.conv1.weight"].shape[0]) if blocks else 32
     for unshuffle, scale in ((1, 4), (2, 2), (4, 1)):
@@ -217,4 +234,5 @@ def infer_options(state: dict[str, torch.Tensor]) -> dict[str, int]:
         "num_feat": num_feat,
         "num_block": len(blocks),
         "num_grow_ch": grow,
+        **({"upsampler": "pixelshuffle"} if pixelshuffle else {}),
     }
