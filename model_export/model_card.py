@@ -1,0 +1,126 @@
+"""Model cards: the Markdown file that ships next to each bundled ONNX model, written from the facts, not by hand.
+
+::
+
+    python -m model_export.model_card MODEL.pt MODEL.onnx --eval REPORT.json [--eval REPORT2.json ...] \\
+        --command "invsr-train ..." [--notes "..."] -o resources/models/NAME.md
+
+It reads the architecture, parameter count, data, steps and wall time from the model file that ``invsr-train``
+wrote, the export check from the ONNX file's metadata, and the Set5 / Set14 figures from ``invsr-eval`` reports
+(each report's protocol and the bicubic baseline measured in the same run are shown beside them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from plugins.model_folder import read_metadata
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h ({seconds / 60:.0f} min)"
+
+
+def losses(cfg: dict[str, Any]) -> str:
+    return ", ".join(f"{name} ({spec.get('type')}, weight {spec.get('weight')})" for name, spec in cfg.get("loss", {}).items())
+
+
+def check_lines(onnx_meta: dict[str, str]) -> list[str]:
+    """The export checks recorded in the file: ONNX Runtime against PyTorch on an odd-sized input."""
+    checks = json.loads(onnx_meta.get("invsr.check", "[]"))
+    return [
+        f"- {c['what']}: input {'x'.join(map(str, c['input']))}, max |diff| {c['max_abs_diff']:.2e} "
+        f"(PSNR {c['psnr_db']:.1f} dB)"
+        for c in checks
+    ] or ["- not recorded"]
+
+
+def eval_rows(report: dict[str, Any]) -> list[str]:
+    """One Markdown table row per set: backend PSNR / SSIM against bicubic in the same run."""
+    rows = []
+    for s in report["sets"]:
+        m = s["mean"]
+        rows.append(
+            f"| {s['name']} | x{report['scale']} | {report['protocol']} | **{m['psnr']:.2f} / {m['ssim']:.4f}** "
+            f"| {m['bicubic_psnr']:.2f} / {m['bicubic_ssim']:.4f} | {m['psnr'] - m['bicubic_psnr']:+.2f} dB |"
+        )
+    return rows
+
+
+def render(model_file: Path, onnx_file: Path, reports: list[dict[str, Any]], command: str, notes: str) -> str:
+    ckpt = torch.load(model_file, map_location="cpu", weights_only=True)
+    meta, cfg = ckpt.get("meta", {}), ckpt.get("config", {})
+    onnx_meta = read_metadata(onnx_file)
+    data = cfg.get("data", {})
+    train = cfg.get("train", {})
+    lines = [
+        f"# {onnx_meta.get('invsr.name', onnx_file.stem)}",
+        "",
+        f"`{onnx_file.name}`: backend `{onnx_meta.get('invsr.backend')}`, scale x{onnx_meta.get('invsr.scale')}, "
+        f"{onnx_file.stat().st_size / 1e6:.1f} MB, {onnx_meta.get('invsr.precision', 'fp32')}.",
+        "",
+        "## Architecture",
+        "",
+        f"- `{ckpt['arch']}` with {json.dumps(ckpt.get('arch_kwargs', {}), sort_keys=True)}",
+        f"- {meta.get('parameters', 0):,} parameters",
+        "",
+        "## Training",
+        "",
+        f"- Data: {', '.join(Path(f).name for f in data.get('folders', []))} (HR images; "
+        f"{data.get('val_count', 0)} held out for validation), {data.get('degradation', '?')} degradation, "
+        f"{data.get('patch_size')} px HR patches, batch {data.get('batch_size')}",
+        f"- Losses: {losses(cfg)}",
+        f"- Optimiser: {train.get('optimizer')} lr {train.get('lr')}, {train.get('scheduler')} schedule over "
+        f"{train.get('total_steps')} steps, EMA {train.get('ema_decay')} (the exported weights are the EMA)",
+        f"- Trained: **{meta.get('step')} steps**, {_hours(float(meta.get('wall_time_s', 0)))} of wall time on a "
+        f"2-core CPU; validation PSNR-Y on the held-out images: {meta.get('val_psnr', float('nan')):.2f} dB",
+        f"- Torch {meta.get('torch')}, saved {meta.get('saved')}",
+        "",
+        "Reproduce (from the repository root; `--resume auto` continues a stopped run exactly):",
+        "",
+        "```bash",
+        command,
+        f"invsr-export {model_file.name} -o {onnx_file.name} --name \"{onnx_meta.get('invsr.name', '')}\"",
+        "```",
+        "",
+        "## Export check",
+        "",
+        *check_lines(onnx_meta),
+        "",
+        "## Evaluation (`invsr-eval`, Y channel of BT.601, `scale` pixels shaved, MATLAB bicubic LR)",
+        "",
+        "| set | scale | protocol | this model PSNR / SSIM | bicubic (same run) | gain |",
+        "|---|---|---|---|---|---|",
+    ]
+    for report in reports:
+        lines += eval_rows(report)
+    lines += ["", "Protocols: " + "; ".join(sorted({f"`{r['protocol']}`: {r['protocol_description']}" for r in reports}))]
+    lines += ["", reports[0]["lpips"] if reports else "", ""]
+    if notes:
+        lines += ["## Notes", "", notes, ""]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m model_export.model_card", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", type=Path, help="the model file invsr-train wrote (model_<arch>_x<scale>.pt)")
+    p.add_argument("onnx", type=Path, help="the exported ONNX file")
+    p.add_argument("--eval", type=Path, action="append", default=[], help="an invsr-eval report.json")
+    p.add_argument("--command", required=True, help="the exact training command")
+    p.add_argument("--notes", default="", help="free text appended as a Notes section")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    args = p.parse_args(argv)
+    reports = [json.loads(path.read_text()) for path in args.eval]
+    args.output.write_text(render(args.model, args.onnx, reports, args.command, args.notes), encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
