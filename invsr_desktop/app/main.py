@@ -49,6 +49,21 @@ def quit_on_signals(app: QCoreApplication) -> QTimer:
     return timer
 
 
+def onnxruntime_present() -> bool:
+    """Say at start-up, in a dialog, which of the two ONNX Runtime extras to install when neither is there."""
+    from invsr_desktop.engine.sessions import import_onnxruntime
+
+    try:
+        import_onnxruntime()
+    except ImportError as exc:
+        from PySide6.QtWidgets import QMessageBox
+
+        print(f"invsr-desktop: {exc}", file=sys.stderr)
+        QMessageBox.critical(None, "ONNX Runtime is not installed", str(exc))
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, qt_args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.install_launcher or args.uninstall_launcher:
@@ -75,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.setDesktopFileName(DESKTOP_ID)  # lets the desktop match the window to the launcher and its icon
     if ICON_PATH.exists():
         app.setWindowIcon(QIcon(str(ICON_PATH)))
+    if not onnxruntime_present():
+        return 5
     window = MainWindow(AppSettings(args.settings))
     quit_on_signals(app)
     try:
