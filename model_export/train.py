@@ -184,9 +184,18 @@ def run(args: argparse.Namespace) -> int:
     model = model_cls(cfg, device, info)
     step = 0
     wall_base = 0.0
-    if state is not None:
+    if state is None:
+        _seed_rank(seed, info.rank)
+    else:
         model.load_state_dict(state["model"])
-        ckpt_io.set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if len(ranks) == info.world:
+            ckpt_io.set_rng_state(ranks[info.rank])
+        else:
+            say(f"warning: the checkpoint holds random states for {len(ranks)} process(es), not {info.world}: "
+                "the run continues, but not exactly as it would have")
+            ckpt_io.set_rng_state(ranks[0])
+            _seed_rank(seed + int(state["step"]), info.rank)
         step = int(state["step"])
         wall_base = float(state["wall_time_s"])
     total = cfg["train"]["total_steps"]
@@ -223,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
     def wall_now() -> float:
         return wall_base + (time.perf_counter() - t_session)
 
-    def save(step_: int) -> None:
+    def save(step_: int, rng_ranks: list) -> None:
         payload = {
             "format": ckpt_io.TRAIN_FORMAT,
             "family": args.model,
@@ -231,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
             "wall_time_s": wall_now(),
             "config": cfg,
             "model": model.state_dict(),
-            "rng": ckpt_io.get_rng_state(),
+            "rng": rng_ranks[0],
+            "rng_ranks": rng_ranks,  # one per DDP process
             "data": {"next_sample": step_ * d["batch_size"], "batch_size": d["batch_size"], "seed": seed},
             "log": {"best_val_psnr": best_val, "last_val_psnr": last_val},
         }
@@ -318,10 +328,12 @@ def run(args: argparse.Namespace) -> int:
                 if do_val:
                     logger.plot(f"{cfg['name']}: {cfg['network']['arch']} x{scale}")
                 excluded += time.perf_counter() - t0
-            if do_save and info.is_main:
-                t0 = time.perf_counter()
-                save(step)
-                excluded += time.perf_counter() - t0
+            if do_save:  # every rank gets here at the same step (stopping is agreed above)
+                rng_ranks = dist_utils.gather_objects(ckpt_io.get_rng_state(), info)
+                if info.is_main:
+                    t0 = time.perf_counter()
+                    save(step, rng_ranks)
+                    excluded += time.perf_counter() - t0
             if stopping:
                 reason = stop.reason
                 break
@@ -337,6 +349,16 @@ def run(args: argparse.Namespace) -> int:
         + f"; checkpoint {out_dir / 'latest.pt'}")
     dist_utils.shutdown(info)
     return 0
+
+
+def _seed_rank(seed: int, rank: int) -> None:
+    """Give each DDP process its own random stream after the (identical) model initialisation, for families that
+    draw noise in their step; rank 0 keeps the single-process stream. (The data does not use these generators.)"""
+    if rank > 0:
+        mixed = (seed * 1_000_003 + 7919 * rank) % 2**32
+        random.seed(mixed)
+        np.random.seed(mixed)
+        torch.manual_seed(mixed)
 
 
 def _validate(model, val_set, scale: int) -> float:

@@ -3,7 +3,8 @@
 Two files in the run folder:
 
 ``latest.pt`` (resume): ``{"format": "invsr-train/1", "family", "step", "wall_time_s", "config",
-"model": <family state: nets, optimizers, ema>, "rng": <python / numpy / torch states>,
+"model": <family state: nets, optimizers, ema>, "rng": <python / numpy / torch states of rank 0>,
+"rng_ranks": <the same for every DDP process, in rank order>,
 "data": {"next_sample": step * batch, "batch_size", "seed"}, "log": {...}}``.
 
 ``model_<arch>_x<scale>.pt`` (export, evaluation): ``{"format": "invsr-model/1", "family", "arch", "arch_kwargs",
