@@ -9,6 +9,7 @@ A ``positional`` runner is told each tile's origin, so what it samples can depen
 A ``whole_image`` runner (a diffusion sampler) gets the whole image and a :class:`Tiler` instead
 (:func:`run_whole_image`): it calls ``Tiler.map`` for each model pass, so every pass is tiled and blended by the
 engine (memory stays bounded per call) while the runner keeps the whole image consistent between passes.
+Both paths run the same loop, :func:`blend_tiles`.
 """
 
 from __future__ import annotations
@@ -124,62 +125,91 @@ def upscale_tiled(
     grid = Grid.for_runner(runner)
     height, width = pixels.shape[:2]
     padded = reflect_pad(pixels, grid.round_up(height), grid.round_up(width))
-    ph, pw = padded.shape[:2]
     size = grid.round_down(tile or auto_tile_size(bytes_per_pixel, budget_bytes))
     overlap = grid.round_up(DEFAULT_OVERLAP if overlap is None else overlap)
+    out, _ = blend_tiles(
+        lambda t, origin: _run_tile(runner, t, grid, origin), [padded], grid, size, overlap, progress, cancel
+    )
+    return out[: int(round(height * grid.scale)), : int(round(width * grid.scale))]
 
-    out = np.zeros((grid.up(ph), grid.up(pw), 3), dtype=np.float32)
+
+def blend_tiles(
+    fn: Callable[..., np.ndarray],
+    padded: list[np.ndarray],
+    grid: Grid,
+    size: int,
+    overlap: int,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> tuple[np.ndarray, int]:
+    """The one tiling loop: ``fn(*tiles, origin=(y, x))`` over overlapping tiles of the (equally sized, already
+    padded) ``padded`` arrays, each result (up(h), up(w), C) blended with sin^2 ramps into one float32 array.
+
+    Works row by row: an out-of-memory error halves the tile size and redoes the current row only (finished rows
+    stay). Returns the blended result and the tile size it ended with.
+    """
+    ph, pw = padded[0].shape[:2]
+    out: np.ndarray | None = None
     weight = np.zeros((grid.up(ph), grid.up(pw), 1), dtype=np.float32)
     y = 0
     while True:
         row_h = min(size, ph)
         y = min(y, ph - row_h)
         try:
-            _blend_row(padded, runner, grid, y, row_h, min(size, pw), overlap, out, weight, cancel)
+            row_out, row_weight = _blend_row(fn, padded, grid, y, row_h, min(size, pw), overlap, cancel)
         except Exception as exc:
             if not is_out_of_memory(exc) or size // 2 < max(MIN_TILE // 2, grid.align):
                 raise
             size = grid.round_down(size // 2)  # resume this row with smaller tiles; finished rows stay
             continue
+        if out is None:
+            out = np.zeros((grid.up(ph), grid.up(pw), row_out.shape[2]), dtype=np.float32)
+        oy = grid.up(y)
+        out[oy : oy + row_out.shape[0]] += row_out
+        weight[oy : oy + row_out.shape[0]] += row_weight
         if progress:
             progress(min(1.0, (y + row_h) / ph))
         if y + row_h >= ph:
             break
         y += max(grid.align, (row_h - overlap) // grid.align * grid.align)
-    result = out / np.maximum(weight, 1e-12)
-    return result[: int(round(height * grid.scale)), : int(round(width * grid.scale))]
+    assert out is not None
+    out /= np.maximum(weight, 1e-12)
+    return out, size
 
 
 def _blend_row(
-    padded: np.ndarray,
-    runner: Runner,
+    fn: Callable[..., np.ndarray],
+    padded: list[np.ndarray],
     grid: Grid,
     y: int,
     row_h: int,
     tile_w: int,
     overlap: int,
-    out: np.ndarray,
-    weight: np.ndarray,
     cancel: Cancel | None,
-) -> None:
-    """Run one row of tiles into a row buffer, then add it to ``out``/``weight`` (all or nothing, for OOM)."""
-    ph, pw = padded.shape[:2]
-    row_out = np.zeros((grid.up(row_h), grid.up(pw), 3), dtype=np.float32)
+) -> tuple[np.ndarray, np.ndarray]:
+    """One row of tiles into a row buffer (all or nothing, so an out-of-memory error loses only this row)."""
+    ph, pw = padded[0].shape[:2]
+    row_out: np.ndarray | None = None
     row_weight = np.zeros((grid.up(row_h), grid.up(pw), 1), dtype=np.float32)
     ramp = grid.up(overlap)
     wy = _ramp(grid.up(row_h), ramp, left=y > 0, right=y + row_h < ph)
     for x in _starts(pw, tile_w, overlap, grid.align):
         if cancel and cancel():
             raise CancelledError("cancelled")
-        result = _run_tile(runner, padded[y : y + row_h, x : x + tile_w], grid, (y, x))
+        tiles = [np.ascontiguousarray(a[y : y + row_h, x : x + tile_w]) for a in padded]
+        result = np.asarray(fn(*tiles, origin=(y, x)), dtype=np.float32)
+        expected = (grid.up(row_h), grid.up(tile_w))
+        if result.ndim != 3 or result.shape[:2] != expected:
+            raise BackendError(f"the backend returned a tile of shape {result.shape}; expected {expected} x C")
+        if row_out is None:
+            row_out = np.zeros((grid.up(row_h), grid.up(pw), result.shape[2]), dtype=np.float32)
         wx = _ramp(grid.up(tile_w), ramp, left=x > 0, right=x + tile_w < pw)
         w = (wy[:, None] * wx[None, :])[..., None]
         ox = grid.up(x)
         row_out[:, ox : ox + result.shape[1]] += result * w
         row_weight[:, ox : ox + result.shape[1]] += w
-    oy = grid.up(y)
-    out[oy : oy + row_out.shape[0]] += row_out
-    weight[oy : oy + row_out.shape[0]] += row_weight
+    assert row_out is not None
+    return row_out, row_weight
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -254,48 +284,21 @@ class Tiler:
         for a in arrays[1:]:
             if a.shape[:2] != (height, width):
                 raise ValueError(f"arrays differ in size: {a.shape[:2]} vs {(height, width)}")
-        ph, pw = -(-height // multiple) * multiple, -(-width // multiple) * multiple
+        grid = Grid(Fraction(1), max(1, multiple))
+        ph, pw = grid.round_up(height), grid.round_up(width)
         padded = [reflect_pad(a if a.ndim == 3 else a[..., None], ph, pw) for a in arrays]
-        overlap = max(int(self.overlap * density), int(min_overlap))
-        overlap = -(-overlap // multiple) * multiple
-        while True:
-            size = self.tile_side(density, multiple)
-            try:
-                out = self._map_once(fn, padded, size, overlap, multiple, span)
-                break
-            except Exception as exc:
-                if not is_out_of_memory(exc) or size // 2 < max(MIN_TILE // 2, multiple):
-                    raise
-                self._shrink *= 2  # this call again with smaller tiles, and the next ones too
-        return out[:height, :width]
+        overlap = grid.round_up(max(int(self.overlap * density), int(min_overlap)))
+        size = self.tile_side(density, multiple)
 
-    def _map_once(self, fn, padded, size, overlap, multiple, span) -> np.ndarray:
-        ph, pw = padded[0].shape[:2]
-        th, tw = min(size, ph), min(size, pw)
-        ys, xs = _starts(ph, th, overlap, multiple), _starts(pw, tw, overlap, multiple)
-        out: np.ndarray | None = None
-        weight = np.zeros((ph, pw, 1), dtype=np.float32)
-        done, total = 0, len(ys) * len(xs)
-        for y in ys:
-            wy = _ramp(th, overlap, left=y > 0, right=y + th < ph)
-            for x in xs:
-                self.check_cancel()
-                tiles = [np.ascontiguousarray(a[y : y + th, x : x + tw]) for a in padded]
-                result = np.asarray(fn(*tiles, origin=(y, x)), dtype=np.float32)
-                if result.ndim != 3 or result.shape[:2] != (th, tw):
-                    raise BackendError(f"the backend returned a tile of shape {result.shape}; expected ({th}, {tw}, C)")
-                if out is None:
-                    out = np.zeros((ph, pw, result.shape[2]), dtype=np.float32)
-                wx = _ramp(tw, overlap, left=x > 0, right=x + tw < pw)
-                w = (wy[:, None] * wx[None, :])[..., None]
-                out[y : y + th, x : x + tw] += result * w
-                weight[y : y + th, x : x + tw] += w
-                self.calls += 1
-                done += 1
-                self.report(span[0] + (span[1] - span[0]) * done / total)
-        assert out is not None
-        out /= np.maximum(weight, 1e-12)
-        return out
+        def counted(*tiles: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+            self.calls += 1
+            return fn(*tiles, origin=origin)
+
+        report = lambda fraction: self.report(span[0] + (span[1] - span[0]) * fraction)  # noqa: E731
+        out, final = blend_tiles(counted, padded, grid, size, overlap, report, self.cancel)
+        while self.tile_side(density, multiple) > final:  # keep the halved size for the next passes
+            self._shrink *= 2
+        return out[:height, :width]
 
 
 def run_whole_image(
