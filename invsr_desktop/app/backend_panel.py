@@ -178,6 +178,8 @@ class BackendPanel(QWidget):
     def _fill_backends(self) -> None:
         self.backend_combo.blockSignals(True)
         for spec in self.registry.backends():
+            if spec.direction != "up":  # a shrinking backend (INN shrink) is not an upscaler: the CLI's --shrink
+                continue
             self.backend_combo.addItem(f"{spec.name}  ({spec.kind})", spec.id)
         self.backend_combo.blockSignals(False)
 
