@@ -23,6 +23,7 @@ _ARCH_MODULES: dict[str, str] = {
     "rrdbnet": "model_export.archs.rrdbnet",
     "irn": "model_export.archs.irn",
     "diffusion_unet": "model_export.archs.diffusion_unet",
+    "unet_discriminator_sn": "model_export.archs.unet_discriminator",
 }
 
 
