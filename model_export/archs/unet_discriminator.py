@@ -54,7 +54,8 @@ class UNetDiscriminatorSN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         if h % self.input_multiple or w % self.input_multiple:
-            raise ValueError(f"the discriminator needs height and width divisible by {self.input_multiple}, got {h}x{w}")
+            raise ValueError(f"the discriminator needs height and width divisible by {self.input_multiple}, "
+                             f"got {h}x{w}")
         act = lambda t: F.leaky_relu(t, negative_slope=0.2)  # noqa: E731
         x0 = act(self.conv0(x))
         x1 = act(self.conv1(x0))

@@ -18,6 +18,7 @@ MODELS: dict[str, type[BaseModel]] = {}
 
 _MODEL_MODULES: dict[str, str] = {
     "esrgan": "model_export.training.models.esrgan",
+    "esrgan_gan": "model_export.training.models.esrgan_gan",
     "inn": "model_export.training.models.inn",
     "diffusion": "model_export.training.models.diffusion",
 }

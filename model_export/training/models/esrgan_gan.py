@@ -1,0 +1,231 @@
+"""``esrgan_gan``: the perceptual (adversarial) second stage of ESRGAN, fine-tuned from the PSNR-stage model.
+
+    invsr-train esrgan_gan --config model_export/configs/esrgan_gan_x4.toml --out runs/esrgan_gan_x4 --resume auto
+
+Generator: the ``esrgan`` family's (:class:`~model_export.training.models.esrgan.ESRGANModel`: network, EMA,
+optimizer, schedule, ``[loss.*]`` terms), started from a model file of the first stage: ``gan.init_from`` names an
+``invsr-model/1`` file (``model_rrdbnet_x4.pt`` of ``invsr-train esrgan``), or any checkpoint ``invsr-export``
+reads (BasicSR / Real-ESRGAN / original ESRGAN RRDBNet). The architecture and its options come from that file, so
+they match; the config's ``[network]`` table may name only ``arch`` (or repeat the file's options: a disagreement
+is an error). The generator and its EMA start from the file's weights (``params_ema`` for our files). With
+``init_from = ""`` the generator is built from ``[network]`` with fresh weights (not what ESRGAN does).
+
+Discriminator: ``[network_d]`` (default Real-ESRGAN's U-Net with spectral normalisation,
+:mod:`model_export.archs.unet_discriminator`), its own Adam optimizer with learning rate ``gan.d_lr`` on the same
+schedule shape as the generator's (``[train]``: scheduler, warm-up, betas, gradient clipping).
+
+Losses: the ``[loss.*]`` terms of the generator. Pixel / detail terms take ``(sr, hr)``; the adversarial term
+(type ``ragan``, :mod:`model_export.training.gan_losses`) takes the discriminator's logits of ``hr`` and ``sr``.
+One step (ESRGAN's order): the generator's output ``sr``; the generator step with the discriminator frozen; then
+the discriminator step on ``hr`` and the detached ``sr`` (real and fake in one batch: one forward, one power
+iteration of the spectral norms). For the first ``gan.d_init_steps`` steps only the discriminator learns (the
+generator is already good; this keeps a random discriminator's gradients away from it, BasicSR's
+``net_d_init_iters``).
+
+Data: ``data.degradation`` makes the LR (``real_photo`` for this stage); ``gan.bicubic_fraction`` of the samples,
+chosen by sample index (so a resumed run is exact), get the MATLAB-bicubic LR of their HR instead, so the model
+also stays good on clean downscaled images (the benchmarks' LR).
+
+Checkpoint (``latest.pt`` ``model``): ``net_g``, ``ema_g``, ``opt_g``, ``net_d`` (with the spectral norms' ``u`` /
+``v``), ``opt_d``, the schedules and where the generator came from (``init``). The model file is the generator's
+EMA in the first stage's format (``arch`` ``rrdbnet``, ``params_ema``), so ``invsr-export`` reads it unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+
+from model_export.archs import build_arch
+from model_export.training import gan_losses
+from model_export.training.config import ConfigError
+from model_export.training.distributed import DistInfo
+from model_export.training.models import register_model
+from model_export.training.models.esrgan import ESRGANModel
+from model_export.training.optim import LRSchedule, build_optimizer
+
+_SEED_MIX = 11
+
+
+def load_init(path: str, cfg: dict) -> tuple[dict, dict[str, torch.Tensor], dict[str, Any]]:
+    """``(network table, state dict, provenance)`` of the generator file ``path`` (``gan.init_from``), checked
+    against the config's ``scale`` and ``[network]`` table. Loaded with ``weights_only=True``."""
+    from model_export.checkpoints import CheckpointError, load_checkpoint
+
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise ConfigError(f"config key 'gan.init_from': {exc}") from None
+    net_cfg = {"arch": ckpt.arch, **ckpt.options}
+    if int(ckpt.scale) != int(cfg["scale"]):
+        raise ConfigError(f"config key 'gan.init_from': {path} is a x{ckpt.scale} model, "
+                          f"but 'scale' is {cfg['scale']}")
+    for key, value in cfg["network"].items():
+        if key in net_cfg and net_cfg[key] != value:
+            raise ConfigError(f"config key 'network.{key}' is {value!r} but the generator in {path} has "
+                              f"{net_cfg[key]!r} (leave [network] to the file: it needs only 'arch')")
+        if key not in net_cfg and key != "scale":
+            net_cfg[key] = value  # an option the file does not say (e.g. residual of a third-party checkpoint)
+    info = {"path": str(path), "sha256": ckpt.sha256, "source": ckpt.source, "arch": ckpt.arch,
+            "options": copy.deepcopy(ckpt.options), "step": ckpt.training.get("step"),
+            "val_psnr": ckpt.training.get("val_psnr")}
+    return net_cfg, ckpt.state_dict, info
+
+
+def bicubic_mix(batch: dict[str, Any], fraction: float, seed: int, scale: int, round_lr: bool) -> torch.Tensor:
+    """The batch's LR with ``fraction`` of the samples (picked by sample index) replaced by the MATLAB-bicubic LR
+    of their HR."""
+    lr = batch["lr"]
+    indices = batch.get("index")
+    if fraction <= 0 or indices is None:
+        return lr
+    from model_export.data.dataset import make_lr
+
+    lr = lr.clone()
+    for j, index in enumerate(torch.as_tensor(indices).tolist()):
+        if np.random.default_rng([seed, _SEED_MIX, int(index)]).random() < fraction:
+            hr = batch["hr"][j].permute(1, 2, 0).double().numpy()
+            lr[j] = torch.from_numpy(make_lr(hr, scale, round_lr).transpose(2, 0, 1).copy())
+    return lr
+
+
+@register_model("esrgan_gan")
+class ESRGANGANModel(ESRGANModel):
+    config_defaults = {
+        "gan": {
+            "init_from": "",  # generator file of the PSNR stage (invsr-model/1); "" = fresh [network] weights
+            "d_lr": 1e-4,  # discriminator learning rate (same schedule shape as train.lr)
+            "d_init_steps": 0,  # first steps train only the discriminator
+            "bicubic_fraction": 0.0,  # samples whose LR is the MATLAB-bicubic LR of their HR instead
+        },
+        "network_d": {"arch": "unet_discriminator_sn", "num_feat": 64, "skip_connection": True},
+    }
+
+    def __init__(self, cfg: dict, device: torch.device, dist: DistInfo):
+        g = cfg["gan"]
+        init_state = None
+        self.init_info: dict[str, Any] = {}
+        if g["init_from"]:
+            net_cfg, init_state, self.init_info = load_init(g["init_from"], cfg)
+            cfg = {**cfg, "network": net_cfg}  # a copy: the run's config keeps the table as written
+        super().__init__(cfg, device, dist)
+        if init_state is not None:
+            try:
+                self.net_g.load_state_dict(init_state, strict=True)
+            except RuntimeError as exc:
+                why = str(exc).splitlines()[0]
+                raise ConfigError(f"config key 'gan.init_from': the weights do not fit: {why}") from None
+            self.ema.module.load_state_dict(self.net_g.state_dict())
+        for key in ("bicubic_fraction",):
+            if not 0.0 <= g[key] <= 1.0:
+                raise ConfigError(f"config key 'gan.{key}' must be in [0, 1]")
+        if g["d_init_steps"] < 0:
+            raise ConfigError("config key 'gan.d_init_steps' must be >= 0")
+
+        # the adversarial term(s) apart from the (sr, hr) terms
+        self.adversarial = {n: mw for n, mw in self.losses.items() if getattr(mw[0], "adversarial", False)}
+        self.pixel_losses = {n: mw for n, mw in self.losses.items() if n not in self.adversarial}
+
+        d_cfg = dict(cfg["network_d"])
+        d_arch = d_cfg.pop("arch")
+        try:
+            self.net_d = build_arch(d_arch, **d_cfg).to(device)
+        except TypeError as exc:
+            raise ConfigError(f"config table 'network_d': {exc}") from exc
+        except KeyError as exc:
+            raise ConfigError(f"config key 'network_d.arch': {exc.args[0]}") from exc
+        self.net_d_train = DistributedDataParallel(self.net_d) if dist.enabled else self.net_d
+        t = cfg["train"]
+        t_d = {**t, "lr": g["d_lr"]}
+        self.opt_d = build_optimizer(self.net_d.parameters(), t_d)
+        self.schedule_d = LRSchedule(t_d)
+        self.d_init_steps = int(g["d_init_steps"])
+        self.mix_fraction = float(g["bicubic_fraction"]) if cfg["data"]["degradation"] != "bicubic" else 0.0
+        self.seed = int(cfg["seed"])
+
+    # -- losses ---------------------------------------------------------------------------------------------------
+    def discriminate(self, hr: torch.Tensor, sr: torch.Tensor,
+                     net: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of ``hr`` and ``sr`` from one forward of the discriminator on both."""
+        logits = (net or self.net_d)(torch.cat([hr, sr], 0))
+        return logits[: hr.shape[0]], logits[hr.shape[0]:]
+
+    def compute_losses(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weighted generator terms; the adversarial ones through the discriminator, frozen (its weights get no
+        gradient from the generator's loss)."""
+        terms = {name: weight * module(sr, hr) for name, (module, weight) in self.pixel_losses.items()}
+        if self.adversarial:
+            flags = [p.requires_grad for p in self.net_d.parameters()]
+            for p in self.net_d.parameters():
+                p.requires_grad_(False)
+            try:
+                real, fake = self.discriminate(hr, sr)
+            finally:
+                for p, f in zip(self.net_d.parameters(), flags, strict=True):
+                    p.requires_grad_(f)
+            for name, (module, weight) in self.adversarial.items():
+                terms[name] = weight * module.generator(real, fake)
+        return terms
+
+    # -- one step -------------------------------------------------------------------------------------------------
+    def optimize(self, batch: dict[str, Any], step: int) -> dict[str, float]:
+        lr_now = self.schedule.apply(self.opt_g, step)
+        self.schedule_d.apply(self.opt_d, step)
+        lr = bicubic_mix(batch, self.mix_fraction, self.seed, self.cfg["scale"], self.cfg["data"]["round_lr"])
+        lr = lr.to(self.device, non_blocking=True)
+        hr = batch["hr"].to(self.device, non_blocking=True)
+        self.net_g.train()
+        self.net_d.train()
+
+        if step >= self.d_init_steps:  # generator
+            sr = self.net_g_train(lr)
+            terms = self.compute_losses(sr, hr)
+            total = sum(terms.values())
+            self.opt_g.zero_grad(set_to_none=True)
+            total.backward()
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
+            self.opt_g.step()
+            self.ema.update(self.net_g)
+        else:  # the discriminator's warm-up: the generator only makes the fakes
+            with torch.no_grad():
+                sr = self.net_g(lr)
+                terms = {n: w * m(sr, hr) for n, (m, w) in self.pixel_losses.items()}
+                total = sum(terms.values())
+
+        # discriminator
+        real, fake = self.discriminate(hr, sr.detach(), self.net_d_train)
+        l_d = gan_losses.ragan_discriminator_loss(real, fake)
+        self.opt_d.zero_grad(set_to_none=True)
+        l_d.backward()
+        if self.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.net_d.parameters(), self.grad_clip)
+        self.opt_d.step()
+
+        out = {"loss": float(total.detach()), "lr": lr_now}
+        out.update({f"l_{k}": float(v.detach()) for k, v in terms.items()})
+        out.update({"l_d": float(l_d.detach()), "d_real": float(real.detach().mean()),
+                    "d_fake": float(fake.detach().mean())})
+        return out
+
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update({
+            "net_d": self.net_d.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "schedule_d": self.schedule_d.state_dict(),
+            "init": copy.deepcopy(self.init_info),
+        })
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.net_d.load_state_dict(state["net_d"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.init_info = dict(state.get("init") or self.init_info)

@@ -1,0 +1,353 @@
+"""ESRGAN's perceptual stage: the U-Net discriminator, the RaGAN and detail losses, the esrgan_gan family (a tiny
+fine-tune from a tiny PSNR model file, exact resume, export to the app), and the colour-shift check."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.nn.utils import parametrize
+from torch.nn.utils.parametrizations import _SpectralNorm
+
+from model_export.archs import build_arch, count_parameters
+from model_export.train import main as train_main
+from model_export.training import checkpoint as ckpt_io
+from model_export.training.config import ConfigError, load_config
+from model_export.training.gan_losses import (
+    FrequencyLoss,
+    GradientLoss,
+    RaGANLoss,
+    ragan_discriminator_loss,
+    ragan_generator_loss,
+)
+from model_export.training.models import get_model_class
+
+TINY_G = {"num_feat": 8, "num_block": 1, "num_grow_ch": 4, "residual": "nearest", "upsampler": "pixelshuffle"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---- discriminator ----------------------------------------------------------------------------------------------
+
+
+def test_discriminator_per_pixel_map_and_spectral_norm():
+    torch.manual_seed(0)
+    net = build_arch("unet_discriminator_sn", num_feat=4)
+    x = torch.rand(2, 3, 16, 24)
+    assert net(x).shape == (2, 1, 16, 24)  # one logit per pixel
+    normed = [f"conv{i}" for i in range(1, 9)]
+    for name in normed:
+        conv = getattr(net, name)
+        assert parametrize.is_parametrized(conv, "weight"), name
+        assert any(isinstance(p, _SpectralNorm) for p in conv.parametrizations.weight), name
+    assert not parametrize.is_parametrized(net.conv0) and not parametrize.is_parametrized(net.conv9)
+    # the power iteration's vectors are saved (exact resume) and the normalised weight has spectral norm ~1
+    assert "conv1.parametrizations.weight.0._u" in net.state_dict()
+    for _ in range(30):
+        net(x)
+    for name in normed:
+        w = getattr(net, name).weight.detach()
+        assert torch.linalg.matrix_norm(w.reshape(w.shape[0], -1), ord=2) == pytest.approx(1.0, abs=0.02), name
+    with pytest.raises(ValueError, match="divisible by 8"):
+        net(torch.rand(1, 3, 12, 16))
+    assert count_parameters(build_arch("unet_discriminator_sn", num_feat=16)) == 274_001
+
+
+# ---- losses -----------------------------------------------------------------------------------------------------
+
+
+def test_ragan_hand_made_case():
+    # a discriminator that cannot tell: every relativistic logit is 0, every term is log 2
+    same = torch.zeros(4, 1, 2, 2)
+    assert float(ragan_discriminator_loss(same, same)) == pytest.approx(math.log(2))
+    assert float(ragan_generator_loss(same, same)) == pytest.approx(math.log(2))
+    # C(real) = [2, 0], C(fake) = [0, -2]: real - mean fake = [3, 1], fake - mean real = [-1, -3]
+    real, fake = torch.tensor([2.0, 0.0]), torch.tensor([0.0, -2.0])
+    sp = lambda v: math.log1p(math.exp(v))  # noqa: E731  -log(sigmoid(-v)) = -log(1 - sigmoid(v))
+    d = 0.5 * ((sp(-3) + sp(-1)) / 2 + (sp(-1) + sp(-3)) / 2)  # -log D_Ra(real, fake), -log(1 - D_Ra(fake, real))
+    g = 0.5 * ((sp(3) + sp(1)) / 2 + (sp(1) + sp(3)) / 2)  # -log(1 - D_Ra(real, fake)), -log D_Ra(fake, real)
+    assert float(ragan_discriminator_loss(real, fake)) == pytest.approx(d) == pytest.approx(0.1809245, abs=1e-6)
+    assert float(ragan_generator_loss(real, fake)) == pytest.approx(g) == pytest.approx(2.1809245, abs=1e-6)
+    loss = RaGANLoss()
+    assert float(loss.generator(real, fake)) == pytest.approx(g)
+    assert float(loss.discriminator(real, fake)) == pytest.approx(d)
+    # the generator's gradient raises its fakes' logits and lowers the reals'
+    r, f = real.clone().requires_grad_(), fake.clone().requires_grad_()
+    ragan_generator_loss(r, f).backward()
+    assert (f.grad < 0).all() and (r.grad > 0).all()
+    with pytest.raises(TypeError, match="esrgan_gan"):
+        loss(real, fake)
+
+
+def _texture(h: int = 32, w: int = 32, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return F.interpolate(torch.rand(2, 3, h // 4, w // 4, generator=g), size=(h, w), mode="bicubic",
+                         align_corners=False).clamp(0, 1)
+
+
+@pytest.mark.parametrize("loss", [FrequencyLoss(), FrequencyLoss(windows=[8]), GradientLoss()],
+                         ids=["frequency", "frequency-8", "gradient"])
+def test_detail_losses_zero_for_identical_positive_otherwise(loss):
+    hr = _texture()
+    assert float(loss(hr, hr.clone())) == 0.0
+    blurred = F.avg_pool2d(F.pad(hr, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    assert float(loss(blurred, hr)) > 1e-4
+    assert float(loss(hr + 0.01, hr)) > 0  # a colour offset too (the DC term)
+    sr = blurred.clone().requires_grad_()
+    loss(sr, hr).backward()
+    assert torch.isfinite(sr.grad).all() and sr.grad.abs().sum() > 0
+
+
+def test_frequency_loss_tolerates_shifts_that_pixel_losses_punish():
+    hr = _texture(48, 48, seed=3)
+    shifted = torch.roll(hr, 1, dims=3)
+    blurred = F.avg_pool2d(F.pad(hr, (2, 2, 2, 2), mode="replicate"), 5, stride=1)
+    l1 = lambda a, b: float((a - b).abs().mean())  # noqa: E731
+    freq = FrequencyLoss()
+    assert l1(shifted, hr) > 0.5 * l1(blurred, hr)  # L1: a sharp image one pixel off is about as bad as a blur
+    assert float(freq(shifted, hr)) < 0.5 * float(freq(blurred, hr))
+    assert float(FrequencyLoss(windows=[64])(hr[..., :16, :16], hr[..., :16, :16] * 0.9)) > 0  # window > image
+
+
+# ---- the family -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gan_imgs")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        base = (rng.random((12, 14, 3)) * 255).astype(np.uint8)
+        Image.fromarray(base).resize((48, 40 + i), Image.BICUBIC).save(root / f"im{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def psnr_model(tmp_path_factory) -> Path:
+    """A tiny first-stage model file, as invsr-train esrgan writes it."""
+    torch.manual_seed(1)
+    net = build_arch("rrdbnet", scale=4, **TINY_G)
+    path = tmp_path_factory.mktemp("psnr") / "model_rrdbnet_x4.pt"
+    torch.save({"format": "invsr-model/1", "family": "esrgan", "arch": "rrdbnet",
+                "arch_kwargs": {**TINY_G, "scale": 4}, "scale": 4, "params_ema": net.state_dict(),
+                "config": {"name": "tiny_psnr"}, "meta": {"step": 123, "val_psnr": 25.0, "degradation": "bicubic"}},
+               path)
+    return path
+
+
+def _config(tmp_path: Path, images: Path, psnr_model: Path) -> Path:
+    cfg = tmp_path / "gan_tiny.toml"
+    cfg.write_text(f"""
+name = "gan_tiny"
+model = "esrgan_gan"
+scale = 4
+[network]
+arch = "rrdbnet"
+[network_d]
+num_feat = 4
+[gan]
+init_from = {json.dumps(str(psnr_model))}
+d_init_steps = 1
+bicubic_fraction = 0.5
+[data]
+folders = [{json.dumps(str(images))}]
+patch_size = 16
+batch_size = 4
+degradation = "real_photo"
+num_workers = 0
+val_count = 2
+[train]
+total_steps = 6
+lr = 1e-3
+scheduler = "cosine"
+warmup_steps = 2
+ema_decay = 0.9
+threads = 1
+[loss.pixel]
+type = "l1"
+weight = 1.0
+[loss.frequency]
+type = "frequency"
+weight = 1.0
+windows = [8]
+[loss.gan]
+type = "ragan"
+weight = 0.1
+[log]
+log_every = 1
+val_every = 3
+save_every = 3
+progress = false
+""")
+    return cfg
+
+
+def test_gan_fine_tune_resumes_exactly_and_exports(tmp_path, images, psnr_model, capsys, monkeypatch):
+    cfg = _config(tmp_path, images, psnr_model)
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    assert train_main(["esrgan_gan", "--config", str(cfg), "--out", str(full)]) == 0
+    assert train_main(["esrgan_gan", "--config", str(cfg), "--out", str(parts), "--stop-at", "3"]) == 0
+    assert ckpt_io.load(parts / "latest.pt")["step"] == 3
+    assert train_main(["esrgan_gan", "--config", str(cfg), "--out", str(parts), "--resume", "auto"]) == 0
+    capsys.readouterr()
+
+    a, b = ckpt_io.load(full / "latest.pt"), ckpt_io.load(parts / "latest.pt")
+    assert a["step"] == b["step"] == 6
+    ma, mb = a["model"], b["model"]
+    for key in ("net_g", "net_d"):
+        assert ma[key].keys() == mb[key].keys()
+        for k in ma[key]:
+            assert torch.equal(ma[key][k], mb[key][k]), (key, k)
+    assert any(k.endswith("._u") for k in ma["net_d"])  # the spectral norms' power-iteration state
+    for k in ma["ema_g"]["params"]:
+        assert torch.equal(ma["ema_g"]["params"][k], mb["ema_g"]["params"][k]), k
+    for key in ("opt_g", "opt_d"):
+        sa, sb = ma[key]["state"], mb[key]["state"]
+        assert sa.keys() == sb.keys() and sa
+        assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    assert ma["init"]["step"] == 123 and ma["init"]["sha256"]
+    rows_a = [json.loads(x) for x in (full / "log.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(x) for x in (parts / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
+    assert [r["l_d"] for r in rows_a] == [r["l_d"] for r in rows_b]
+    assert "l_gan" not in rows_a[0] and all("l_gan" in r for r in rows_a[1:])  # step 1: the discriminator alone
+
+    # the generator started from the PSNR file and moved; the model file is the first stage's format
+    init = torch.load(psnr_model, weights_only=True)["params_ema"]
+    model = ckpt_io.load(full / "model_rrdbnet_x4.pt")
+    assert model["format"] == "invsr-model/1" and model["arch"] == "rrdbnet" and model["scale"] == 4
+    assert model["arch_kwargs"] == {**TINY_G, "scale": 4}
+    assert model["meta"]["degradation"] == "real_photo"
+    assert model["params_ema"].keys() == init.keys()
+    assert any(not torch.equal(model["params_ema"][k], init[k]) for k in init)
+
+    # invsr-export reads it like the PSNR model's, and the app's esrgan plugin serves it
+    from model_export import export
+    from plugins import model_folder
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(models))
+    monkeypatch.setenv("INVSR_PLUGINS", "esrgan")
+    monkeypatch.setattr(model_folder, "bundled_models_dir", lambda: tmp_path / "no-bundled-models")
+    onnx_file = tmp_path / "esrgan-photo-x4.onnx"
+    code = export.main([str(full / "model_rrdbnet_x4.pt"), "-o", str(onnx_file), "--name", "ESRGAN (photo)",
+                        "--threads", "1", "--install"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "OK" in out.out
+    from invsr_desktop.engine.pipeline import Engine, EngineOptions
+    from invsr_desktop.engine.registry import Registry
+
+    registry = Registry()
+    registry.load_entry_points()
+    spec = registry.get("esrgan-photo-x4")
+    assert spec.name == "ESRGAN (photo)" and spec.kind == "gan" and spec.scales == (4,)
+    assert "real_photo" in spec.info["invsr.trained_on"]
+    image = np.random.default_rng(0).random((9, 11, 3)).astype(np.float32)
+    result = Engine(registry=registry, options=EngineOptions(threads=1)).upscale_array(image, spec.id, 4)
+    assert result.shape == (36, 44, 3)
+
+
+def test_config_errors_name_the_key(tmp_path, images, psnr_model):
+    cls = get_model_class("esrgan_gan")
+    cfg_file = _config(tmp_path, images, psnr_model)
+
+    def build(*sets):
+        cfg = load_config(str(cfg_file), list(sets), cls.config_defaults)
+        cls(cfg, torch.device("cpu"), __import__("model_export.training.distributed", fromlist=["DistInfo"]).DistInfo())
+
+    with pytest.raises(ConfigError, match="'network.num_feat'"):
+        build("network.num_feat=16")
+    with pytest.raises(ConfigError, match="x4 model, but 'scale' is 2"):
+        build("scale=2", "data.patch_size=16")
+    with pytest.raises(ConfigError, match="gan.init_from"):
+        build(f"gan.init_from={json.dumps(str(tmp_path / 'missing.pt'))}")
+    with pytest.raises(ConfigError, match="network_d"):
+        build("network_d.num_feat=0.5")
+    with pytest.raises(ConfigError, match="'gan.bogus'"):
+        build("gan.bogus=1")
+    build("network.num_feat=8")  # repeating the file's value is fine
+
+
+def test_packaged_gan_config():
+    cls = get_model_class("esrgan_gan")
+    cfg = load_config("esrgan_gan_x4", [], cls.config_defaults)
+    assert cfg["model"] == "esrgan_gan" and cfg["data"]["degradation"] == "real_photo"
+    assert cfg["gan"]["init_from"].endswith("model_rrdbnet_x4.pt")
+    assert {cfg["loss"][k]["type"] for k in cfg["loss"]} == {"l1", "frequency", "ragan"}
+    assert cfg["data"]["patch_size"] % 8 == 0
+    from model_export.data import Degrader
+
+    Degrader("real_photo", 4, True, cfg["data"]["real_photo"])  # the table's keys exist
+
+
+def test_bicubic_mix_is_by_sample_index():
+    from model_export.data.dataset import make_lr
+    from model_export.training.models.esrgan_gan import bicubic_mix
+
+    hr = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64).float()
+    batch = {"lr": torch.zeros(8, 3, 4, 4), "hr": hr, "index": torch.arange(8)}
+    out = bicubic_mix(batch, 0.5, 0, 4, True)
+    mixed = [j for j in range(8) if out[j].abs().sum() > 0]
+    assert 0 < len(mixed) < 8
+    j = mixed[0]
+    expected = make_lr(hr[j].permute(1, 2, 0).double().numpy(), 4).transpose(2, 0, 1)
+    assert torch.allclose(out[j], torch.from_numpy(expected.copy()))
+    shuffled = {"lr": batch["lr"][[3, 1]], "hr": hr[[3, 1]], "index": torch.tensor([3, 1])}
+    again = bicubic_mix(shuffled, 0.5, 0, 4, True)
+    assert torch.equal(again[0], out[3]) and torch.equal(again[1], out[1])
+    assert bicubic_mix(batch, 0.0, 0, 4, True) is batch["lr"]
+
+
+# ---- colour shift -----------------------------------------------------------------------------------------------
+
+
+def test_colour_check(tmp_path, capsys):
+    from model_export import colour_check
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray((rng.random((24, 28, 3)) * 200 + 20).astype(np.uint8)).save(folder / f"c{i}.png")
+    Image.fromarray((rng.random((24, 28)) * 255).astype(np.uint8)).save(folder / "grey.png")
+
+    def nearest(x):
+        return np.repeat(np.repeat(x, 4, 0), 4, 1)
+
+    report = colour_check.colour_check(nearest, folder, 4)
+    assert report["ok"] and len(report["images"]) == 3 and abs(report["worst"]["shift"]) < 0.002
+    tinted = colour_check.colour_check(lambda x: nearest(x) * np.array([1.0, 1.0, 1.03], np.float32), folder, 4)
+    assert not tinted["ok"] and tinted["worst"]["channel"] == "B"
+    assert tinted["worst"]["shift"] == pytest.approx(0.03, abs=0.004)
+
+    # the command line on a model file (a tiny RRDBNet with the nearest residual and zero body output: nearest x4)
+    net = build_arch("rrdbnet", scale=4, **TINY_G)
+    with torch.no_grad():
+        net.conv_last.weight.zero_()
+        net.conv_last.bias.zero_()
+    model = tmp_path / "model.pt"
+    torch.save({"format": "invsr-model/1", "arch": "rrdbnet", "arch_kwargs": {**TINY_G, "scale": 4}, "scale": 4,
+                "params_ema": net.state_dict()}, model)
+    assert colour_check.main(["--model", str(model), "--images", str(folder), "--json", str(tmp_path / "c.json")]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert json.loads((tmp_path / "c.json").read_text())["ok"] is True
+    with torch.no_grad():
+        net.conv_last.bias[32:].fill_(0.03)  # pixel shuffle: channels 32..47 make the blue output
+    torch.save({"format": "invsr-model/1", "arch": "rrdbnet", "arch_kwargs": {**TINY_G, "scale": 4}, "scale": 4,
+                "params_ema": net.state_dict()}, model)
+    assert colour_check.main(["--model", str(model), "--images", str(folder)]) == 1
+    assert "SHIFTED" in capsys.readouterr().out
+    assert colour_check.main(["--model", str(tmp_path / "none.pt"), "--images", str(folder)]) == 2
