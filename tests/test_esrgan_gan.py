@@ -260,6 +260,41 @@ def test_gan_fine_tune_resumes_exactly_and_exports(tmp_path, images, psnr_model,
     assert result.shape == (36, 44, 3)
 
 
+def test_one_discriminator_forward_gives_the_two_pass_gradients(tmp_path, images, psnr_model):
+    """The step's single forward of the discriminator gives each network the gradients of ESRGAN's two passes
+    (generator step with the discriminator frozen, then the discriminator on the detached output)."""
+    from model_export.training.distributed import DistInfo
+
+    cls = get_model_class("esrgan_gan")
+    cfg = load_config(str(_config(tmp_path, images, psnr_model)), ["gan.d_init_steps=0", "gan.bicubic_fraction=0"],
+                      cls.config_defaults)
+    torch.manual_seed(0)
+    model = cls(cfg, torch.device("cpu"), DistInfo())
+    hr = torch.rand(2, 3, 16, 16)
+    batch = {"lr": F.avg_pool2d(hr, 4), "hr": hr, "index": torch.arange(2)}
+    d_state = {k: v.clone() for k, v in model.net_d.state_dict().items()}
+    model.opt_g.step = model.opt_d.step = lambda: None  # keep the gradients, change nothing
+    model.optimize(batch, 5)
+    grads_g = [p.grad.clone() for p in model.net_g.parameters()]
+    grads_d = [p.grad.clone() for p in model.net_d.parameters()]
+
+    # the reference: two passes, each from the same spectral-norm state
+    model.net_d.load_state_dict(d_state)
+    for p in list(model.net_g.parameters()) + list(model.net_d.parameters()):
+        p.grad = None
+    sr = model.net_g(batch["lr"])
+    sum(model.compute_losses(sr, hr).values()).backward()
+    assert all(p.grad is None for p in model.net_d.parameters())
+    model.net_d.load_state_dict(d_state)
+    real, fake = model.discriminate(hr, sr.detach())
+    ragan_discriminator_loss(real, fake).backward()
+    for got, p in zip(grads_g, model.net_g.parameters(), strict=True):
+        torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-7)
+    for got, p in zip(grads_d, model.net_d.parameters(), strict=True):
+        torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-7)
+    assert all(g.abs().sum() > 0 for g in grads_d)
+
+
 def test_config_errors_name_the_key(tmp_path, images, psnr_model):
     cls = get_model_class("esrgan_gan")
     cfg_file = _config(tmp_path, images, psnr_model)

@@ -16,11 +16,15 @@ schedule shape as the generator's (``[train]``: scheduler, warm-up, betas, gradi
 
 Losses: the ``[loss.*]`` terms of the generator. Pixel / detail terms take ``(sr, hr)``; the adversarial term
 (type ``ragan``, :mod:`model_export.training.gan_losses`) takes the discriminator's logits of ``hr`` and ``sr``.
-One step (ESRGAN's order): the generator's output ``sr``; the generator step with the discriminator frozen; then
-the discriminator step on ``hr`` and the detached ``sr`` (real and fake in one batch: one forward, one power
-iteration of the spectral norms). For the first ``gan.d_init_steps`` steps only the discriminator learns (the
-generator is already good; this keeps a random discriminator's gradients away from it, BasicSR's
-``net_d_init_iters``).
+One step computes what ESRGAN's two (generator, then discriminator) compute, with one forward of the
+discriminator instead of two: the generator's output ``sr``; the discriminator's logits of ``hr`` and ``sr`` in one
+batch; from them the generator's loss, backpropagated into the generator's weights only, and the discriminator's
+loss, backpropagated into the discriminator's weights only (``backward(inputs=...)``); then both optimizers step.
+Both losses see the weights from before the step, as in ESRGAN's order, so the gradients are the ones of the
+two-pass step; only the spectral norms run one power iteration per step instead of two. On the CPU this is a
+quarter less work per step (the discriminator runs at the HR size and costs as much as the generator). For the
+first ``gan.d_init_steps`` steps only the discriminator learns (the generator is already good; this keeps a random
+discriminator's gradients away from it, BasicSR's ``net_d_init_iters``).
 
 Data: ``data.degradation`` makes the LR (``real_photo`` for this stage); ``gan.bicubic_fraction`` of the samples,
 chosen by sample index (so a resumed run is exact), get the MATLAB-bicubic LR of their HR instead, so the model
@@ -134,7 +138,9 @@ class ESRGANGANModel(ESRGANModel):
         d_cfg = dict(cfg["network_d"])
         d_arch = d_cfg.pop("arch")
         try:
-            self.net_d = build_arch(d_arch, **d_cfg).to(device)
+            # channels-last: the discriminator's many-pixel, few-channel convolutions run 1.5x faster on a CPU
+            # (measured with oneDNN, num_feat 16, 96 px); the generator's gain nothing (3 %) and stay as they are
+            self.net_d = build_arch(d_arch, **d_cfg).to(device, memory_format=torch.channels_last)
         except TypeError as exc:
             raise ConfigError(f"config table 'network_d': {exc}") from exc
         except KeyError as exc:
@@ -152,13 +158,23 @@ class ESRGANGANModel(ESRGANModel):
     def discriminate(self, hr: torch.Tensor, sr: torch.Tensor,
                      net: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits of ``hr`` and ``sr`` from one forward of the discriminator on both."""
-        logits = (net or self.net_d)(torch.cat([hr, sr], 0))
+        logits = (net or self.net_d)(torch.cat([hr, sr], 0).contiguous(memory_format=torch.channels_last))
         return logits[: hr.shape[0]], logits[hr.shape[0]:]
 
-    def compute_losses(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Weighted generator terms; the adversarial ones through the discriminator, frozen (its weights get no
-        gradient from the generator's loss)."""
+    def generator_terms(self, sr: torch.Tensor, hr: torch.Tensor, real: torch.Tensor | None,
+                        fake: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """Weighted generator terms: the ``(sr, hr)`` ones, and the adversarial ones from the logits (skipped
+        when the logits are None)."""
         terms = {name: weight * module(sr, hr) for name, (module, weight) in self.pixel_losses.items()}
+        if real is not None:
+            for name, (module, weight) in self.adversarial.items():
+                terms[name] = weight * module.generator(real, fake)
+        return terms
+
+    def compute_losses(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weighted generator terms, the adversarial ones through the discriminator with its weights frozen (for
+        callers outside the training step, which computes the logits once for both networks)."""
+        real = fake = None
         if self.adversarial:
             flags = [p.requires_grad for p in self.net_d.parameters()]
             for p in self.net_d.parameters():
@@ -168,9 +184,7 @@ class ESRGANGANModel(ESRGANModel):
             finally:
                 for p, f in zip(self.net_d.parameters(), flags, strict=True):
                     p.requires_grad_(f)
-            for name, (module, weight) in self.adversarial.items():
-                terms[name] = weight * module.generator(real, fake)
-        return terms
+        return self.generator_terms(sr, hr, real, fake)
 
     # -- one step -------------------------------------------------------------------------------------------------
     def optimize(self, batch: dict[str, Any], step: int) -> dict[str, float]:
@@ -181,30 +195,27 @@ class ESRGANGANModel(ESRGANModel):
         hr = batch["hr"].to(self.device, non_blocking=True)
         self.net_g.train()
         self.net_d.train()
+        train_g = step >= self.d_init_steps  # before: the discriminator's warm-up, the generator makes the fakes
 
-        if step >= self.d_init_steps:  # generator
+        with torch.set_grad_enabled(train_g):
             sr = self.net_g_train(lr)
-            terms = self.compute_losses(sr, hr)
+        real, fake = self.discriminate(hr, sr, self.net_d_train)
+        l_d = gan_losses.ragan_discriminator_loss(real, fake)
+        with torch.set_grad_enabled(train_g):
+            terms = self.generator_terms(sr, hr, real if train_g else None, fake if train_g else None)
             total = sum(terms.values())
-            self.opt_g.zero_grad(set_to_none=True)
-            total.backward()
-            if self.grad_clip > 0:
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
+        if train_g:  # into the generator only (the discriminator's weights get no gradient from its loss) ...
+            total.backward(inputs=list(self.net_g.parameters()), retain_graph=True)
+        l_d.backward(inputs=list(self.net_d.parameters()))  # ... and the discriminator's loss into it only
+        if self.grad_clip > 0:
+            if train_g:
                 torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.net_d.parameters(), self.grad_clip)
+        if train_g:
             self.opt_g.step()
             self.ema.update(self.net_g)
-        else:  # the discriminator's warm-up: the generator only makes the fakes
-            with torch.no_grad():
-                sr = self.net_g(lr)
-                terms = {n: w * m(sr, hr) for n, (m, w) in self.pixel_losses.items()}
-                total = sum(terms.values())
-
-        # discriminator
-        real, fake = self.discriminate(hr, sr.detach(), self.net_d_train)
-        l_d = gan_losses.ragan_discriminator_loss(real, fake)
-        self.opt_d.zero_grad(set_to_none=True)
-        l_d.backward()
-        if self.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.net_d.parameters(), self.grad_clip)
         self.opt_d.step()
 
         out = {"loss": float(total.detach()), "lr": lr_now}
