@@ -184,7 +184,9 @@ weight = 1.0
 windows = [8]
 [loss.gan]
 type = "ragan"
-weight = 0.1
+weight = 0.5
+adaptive = true
+highpass_sigma = 2.0
 [log]
 log_every = 1
 val_every = 3
@@ -223,6 +225,7 @@ def test_gan_fine_tune_resumes_exactly_and_exports(tmp_path, images, psnr_model,
     assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
     assert [r["l_d"] for r in rows_a] == [r["l_d"] for r in rows_b]
     assert "l_gan" not in rows_a[0] and all("l_gan" in r for r in rows_a[1:])  # step 1: the discriminator alone
+    assert all(0 < r["w_gan"] <= 10 for r in rows_a[1:])  # the adaptive weight
 
     # the generator started from the PSNR file and moved; the model file is the first stage's format
     init = torch.load(psnr_model, weights_only=True)["params_ema"]
@@ -266,8 +269,9 @@ def test_one_discriminator_forward_gives_the_two_pass_gradients(tmp_path, images
     from model_export.training.distributed import DistInfo
 
     cls = get_model_class("esrgan_gan")
-    cfg = load_config(str(_config(tmp_path, images, psnr_model)), ["gan.d_init_steps=0", "gan.bicubic_fraction=0"],
-                      cls.config_defaults)
+    sets = ["gan.d_init_steps=0", "gan.bicubic_fraction=0", "loss.gan.adaptive=false", "loss.gan.highpass_sigma=0",
+            "loss.gan.weight=0.1"]
+    cfg = load_config(str(_config(tmp_path, images, psnr_model)), sets, cls.config_defaults)
     torch.manual_seed(0)
     model = cls(cfg, torch.device("cpu"), DistInfo())
     hr = torch.rand(2, 3, 16, 16)
@@ -293,6 +297,47 @@ def test_one_discriminator_forward_gives_the_two_pass_gradients(tmp_path, images
     for got, p in zip(grads_d, model.net_d.parameters(), strict=True):
         torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-7)
     assert all(g.abs().sum() > 0 for g in grads_d)
+
+
+def test_adaptive_detail_band_adversarial_gradient(tmp_path, images, psnr_model):
+    """The adaptive term: lambda = weight * |grad_sr(L1 + frequency)| / |detail band of grad_sr(RaGAN)|, and the
+    generator gets exactly the gradient of (L1 + frequency) + lambda * RaGAN with the RaGAN gradient at the output
+    cut to its detail band."""
+    from model_export.training.distributed import DistInfo
+    from model_export.training.gan_losses import gaussian_blur
+
+    cls = get_model_class("esrgan_gan")
+    sets = ["gan.d_init_steps=0", "gan.bicubic_fraction=0", "loss.gan.max_weight=1000"]
+    cfg = load_config(str(_config(tmp_path, images, psnr_model)), sets, cls.config_defaults)
+    torch.manual_seed(0)
+    model = cls(cfg, torch.device("cpu"), DistInfo())
+    hr = torch.rand(2, 3, 16, 16)
+    batch = {"lr": F.avg_pool2d(hr, 4), "hr": hr, "index": torch.arange(2)}
+    d_state = {k: v.clone() for k, v in model.net_d.state_dict().items()}
+    model.opt_g.step = model.opt_d.step = lambda: None
+    stats = model.optimize(batch, 5)
+    grads_g = [p.grad.clone() for p in model.net_g.parameters()]
+
+    model.net_d.load_state_dict(d_state)
+    for p in model.net_g.parameters():
+        p.grad = None
+    sr = model.net_g(batch["lr"])
+    rec = sum(w * m(sr, hr) for m, w in model.pixel_losses.values())
+    real, fake = model.discriminate(hr, sr)
+    adv = ragan_generator_loss(real, fake)
+    g_rec = torch.autograd.grad(rec, sr, retain_graph=True)[0]
+    g_adv = torch.autograd.grad(adv, sr, retain_graph=True)[0]
+    band = g_adv - gaussian_blur(g_adv, 2.0)
+    lam = 0.5 * g_rec.norm() / band.norm()
+    assert 1 < lam < 1000  # a fresh discriminator: a large weight, not at the default cap
+    assert stats["w_gan"] == pytest.approx(float(lam), rel=1e-4)
+    assert stats["l_gan"] == pytest.approx(float(lam * adv.detach()), rel=1e-4)
+    sr.backward(g_rec + lam * band)
+    for got, p in zip(grads_g, model.net_g.parameters(), strict=True):
+        torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-7)
+    # the detail band of a gradient has no low-frequency part: a constant (colour) gradient disappears
+    flat = torch.ones(1, 3, 16, 16) * torch.tensor([1.0, -2.0, 0.5]).view(1, 3, 1, 1)
+    assert model.adversarial["gan"][0].detail_band(flat).abs().max() < 1e-6
 
 
 def test_config_errors_name_the_key(tmp_path, images, psnr_model):
@@ -322,6 +367,7 @@ def test_packaged_gan_config():
     assert cfg["model"] == "esrgan_gan" and cfg["data"]["degradation"] == "real_photo"
     assert cfg["gan"]["init_from"].endswith("model_rrdbnet_x4.pt")
     assert {cfg["loss"][k]["type"] for k in cfg["loss"]} == {"l1", "frequency", "ragan"}
+    assert cfg["loss"]["gan"]["adaptive"] is True and cfg["loss"]["gan"]["highpass_sigma"] > 0
     assert cfg["data"]["patch_size"] % 8 == 0
     from model_export.data import Degrader
 

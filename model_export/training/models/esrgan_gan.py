@@ -15,7 +15,10 @@ Discriminator: ``[network_d]`` (default Real-ESRGAN's U-Net with spectral normal
 schedule shape as the generator's (``[train]``: scheduler, warm-up, betas, gradient clipping).
 
 Losses: the ``[loss.*]`` terms of the generator. Pixel / detail terms take ``(sr, hr)``; the adversarial term
-(type ``ragan``, :mod:`model_export.training.gan_losses`) takes the discriminator's logits of ``hr`` and ``sr``.
+(type ``ragan``, :mod:`model_export.training.gan_losses`) takes the discriminator's logits of ``hr`` and ``sr``;
+with ``adaptive = true`` its weight is relative to the other terms' gradient at ``sr``, and with
+``highpass_sigma`` it moves only the detail band of the output (see :class:`~model_export.training.gan_losses.
+RaGANLoss`: both are done on the gradient at ``sr``, before the generator's backward pass).
 One step computes what ESRGAN's two (generator, then discriminator) compute, with one forward of the
 discriminator instead of two: the generator's output ``sr``; the discriminator's logits of ``hr`` and ``sr`` in one
 batch; from them the generator's loss, backpropagated into the generator's weights only, and the discriminator's
@@ -134,6 +137,9 @@ class ESRGANGANModel(ESRGANModel):
         # the adversarial term(s) apart from the (sr, hr) terms
         self.adversarial = {n: mw for n, mw in self.losses.items() if getattr(mw[0], "adversarial", False)}
         self.pixel_losses = {n: mw for n, mw in self.losses.items() if n not in self.adversarial}
+        if not self.pixel_losses and any(m.adaptive for m, _ in self.adversarial.values()):
+            raise ConfigError("an adaptive adversarial term ([loss.*] adaptive = true) is weighted against the other "
+                              "terms, and there is none with a non-zero weight")
 
         d_cfg = dict(cfg["network_d"])
         d_arch = d_cfg.pop("arch")
@@ -201,14 +207,16 @@ class ESRGANGANModel(ESRGANModel):
             sr = self.net_g_train(lr)
         real, fake = self.discriminate(hr, sr, self.net_d_train)
         l_d = gan_losses.ragan_discriminator_loss(real, fake)
-        with torch.set_grad_enabled(train_g):
-            terms = self.generator_terms(sr, hr, real if train_g else None, fake if train_g else None)
-            total = sum(terms.values())
         self.opt_g.zero_grad(set_to_none=True)
         self.opt_d.zero_grad(set_to_none=True)
-        if train_g:  # into the generator only (the discriminator's weights get no gradient from its loss) ...
-            total.backward(inputs=list(self.net_g.parameters()), retain_graph=True)
-        l_d.backward(inputs=list(self.net_d.parameters()))  # ... and the discriminator's loss into it only
+        weights: dict[str, float] = {}
+        if train_g:  # into the generator's weights only ...
+            terms, weights = self.generator_backward(sr, hr, real, fake)
+        else:
+            with torch.no_grad():
+                terms = self.generator_terms(sr, hr, None, None)
+        total = sum(terms.values())
+        l_d.backward(inputs=list(self.net_d.parameters()))  # ... and the discriminator's loss into its own only
         if self.grad_clip > 0:
             if train_g:
                 torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
@@ -220,9 +228,39 @@ class ESRGANGANModel(ESRGANModel):
 
         out = {"loss": float(total.detach()), "lr": lr_now}
         out.update({f"l_{k}": float(v.detach()) for k, v in terms.items()})
+        out.update({f"w_{k}": v for k, v in weights.items()})
         out.update({"l_d": float(l_d.detach()), "d_real": float(real.detach().mean()),
                     "d_fake": float(fake.detach().mean())})
         return out
+
+    def generator_backward(self, sr: torch.Tensor, hr: torch.Tensor, real: torch.Tensor,
+                           fake: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        """Backpropagate the generator's terms into its weights (not the discriminator's); returns the weighted
+        terms and the adversarial terms' weights. An adaptive term (see :class:`~model_export.training.gan_losses.
+        RaGANLoss`) is weighted by the ratio of gradient norms at ``sr``, and a term with ``highpass_sigma`` keeps
+        only the detail band of its gradient there: the gradients with respect to ``sr`` are taken first (the
+        adversarial one through the discriminator, as the full backward would), combined, and sent through the
+        generator once, so neither costs an extra pass."""
+        params = list(self.net_g.parameters())
+        if not any(module.adaptive or module.highpass_sigma > 0 for module, _ in self.adversarial.values()):
+            terms = self.generator_terms(sr, hr, real, fake)
+            sum(terms.values()).backward(inputs=params, retain_graph=True)
+            return terms, {name: weight for name, (_, weight) in self.adversarial.items()}
+        terms = {name: weight * module(sr, hr) for name, (module, weight) in self.pixel_losses.items()}
+        grad = torch.autograd.grad(sum(terms.values()), sr, retain_graph=True)[0]
+        rec_norm = grad.norm()
+        weights = {}
+        for name, (module, weight) in self.adversarial.items():
+            adv = module.generator(real, fake)
+            g_adv = module.detail_band(torch.autograd.grad(adv, sr, retain_graph=True)[0])
+            lam = torch.as_tensor(float(weight))
+            if module.adaptive:
+                lam = (weight * rec_norm / (g_adv.norm() + 1e-12)).clamp(max=module.max_weight).detach()
+            grad = grad + lam * g_adv
+            terms[name] = lam * adv
+            weights[name] = float(lam)
+        sr.backward(grad, inputs=params)  # the generator's graph only; the discriminator's stays for its loss
+        return terms, weights
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
