@@ -90,8 +90,6 @@ class Engine:
         Returns float32 (round(sH), round(sW), C) in [0, 1]. Grey is run as RGB and brought back to one channel;
         alpha is upscaled separately (bicubic pass or the backend, ``options.alpha``) and merged back.
         """
-        if pixels.ndim == 2:
-            pixels = pixels[..., None]
         spec, runner = self.runner(backend_id, scale, params)
         if spec.direction != "up":
             raise ValueError(f"backend {backend_id!r} shrinks images; use it through shrink (invsr-upscale --shrink)")
@@ -133,9 +131,7 @@ class Engine:
                 a = self._run(np.repeat(alpha, 3, axis=2), spec, runner, target, _scaled(progress, share, share), cancel)
                 a = a.mean(axis=2, keepdims=True)
             else:
-                shrinking = target[0] < pixels.shape[0]
-                interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-                a = cv2.resize(alpha[..., 0], (target[1], target[0]), interpolation=interpolation)[..., None]
+                a = resample(alpha, target)
             out = np.concatenate([out, a], axis=2)
         if progress:
             progress(1.0)
@@ -165,11 +161,7 @@ class Engine:
             progress=progress,
             cancel=cancel,
         )
-        if out.shape[:2] != target:
-            shrinking = out.shape[0] > target[0]
-            interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-            out = cv2.resize(out, (target[1], target[0]), interpolation=interpolation)
-        return out
+        return resample(out, target) if out.shape[:2] != target else out
 
     # -- images and files --------------------------------------------------------------------------------------
     def upscale_image(
@@ -204,6 +196,14 @@ class Engine:
         if cancel and cancel():
             raise CancelledError("cancelled")
         return save_image(result, destination, quality=quality, lossless=lossless)
+
+
+def resample(pixels: np.ndarray, target: tuple[int, int]) -> np.ndarray:
+    """Resize (H, W, C) to ``target`` (height, width): area averaging when shrinking (no aliasing), bicubic when
+    enlarging. Used for the step from a backend's native scale to the requested one, and for alpha."""
+    interpolation = cv2.INTER_AREA if pixels.shape[0] > target[0] else cv2.INTER_CUBIC
+    out = cv2.resize(pixels, (target[1], target[0]), interpolation=interpolation)
+    return out[..., None] if out.ndim == 2 else out  # OpenCV drops a single channel
 
 
 def _scaled(progress: Progress | None, start: float, share: float) -> Progress | None:
