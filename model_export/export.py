@@ -417,8 +417,13 @@ def _finish(model: onnx.ModelProto, props: dict[str, str], description: str) -> 
 
 
 def atomic_write(data: bytes, path: Path) -> None:
+    """Write through a temporary file and a rename, with the permissions of a normal file (mkstemp's are 0600,
+    which would make a model installed for the app unreadable to other users)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -438,3 +438,17 @@ def test_dynamo_exporter(tmp_path, capsys):
     with torch.no_grad():
         expected = net(x).numpy()
     np.testing.assert_allclose(ort_run(out, x.numpy()), expected, atol=1e-5)
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    """A model installed for the app must be readable like any file the user writes (not mkstemp's 0600)."""
+    import os
+
+    from model_export.export import atomic_write
+
+    target = tmp_path / "model.onnx"
+    atomic_write(b"bytes", target)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert target.read_bytes() == b"bytes"
