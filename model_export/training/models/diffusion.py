@@ -51,6 +51,7 @@ from model_export.training.models import register_model
 from model_export.training.models.base import BaseModel
 from model_export.training.optim import LRSchedule, build_optimizer
 from model_export.training.validation import upscale
+from plugins.diffusion import Schedule as AppSchedule
 
 _SEED_MIX = 7
 
@@ -77,14 +78,8 @@ class Schedule:
             return self.eta_min * torch.exp(ratio * s.clamp(0.0, 1.0) ** self.power)
         return self.eta_min * np.exp(ratio * np.clip(np.asarray(s, dtype=np.float64), 0.0, 1.0) ** self.power)
 
-    @staticmethod
-    def timesteps(steps: int) -> list[float]:
-        """The ``s`` of each sampling step, first to last."""
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        if steps == 1:
-            return [1.0]
-        return [(k - 1) / (steps - 1) for k in range(steps, 0, -1)]
+    # The app's sampler defines the step order; training validates with the very same one (not a copy of it).
+    timesteps = staticmethod(AppSchedule.timesteps)
 
     def metadata(self) -> dict[str, str]:
         return {
