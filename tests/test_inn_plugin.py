@@ -9,35 +9,8 @@ import plugins.inn as inn
 from invsr_desktop.engine.pipeline import Engine, EngineOptions
 from invsr_desktop.engine.registry import Registry
 from invsr_desktop.engine.tiling import upscale_tiled
-from model_export.archs import build_arch
-from model_export.export_inn import export_inn
 
-
-def tiny_net(scale: int) -> torch.nn.Module:
-    torch.manual_seed(scale)
-    net = build_arch("irn", scale=scale, hidden=4, blocks=(1,) * (scale // 2), depth=2)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn_like(p) * 0.03)
-    return net.eval()
-
-
-@pytest.fixture(scope="session")
-def inn_models(tmp_path_factory):
-    """A folder with tiny x2 and x4 INN models (both directions) and the nets they came from."""
-    folder = tmp_path_factory.mktemp("inn_models")
-    nets = {}
-    for scale in (2, 4):
-        nets[scale] = tiny_net(scale)
-        export_inn(nets[scale], folder, f"tiny_x{scale}", trained_on="nothing (test)", check_size=(5, 7))
-    return folder, nets
-
-
-@pytest.fixture
-def models_dir(inn_models, monkeypatch):
-    folder, nets = inn_models
-    monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
-    return folder, nets
+# the tiny exported models come from the ``inn_models`` / ``models_dir`` fixtures of conftest.py
 
 
 def _registry() -> Registry:

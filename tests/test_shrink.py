@@ -21,7 +21,7 @@ from invsr_desktop.engine.shrink import (
 from invsr_desktop.engine.tiling import upscale_tiled
 
 pytest.importorskip("torch")
-from test_inn_plugin import _registry, inn_models, models_dir  # noqa: E402,F401  (fixtures)
+from test_inn_plugin import _registry  # noqa: E402  (models_dir: a fixture of conftest.py)
 
 
 @dataclass
