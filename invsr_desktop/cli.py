@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from invsr_desktop import __version__
 from invsr_desktop.engine.errors import CancelledError, InvsrError
-from invsr_desktop.engine.output import output_path
+from invsr_desktop.engine.output import RESTORE_SUFFIX, output_path, shrink_suffix
 from invsr_desktop.engine.registry import BackendBuildError, Registry, default_registry, describe_backends
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_BACKEND, EXIT_NO_ORT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
@@ -231,11 +231,11 @@ def process(engine, args, mode, spec, params, task: Task, ext: str, progress, ca
         factor = int(args.scale)
         if factor != args.scale:
             raise ValueError(f"--shrink needs a whole factor, got {args.scale:g}")
-        suffix = args.suffix if args.suffix is not None else f"_shrunk_x{factor}"
+        suffix = args.suffix if args.suffix is not None else shrink_suffix(factor)
         destination = output_path(task.source, task.out_dir, suffix, ext)
         return shrink_file(engine, task.source, destination, spec.id, factor, params, **common)
     if mode == "restore":
-        suffix = args.suffix if args.suffix is not None else "_restored"
+        suffix = args.suffix if args.suffix is not None else RESTORE_SUFFIX
         destination = output_path(task.source, task.out_dir, suffix, ext)
         return restore_file(engine, task.source, destination, params, lossless=args.lossless, **common)
     suffix = args.suffix if args.suffix is not None else f"_x{scale_label(args.scale)}_{spec.id}"

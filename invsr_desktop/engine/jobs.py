@@ -8,11 +8,17 @@ thread made the change (the Qt layer turns these callbacks into queued signals).
 Pause works between images and between tiles: the engine polls the ``cancel`` callback between tiles, and the
 callback a job gets from the queue blocks while the queue is paused. Cancelling works the same way; because the
 engine writes a file only after the whole image is done, a cancelled job leaves nothing behind.
+
+A job upscales (the default), shrinks (an invertible network's forward pass, see :mod:`invsr_desktop.engine.shrink`)
+or restores a shrunk image. A shrunk image is recognised by its marker when it is queued and is always restored,
+whatever mode it was queued in, the way a plain ``invsr-upscale`` run restores it: upscaling the small image with
+another backend would throw away what only the inverse network can give back.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 import traceback
@@ -22,11 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 from invsr_desktop.engine.errors import CancelledError, InvsrError, OutputExistsError
-from invsr_desktop.engine.output import check_writable, default_suffix, output_path
+from invsr_desktop.engine.output import RESTORE_SUFFIX, check_writable, default_suffix, output_path, shrink_suffix
 from invsr_desktop.engine.registry import BackendBuildError
 
 if TYPE_CHECKING:  # the pipeline pulls in OpenCV and ONNX Runtime; the queue model itself needs neither
     from invsr_desktop.engine.pipeline import Engine
+    from invsr_desktop.engine.shrink import ShrinkMarker
 
 #: File name suffixes the queue accepts when files or folders are added (what the image loader reads).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp"})
@@ -36,6 +43,22 @@ FORMATS: tuple[str, ...] = ("png", "jpeg", "webp", "tiff", "same")
 ETA_MIN_PROGRESS = 0.02
 #: How many times a job picks a new output name when another file took the chosen one meanwhile.
 NAME_ATTEMPTS = 3
+#: The formats a shrunk image is written in: the ones the restore marker (in the EXIF) is known to survive.
+SHRINK_FORMATS: tuple[str, ...] = ("png", "jpeg")
+_JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
+
+
+class JobMode(str, Enum):
+    """What a job does with its image: upscale it, shrink it with an invertible network, or restore a shrunk one."""
+
+    UPSCALE = "upscale"
+    SHRINK = "shrink"
+    RESTORE = "restore"
+
+
+class JobError(InvsrError):
+    """A shrink or restore job that cannot run as asked (no shrinking model, a damaged marker, the wrong model):
+    the message is the engine's own, written for the user."""
 
 
 class JobState(str, Enum):
@@ -87,9 +110,24 @@ def output_suffix(backend_id: str, scale: float) -> str:
     return default_suffix(scale, backend_id)
 
 
+def shrink_output_format(output: OutputSettings, source: Path) -> str:
+    """The format a shrunk image is written in: PNG or JPEG, ``same`` picking JPEG only for a JPEG original.
+
+    WebP and TIFF are refused rather than replaced, so a job never writes a format other than the one asked for.
+    """
+    if output.format == "same":
+        return "jpeg" if source.suffix.lower() in _JPEG_SUFFIXES else "png"
+    if output.format not in SHRINK_FORMATS:
+        raise JobError(f"a shrunk image is written as PNG or JPEG (the formats its restore marker is known to "
+                       f"survive), not {output.format.upper()}")  # fmt: skip
+    return output.format
+
+
 @dataclass(eq=False)
 class Job:
-    """One image to upscale with one backend at one scale, and what became of it.
+    """One image to upscale with one backend at one scale (or to shrink, or to restore: ``mode``), and what became
+    of it. ``note`` says what the queue decided on its own (a shrunk image restored instead of upscaled); ``marker``
+    is a restore job's shrink marker, read when it was queued.
 
     A job keeps its settings for life: retrying runs exactly what was asked, and running the same photo with a
     second backend is a second job, so every result of a photo stays available for comparison.
@@ -111,6 +149,9 @@ class Job:
     finished: float | None = None
     paused_for: float = 0.0
     cancel_requested: bool = False
+    mode: JobMode = JobMode.UPSCALE
+    note: str = ""
+    marker: ShrinkMarker | None = None
     _paused_at: float | None = field(default=None, repr=False)
 
     @property
@@ -123,12 +164,31 @@ class Job:
         return max(0.0, end - self.started - paused)
 
     def describe(self) -> str:
-        """The backend, scale and parameters in a few words, e.g. ``bicubic x4`` or ``esrgan x4, seed=3``."""
-        text = f"{self.backend_id} x{self.scale:g}"
+        """The task in a few words, e.g. ``bicubic x4``, ``esrgan x4, seed=3``, ``shrink ÷4 with inn-shrink`` or
+        ``restore x4 with inn (irn_x4)``: the mode comes first, so a shrunk image queued to upscale shows why it is
+        restored instead."""
+        if self.mode is JobMode.RESTORE:
+            if self.marker is None:
+                return "restore"
+            model = f" ({self.marker.model})" if self.marker.model else ""
+            text = f"restore x{self.marker.scale} with {self.marker.backend}{model}"
+        elif self.mode is JobMode.SHRINK:
+            text = f"shrink ÷{self.scale:g} with {self.backend_id}"
+        else:
+            text = f"{self.backend_id} x{self.scale:g}"
         if self.params:
             text += ", " + ", ".join(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
                                      for name, value in sorted(self.params.items()))  # fmt: skip
         return text
+
+    def output_size(self, width: int, height: int) -> tuple[int, int] | None:
+        """The result's size for an original of ``width`` x ``height`` (None when a restore has no marker to say)."""
+        if self.mode is JobMode.RESTORE:
+            return (self.marker.width, self.marker.height) if self.marker is not None else None
+        if self.mode is JobMode.SHRINK:
+            factor = int(self.scale)
+            return math.ceil(width / factor), math.ceil(height / factor)
+        return round(width * self.scale), round(height * self.scale)
 
 
 EventKind = Literal["added", "removed", "moved", "changed", "paused"]
@@ -176,22 +236,96 @@ def expand_sources(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     return images, problems
 
 
+def read_source_marker(source: Path) -> tuple[ShrinkMarker | None, str]:
+    """The shrink marker of ``source`` and, if the marker is damaged, what is wrong with it.
+
+    Reads only the file's header and EXIF, so queueing a folder stays quick; a file that is missing or not an
+    image has no marker (running its job says what is wrong with it).
+    """
+    from invsr_desktop.engine.shrink import read_file_marker
+
+    try:
+        return read_file_marker(source), ""
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def plan_restore(
+    source: Path, mode: JobMode, params: dict[str, Any]
+) -> tuple[JobMode, ShrinkMarker | None, dict[str, Any], str]:
+    """``(mode, marker, params, note)`` for a job about to be queued: a shrunk image is restored in any mode.
+
+    A restore takes its backend, model and scale from the marker; the parameters asked for another backend are
+    dropped (an explicit restore keeps its own, e.g. a temperature). The note says what will happen and why.
+    """
+    marker, damage = read_source_marker(source)
+    if marker is None and not damage:
+        note = "" if mode is not JobMode.RESTORE else "no shrink marker: only images made by Shrink can be restored"
+        return mode, None, params, note
+    automatic = mode is not JobMode.RESTORE
+    if damage:
+        return JobMode.RESTORE, None, {}, damage
+    size = f"{marker.width}×{marker.height}"
+    if automatic:
+        instead = "upscaled" if mode is JobMode.UPSCALE else "shrunk again"
+        note = f"a shrunk image (÷{marker.scale}): restored to {size} instead of {instead}"
+    else:
+        note = f"restores to {size}"
+    return JobMode.RESTORE, marker, ({} if automatic else params), note
+
+
+def _shrink_or_restore(
+    engine: Engine,
+    job: Job,
+    destination: Path,
+    cancel: Callable[[], bool] | None,
+    progress: Callable[[float], None] | None,
+) -> Path:
+    """Run a shrink or restore job; the engine's ValueError / KeyError (no such model, a damaged marker, ...) become
+    a :class:`JobError` with the same message, so the row shows the reason and not an exception's name."""
+    from invsr_desktop.engine.shrink import restore_file, shrink_file
+
+    common: dict[str, Any] = dict(quality=job.output.quality, progress=progress, cancel=cancel)
+    try:
+        if job.mode is JobMode.SHRINK:
+            factor = int(job.scale)
+            if factor != job.scale or factor < 2:
+                raise ValueError(f"shrinking needs a whole factor of 2 or more, not {job.scale:g}")
+            return shrink_file(engine, job.source, destination, job.backend_id, factor, job.params, **common)
+        return restore_file(engine, job.source, destination, job.params, lossless=job.output.lossless, **common)
+    except (KeyError, ValueError) as exc:
+        raise JobError(str(exc.args[0]) if exc.args else type(exc).__name__) from exc
+
+
+def _destination_rule(job: Job) -> tuple[str, str | None]:
+    """``(suffix, format)`` of a job's result: the names the CLI writes for the same task."""
+    if job.mode is JobMode.SHRINK:
+        return shrink_suffix(int(job.scale)), shrink_output_format(job.output, job.source)
+    if job.mode is JobMode.RESTORE:
+        return RESTORE_SUFFIX, job.output.output_format
+    return output_suffix(job.backend_id, job.scale), job.output.output_format
+
+
 def run_job(
     engine: Engine,
     job: Job,
     cancel: Callable[[], bool] | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> Path:
-    """Upscale one job's image to a fresh file and return its path; raises what the engine raises.
+    """Run one job (upscale, shrink or restore its image) to a fresh file and return its path; raises what the
+    engine raises.
 
-    The name is ``<stem>_x<scale>_<backend>.<ext>`` in the output folder (or next to the original), made unique by
-    ``output_path``; if another program takes that name while the job runs, a new one is picked.
+    The name is ``<stem>_x<scale>_<backend>.<ext>``, ``<stem>_shrunk_x<f>.<ext>`` or ``<stem>_restored.<ext>`` in
+    the output folder (or next to the original), made unique by ``output_path``; if another program takes that
+    name while the job runs, a new one is picked.
     """
+    suffix, fmt = _destination_rule(job)
     folder = check_writable(job.output.folder or job.source.parent, create=True)
-    suffix = output_suffix(job.backend_id, job.scale)
     for attempt in range(NAME_ATTEMPTS):
-        destination = output_path(job.source, folder, suffix, job.output.output_format)
+        destination = output_path(job.source, folder, suffix, fmt)
         try:
+            if job.mode is not JobMode.UPSCALE:
+                return _shrink_or_restore(engine, job, destination, cancel, progress)
             return engine.upscale_file(
                 job.source, destination, job.backend_id, job.scale, job.params,
                 quality=job.output.quality, lossless=job.output.lossless, progress=progress, cancel=cancel,
@@ -295,11 +429,21 @@ class JobQueue:
         scale: float,
         params: dict[str, Any] | None = None,
         output: OutputSettings | None = None,
+        mode: JobMode | str = JobMode.UPSCALE,
     ) -> Job:
-        """Append a queued job and return it."""
+        """Append a queued job and return it.
+
+        ``mode`` shrink needs a shrinking backend and a whole factor as ``scale``; restore takes the backend, model
+        and scale from the image's marker. A shrunk image queued in any mode becomes a restore job whose ``note``
+        says so (see :func:`plan_restore`).
+        """
+        source = Path(source)
+        mode, marker, params, note = plan_restore(source, JobMode(mode), dict(params or {}))
+        if marker is not None:
+            backend_id, scale = marker.backend, marker.scale
         with self._cond:
-            job = Job(next(self._ids), Path(source), backend_id, float(scale), dict(params or {}),
-                      output or OutputSettings())  # fmt: skip
+            job = Job(next(self._ids), source, backend_id, float(scale), params, output or OutputSettings(),
+                      mode=mode, note=note, marker=marker)  # fmt: skip
             self._jobs.append(job)
             index = len(self._jobs) - 1
             self._cond.notify_all()
@@ -484,7 +628,8 @@ class JobQueue:
         """A new queued job for the same photo, with some settings changed (e.g. another backend)."""
         job = self.get(job_id)
         template = replace(job, **changes)
-        return self.add(template.source, template.backend_id, template.scale, template.params, template.output)
+        return self.add(template.source, template.backend_id, template.scale, template.params, template.output,
+                        template.mode)  # fmt: skip
 
 
 def _size(path: Path) -> int:

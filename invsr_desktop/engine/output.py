@@ -16,15 +16,22 @@ from typing import Collection
 
 from invsr_desktop.engine.errors import ImageWriteError
 
-__all__ = ["check_writable", "default_suffix", "output_path"]
+__all__ = ["RESTORE_SUFFIX", "check_writable", "default_suffix", "output_path", "shrink_suffix"]
 
 _EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "tif": ".tif"}
 _MAX_COPIES = 100_000
+#: The suffix of an image restored from a shrunk one (``photo_shrunk_x4_restored.png``).
+RESTORE_SUFFIX = "_restored"
 
 
 def default_suffix(scale: float, backend_id: str) -> str:
     """``_x4_bicubic``, ``_x1.5_esrgan``: the suffix that says how a result was made."""
     return f"_x{scale:g}_{backend_id}"
+
+
+def shrink_suffix(factor: int) -> str:
+    """``_shrunk_x4``: the suffix of a shrunk image, the same from the CLI and the app."""
+    return f"_shrunk_x{factor}"
 
 
 def _extension(fmt: str | None, input_path: Path) -> str:
