@@ -1,7 +1,8 @@
 """Helpers for the GUI tests and the screenshot script (kept out of ``tests/`` so both can import them).
 
 A test registry holds the real bicubic plugin plus small plugins made for tests: one slow enough to cancel or pause
-mid-image, one with a parameter of every type, one whose model file is missing and one that fails to load.
+mid-image, one with a parameter of every type, one whose model file is missing and one that fails to load; with
+``inn=True`` also the real INN plugin (shrink and restore), which finds whatever INN models the model folders hold.
 """
 
 from __future__ import annotations
@@ -84,12 +85,16 @@ class BrokenPlugin:
         raise ImportError("this plugin needs libfoo, which is not installed")
 
 
-def registry_for_tests(delay: float = SLOW_TILE_SECONDS) -> tuple[Registry, SampleBackends]:
-    """The real bicubic plugin, the test backends and one broken plugin; nothing else that is installed."""
+def registry_for_tests(delay: float = SLOW_TILE_SECONDS, inn: bool = False) -> tuple[Registry, SampleBackends]:
+    """The real bicubic plugin (and INN plugin), the test backends and one broken plugin; nothing else installed."""
     import plugins.bicubic
 
     registry = Registry()
     registry.register(plugins.bicubic, "bicubic")
+    if inn:
+        import plugins.inn
+
+        registry.register(plugins.inn, "inn")
     backends = SampleBackends(delay)
     registry.register(backends, "test-backends")
     registry.register(BrokenPlugin(), "broken-test")
@@ -129,13 +134,15 @@ def drop_files(widget: QWidget, paths: list[Path], pos: QPoint | None = None) ->
     return drop.isAccepted()
 
 
-def open_window(qtbot: object, folder: Path, delay: float = SLOW_TILE_SECONDS, settings: Path | None = None):
+def open_window(
+    qtbot: object, folder: Path, delay: float = SLOW_TILE_SECONDS, settings: Path | None = None, inn: bool = False
+):
     """A shown main window with the test registry, settings in ``folder`` and pasted images under it; closed by
     pytest-qt at the end of the test (which stops its worker thread)."""
     from invsr_desktop.app.main_window import MainWindow
     from invsr_desktop.app.settings import AppSettings
 
-    registry, _ = registry_for_tests(delay)
+    registry, _ = registry_for_tests(delay, inn)
     window = MainWindow(AppSettings(settings or folder / "settings.ini"), registry, folder / "pasted")
     qtbot.addWidget(window)  # type: ignore[attr-defined]
     window.show()

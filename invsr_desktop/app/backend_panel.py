@@ -1,17 +1,24 @@
-"""The side panel: which backend, at which scale, with which parameters, written where, computed how.
+"""The side panel: what to do (upscale, shrink, restore), with which backend, at which scale, with which parameters,
+written where, computed how.
 
-Everything in it comes from the registry (backends, their scales and parameters) and from ONNX Runtime (the
-providers it offers), so adding a plugin changes the panel without a line of GUI code.
+Everything in it comes from the registry (backends, their scales and parameters, which of them shrink) and from ONNX
+Runtime (the providers it offers), so adding a plugin changes the panel without a line of GUI code.
+
+The mode selector at the top makes shrink and restore (an invertible network's two directions) a first-class task
+next to upscaling: Shrink lists the shrinking backends and their whole factors and writes PNG or JPEG; Restore needs
+no choice at all, because the small image's marker names the network, the model and the size.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
+    QButtonGroup,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -30,13 +37,34 @@ from PySide6.QtWidgets import (
 from invsr_desktop.app.param_form import ParamForm
 from invsr_desktop.app.settings import AppSettings
 from invsr_desktop.engine.backend import BackendSpec
-from invsr_desktop.engine.jobs import FORMATS, OutputSettings
+from invsr_desktop.engine.jobs import FORMATS, SHRINK_FORMATS, JobMode, OutputSettings
 from invsr_desktop.engine.pipeline import EngineOptions
 from invsr_desktop.engine.registry import Registry
 
 FORMAT_LABELS = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP", "tiff": "TIFF", "same": "Same as original"}
 ANY_SCALE_PRESETS = (1.5, 2, 3, 4, 6, 8)
 MAX_SCALE = 16.0
+
+MODE_LABELS = {JobMode.UPSCALE: "Upscale", JobMode.SHRINK: "Shrink (INN)", JobMode.RESTORE: "Restore"}
+MODE_TIPS = {
+    JobMode.UPSCALE: "Make photos larger with the backend below",
+    JobMode.SHRINK: "Shrink & restore, step 1: make a small image that INN restore brings back to full size",
+    JobMode.RESTORE: "Shrink & restore, step 2: bring images made by Shrink back to full size",
+}
+MODE_HINTS = {
+    JobMode.UPSCALE: "Makes photos larger with the backend below. Images made by Shrink are recognised and restored "
+    "instead.",
+    JobMode.SHRINK: "Shrink & restore: makes a small image that INN restore brings back to full size, far closer "
+    "to the original than upscaling a downscaled photo. It is an ordinary PNG or JPEG with a marker inside: drop it "
+    "back on this window (in any mode) to restore it.",
+    JobMode.RESTORE: "Brings images made by Shrink back to full size. The network, its model and the original size "
+    "come from the marker inside the small image, so there is nothing to choose. (A shrunk image dropped in any mode "
+    "is restored.)",
+}
+NO_SHRINK_TIP = (
+    "Shrink needs an INN model with its shrink half (inn_<name>_up.onnx and inn_<name>_down.onnx, written by "
+    "invsr-export) in the model folder, and none is installed. Plugins… lists the backends that are."
+)
 
 
 def available_providers() -> list[str]:
@@ -60,10 +88,13 @@ class ScalePicker(QComboBox):
         self.blockSignals(True)
         self.clear()
         scales = sorted(set(spec.scales) | (set(ANY_SCALE_PRESETS) if spec.any_scale else set()))
+        shrinks = spec.direction == "down"
         for scale in scales:
-            self.addItem(scale_text(scale), float(scale))
-        self.setEditable(spec.any_scale)
-        if spec.any_scale:  # typed text is parsed leniently by value(): "3", "x3", "×2.5" all work
+            self.addItem(f"÷{scale:g}" if shrinks else scale_text(scale), float(scale))
+        self.setEditable(spec.any_scale and not shrinks)
+        if shrinks:
+            self.setToolTip("Width and height are divided by this factor (the factors of the installed models).")
+        elif spec.any_scale:  # typed text is parsed leniently by value(): "3", "x3", "×2.5" all work
             self.setToolTip("Native scales are listed; type any scale from 1 to 16.")
         else:
             self.setToolTip("The scales this backend's models were trained for.")
@@ -87,17 +118,23 @@ class ScalePicker(QComboBox):
 
 
 class BackendPanel(QWidget):
-    """Backend picker, scale, parameters (built from the spec), output and performance settings."""
+    """Mode, backend picker, scale, parameters (built from the spec), output and performance settings.
+
+    ``modeChanged(str)`` carries the new :class:`~invsr_desktop.engine.jobs.JobMode` value.
+    """
 
     pluginsRequested = Signal()
     engineOptionsChanged = Signal()
+    modeChanged = Signal(str)
 
     def __init__(self, registry: Registry, settings: AppSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.registry = registry
         self.settings = settings
         self._spec: BackendSpec | None = None
+        self._mode: JobMode | None = None
         layout = QVBoxLayout(self)
+        layout.addWidget(self._mode_group())
         layout.addWidget(self._backend_group())
         layout.addWidget(self._output_group())
         layout.addWidget(self._engine_group())
@@ -106,8 +143,32 @@ class BackendPanel(QWidget):
         self._load()
 
     # -- construction ------------------------------------------------------------------------------------------
+    def _mode_group(self) -> QGroupBox:
+        """Upscale | Shrink (INN) | Restore as one row of toggle buttons, with a line saying what the mode does."""
+        group = QGroupBox("Task")
+        column = QVBoxLayout(group)
+        row = QHBoxLayout()
+        row.setSpacing(0)
+        self.mode_button_group = QButtonGroup(self)
+        self.mode_buttons: dict[JobMode, QPushButton] = {}
+        for mode in JobMode:
+            button = QPushButton(MODE_LABELS[mode], objectName=f"mode_{mode.value}", checkable=True)
+            button.setToolTip(MODE_TIPS[mode])
+            button.clicked.connect(lambda _=False, m=mode: self.set_mode(m))
+            self.mode_button_group.addButton(button)
+            self.mode_buttons[mode] = button
+            row.addWidget(button)
+        if not self.shrink_specs():
+            self.mode_buttons[JobMode.SHRINK].setEnabled(False)
+            self.mode_buttons[JobMode.SHRINK].setToolTip(NO_SHRINK_TIP)
+        column.addLayout(row)
+        self.mode_hint = QLabel(wordWrap=True, objectName="mode_hint")
+        column.addWidget(self.mode_hint)
+        return group
+
     def _backend_group(self) -> QGroupBox:
         group = QGroupBox("Backend")
+        self.backend_group = group
         form = QFormLayout(group)
         row = QHBoxLayout()
         self.backend_combo = QComboBox(objectName="backend_combo")
@@ -122,7 +183,8 @@ class BackendPanel(QWidget):
         self.description.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form.addRow(self.description)
         self.scale_picker = ScalePicker(objectName="scale_picker")
-        form.addRow("Scale", self.scale_picker)
+        self.scale_label = QLabel("Scale")
+        form.addRow(self.scale_label, self.scale_picker)
         self.param_form = ParamForm()
         form.addRow(self.param_form)
         self.reset_button = QPushButton("Reset parameters")
@@ -175,39 +237,97 @@ class BackendPanel(QWidget):
             signal.connect(self.engineOptionsChanged)
         return group
 
+    def shrink_specs(self) -> list[BackendSpec]:
+        """The shrinking backends (``direction == "down"``, e.g. INN shrink): what the Shrink mode offers."""
+        return [spec for spec in self.registry.backends() if spec.direction == "down"]
+
     def _fill_backends(self) -> None:
+        """The combo lists the upscalers, or in Shrink mode the shrinking backends (never both: a shrinker makes
+        images smaller, and an upscaler cannot write the marker that restore needs). In Restore mode it is empty:
+        the image's marker names the backend."""
+        direction = {JobMode.UPSCALE: "up", JobMode.SHRINK: "down"}.get(self.mode())
         self.backend_combo.blockSignals(True)
+        self.backend_combo.clear()
         for spec in self.registry.backends():
-            if spec.direction != "up":  # a shrinking backend (INN shrink) is not an upscaler: the CLI's --shrink
-                continue
-            self.backend_combo.addItem(f"{spec.name}  ({spec.kind})", spec.id)
+            if spec.direction == direction:
+                self.backend_combo.addItem(f"{spec.name}  ({spec.kind})", spec.id)
         self.backend_combo.blockSignals(False)
 
     # -- state -------------------------------------------------------------------------------------------------
     def _load(self) -> None:
-        index = self.backend_combo.findData(self.settings.backend_id())
-        self.backend_combo.setCurrentIndex(max(0, index))
-        self._backend_changed()
+        self._chosen = {JobMode.UPSCALE: self.settings.backend_id(), JobMode.SHRINK: self.settings.shrink_backend_id()}
         output = self.settings.output()
+        self._formats = {JobMode.UPSCALE: output.format, JobMode.SHRINK: self.settings.shrink_format()}
         self.folder_edit.setText(str(output.folder) if output.folder else "")
-        self.format_combo.setCurrentIndex(max(0, self.format_combo.findData(output.format)))
         self.quality_spin.setValue(output.quality)
         self.lossless_check.setChecked(output.lossless)
-        self._format_changed()
         options = self.settings.engine_options()
         self.provider_combo.setCurrentIndex(max(0, self.provider_combo.findData(options.provider)))
         self.tile_spin.setValue(options.tile or 0)
         self.memory_spin.setValue(options.memory_budget_mb)
+        self.set_mode(self.settings.mode())
 
     def save(self) -> None:
         """Write the panel's state to the settings (called on every queued job and on close)."""
-        spec = self.spec()
+        self._remember_choices()
+        self.settings.set_mode(self.mode())
+        self.settings.set_backend_id(self._chosen[JobMode.UPSCALE])
+        self.settings.set_shrink_backend_id(self._chosen[JobMode.SHRINK])
+        self.settings.set_output(replace(self.output(), format=self._formats[JobMode.UPSCALE]))
+        self.settings.set_shrink_format(self._formats[JobMode.SHRINK])
+        self.settings.set_engine_options(self.engine_options())
+
+    def _remember_choices(self) -> None:
+        """Note the current backend (with its scale and parameters) and format under the current mode."""
+        if self._mode is None:
+            return
+        spec = self._spec
         if spec is not None:
-            self.settings.set_backend_id(spec.id)
+            self._chosen[self._mode] = spec.id
             self.settings.set_scale(spec.id, self.scale())
             self.settings.set_params(spec.id, self.params())
-        self.settings.set_output(self.output())
-        self.settings.set_engine_options(self.engine_options())
+        fmt = self.format_combo.currentData()
+        if fmt:
+            self._formats[self._format_mode()] = fmt
+
+    def _format_mode(self) -> JobMode:
+        """Restore shares the upscaler's output format (both write full-size photos); Shrink has its own."""
+        return JobMode.SHRINK if self._mode is JobMode.SHRINK else JobMode.UPSCALE
+
+    def set_mode(self, mode: JobMode | str) -> None:
+        """Switch to upscale, shrink or restore (shrink falls back to upscale when no shrinking backend exists)."""
+        mode = JobMode(mode)
+        if mode is JobMode.SHRINK and not self.shrink_specs():
+            mode = JobMode.UPSCALE
+        self.mode_buttons[mode].setChecked(True)
+        if mode is self._mode:
+            return
+        self._remember_choices()
+        self._mode, self._spec = mode, None
+        self._fill_backends()
+        if mode is not JobMode.RESTORE:
+            index = self.backend_combo.findData(self._chosen[mode])
+            self.backend_combo.setCurrentIndex(max(0, index))
+        self._backend_changed()
+        self._show_mode()
+        self.modeChanged.emit(mode.value)
+
+    def _show_mode(self) -> None:
+        """Labels, visibility and the formats on offer for the current mode."""
+        mode = self.mode()
+        shrinking = mode is JobMode.SHRINK
+        self.mode_hint.setText(MODE_HINTS[mode])
+        self.backend_group.setVisible(mode is not JobMode.RESTORE)
+        self.backend_group.setTitle("Shrinking network" if shrinking else "Backend")
+        self.scale_label.setText("Shrink by" if shrinking else "Scale")
+        model = self.format_combo.model()
+        for row in range(self.format_combo.count()):
+            model.item(row).setEnabled(not shrinking or self.format_combo.itemData(row) in SHRINK_FORMATS)
+        self.format_combo.setToolTip("A shrunk image is written as PNG or JPEG: the restore marker survives both"
+                                     if shrinking else "")  # fmt: skip
+        wanted = self._formats[self._format_mode()]
+        self.format_combo.setCurrentIndex(max(0, self.format_combo.findData(wanted)))
+        self._format_changed()
 
     def _backend_changed(self) -> None:
         if self._spec is not None:  # remember the outgoing backend's choices
@@ -231,7 +351,7 @@ class BackendPanel(QWidget):
     def _format_changed(self) -> None:
         fmt = self.format_combo.currentData()
         self.quality_spin.setEnabled(fmt in ("jpeg", "webp", "same"))
-        self.lossless_check.setEnabled(fmt in ("webp", "same"))
+        self.lossless_check.setEnabled(fmt in ("webp", "same") and self._mode is not JobMode.SHRINK)
 
     def _browse_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Output folder", self.folder_edit.text() or str(Path.home()))
@@ -239,10 +359,17 @@ class BackendPanel(QWidget):
             self.folder_edit.setText(folder)
 
     # -- values ------------------------------------------------------------------------------------------------
+    def mode(self) -> JobMode:
+        return self._mode or JobMode.UPSCALE
+
     def spec(self) -> BackendSpec | None:
+        """The chosen backend (None in Restore mode, where the image's marker names it)."""
         return self._spec
 
     def select_backend(self, backend_id: str) -> None:
+        """Choose a backend, switching to Shrink for a shrinking one and to Upscale for an upscaler."""
+        spec = self.registry.get(backend_id)
+        self.set_mode(JobMode.SHRINK if spec.direction == "down" else JobMode.UPSCALE)
         self.backend_combo.setCurrentIndex(self.backend_combo.findData(backend_id))
 
     def scale(self) -> float:

@@ -43,7 +43,7 @@ from invsr_desktop.app.queue_model import JobTableModel, QueueBridge, format_dur
 from invsr_desktop.app.queue_view import QueuePanel
 from invsr_desktop.app.settings import AppSettings
 from invsr_desktop.app.worker import WorkerThread
-from invsr_desktop.engine.jobs import Job, JobQueue, JobState, QueueEvent, expand_sources
+from invsr_desktop.engine.jobs import Job, JobMode, JobQueue, JobState, QueueEvent, expand_sources
 from invsr_desktop.engine.pipeline import Engine
 from invsr_desktop.engine.registry import Registry, default_registry
 from invsr_desktop.engine.sessions import provider_chain
@@ -51,6 +51,21 @@ from invsr_desktop.resources import ICONS
 
 DRAG_EVENTS = (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop)
 ICON_PATH = ICONS / "invsr-desktop.svg"
+#: What the empty queue invites the user to do, per mode.
+EMPTY_QUEUE_TEXT = {
+    JobMode.UPSCALE: "Drop photos or folders here to upscale them",
+    JobMode.SHRINK: "Drop photos or folders here to shrink them (INN shrink & restore)",
+    JobMode.RESTORE: "Drop images made by Shrink here to restore them to full size",
+}
+
+
+def added_text(jobs: list[Job], mode: JobMode) -> str:
+    """``Added 3 images``, and how many of them are shrunk images that will be restored instead."""
+    text = f"Added {len(jobs)} image{'s' if len(jobs) != 1 else ''}"
+    restored = sum(1 for job in jobs if job.mode is JobMode.RESTORE)
+    if restored and mode is not JobMode.RESTORE:
+        text += f" ({restored} made by Shrink: restored to full size)"
+    return text
 
 
 def default_paste_dir() -> Path:
@@ -193,6 +208,7 @@ class MainWindow(QMainWindow):
         self.message_bridge.message.connect(self._on_engine_message)
         self.panel.pluginsRequested.connect(self.show_plugins)
         self.panel.engineOptionsChanged.connect(self._engine_options_changed)
+        self.panel.modeChanged.connect(lambda _mode: self._update_status())
         self.queue_panel.compareRequested.connect(self.show_compare)
         self.queue_panel.rerunRequested.connect(self.rerun)
         self.compare.modeChanged.connect(self.settings.set_compare_mode)
@@ -208,14 +224,17 @@ class MainWindow(QMainWindow):
 
     # -- adding work -------------------------------------------------------------------------------------------
     def add_paths(self, paths: Iterable[str | Path]) -> list[Job]:
-        """Queue the photos among ``paths`` (files, or folders' top-level photos) with the panel's settings."""
+        """Queue the photos among ``paths`` (files, or folders' top-level photos) with the panel's mode and settings.
+
+        The queue recognises images made by Shrink and restores them whatever the mode (their rows say so).
+        """
         images, problems = expand_sources(paths)
         for problem in problems:
             self.statusBar().showMessage(problem, 8000)
         if not images:
             return []
-        spec = self.panel.spec()
-        if spec is None:
+        mode, spec = self.panel.mode(), self.panel.spec()
+        if spec is None and mode is not JobMode.RESTORE:
             self.statusBar().showMessage("No backend is available: see Plugins… for what failed to load.")
             return []
         try:
@@ -225,10 +244,11 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(str(exc))
             return []
         self.panel.save()
-        scale = self.panel.scale()
-        jobs = [self.queue.add(image, spec.id, scale, params, output) for image in images]
+        backend_id, scale = (spec.id, self.panel.scale()) if spec is not None else ("", 1.0)
+        jobs = [self.queue.add(image, backend_id, scale, params, output, mode) for image in images]
         self.settings.set_last_folder(images[-1].parent)
         self.tabs.setCurrentWidget(self.queue_panel)
+        self.statusBar().showMessage(added_text(jobs, mode), 6000)
         return jobs
 
     def add_image(self, image: QImage) -> list[Job]:
@@ -293,9 +313,7 @@ class MainWindow(QMainWindow):
 
     def handle_drop(self, event: QDropEvent) -> None:
         event.acceptProposedAction()
-        jobs = self.add_mime(event.mimeData())
-        if jobs:
-            self.statusBar().showMessage(f"Added {len(jobs)} image{'s' if len(jobs) != 1 else ''}", 4000)
+        self.add_mime(event.mimeData())  # add_paths says what was added
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # reached only when the filter is not installed
         if local_files(event.mimeData()) or event.mimeData().hasImage():
@@ -347,7 +365,7 @@ class MainWindow(QMainWindow):
     def _update_status(self) -> None:
         counts = self.queue.counts()
         parts = [f"{counts[state]} {state.value}" for state in JobState if counts[state]]
-        parts[0:0] = [] if parts else ["Drop photos or folders here to upscale them"]
+        parts[0:0] = [] if parts else [EMPTY_QUEUE_TEXT[self.panel.mode()]]
         text = " · ".join(parts)
         remaining = self.queue.remaining_seconds()
         if remaining is not None:

@@ -173,7 +173,9 @@ class JobTableModel(QAbstractTableModel):
             if job.state is JobState.FAILED:
                 return f"{job.error}\n\n{job.details}".strip()
             if column == DETAILS and job.result:
-                return str(job.result)
+                return f"{job.result}\n{job.note}".strip()
+            if column in (BACKEND, DETAILS) and job.note:
+                return f"{self._text(job, column)}\n{job.note}"
             return self._text(job, column)
         if role == Qt.ItemDataRole.ForegroundRole and column in (STATE, DETAILS) and job.state in STATE_COLOURS:
             return QBrush(STATE_COLOURS[job.state])
@@ -187,7 +189,8 @@ class JobTableModel(QAbstractTableModel):
             if size is None or size.isEmpty():
                 return ""
             w, h = size.width(), size.height()
-            return f"{w}×{h} → {round(w * job.scale)}×{round(h * job.scale)}"
+            after = job.output_size(w, h)
+            return f"{w}×{h} → {after[0]}×{after[1]}" if after else f"{w}×{h}"
         if column == BACKEND:
             return job.describe()
         if column == STATE:
@@ -207,7 +210,7 @@ class JobTableModel(QAbstractTableModel):
                 return job.error.replace(str(job.source), job.source.name)
             if job.result is not None:
                 return job.result.name
-            return ""
+            return job.note  # e.g. why a photo queued to upscale is restored instead
         return ""
 
     # -- drag to reorder ---------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from PySide6.QtCore import QByteArray, QSettings
 
 from invsr_desktop.app import APPLICATION, ORGANISATION
 from invsr_desktop.engine.backend import BackendSpec
-from invsr_desktop.engine.jobs import FORMATS, OutputSettings
+from invsr_desktop.engine.jobs import FORMATS, SHRINK_FORMATS, JobMode, OutputSettings
 from invsr_desktop.engine.pipeline import EngineOptions
 
 
@@ -43,12 +43,36 @@ class AppSettings:
         except (TypeError, ValueError):
             return default
 
+    # -- mode ------------------------------------------------------------------------------------------------------
+    def mode(self) -> JobMode:
+        """Upscale, shrink or restore: what dropped photos are queued for (an unknown value means upscale)."""
+        value = self._get("mode", JobMode.UPSCALE.value, str)
+        return JobMode(value) if value in {m.value for m in JobMode} else JobMode.UPSCALE
+
+    def set_mode(self, mode: JobMode) -> None:
+        self.qsettings.setValue("mode", JobMode(mode).value)
+
     # -- backend ---------------------------------------------------------------------------------------------------
     def backend_id(self, default: str = "bicubic") -> str:
         return self._get("backend/id", default, str)
 
     def set_backend_id(self, backend_id: str) -> None:
         self.qsettings.setValue("backend/id", backend_id)
+
+    def shrink_backend_id(self, default: str = "inn-shrink") -> str:
+        """The shrinking backend last used, kept apart from the upscaler so switching modes loses neither."""
+        return self._get("shrink/backend", default, str)
+
+    def set_shrink_backend_id(self, backend_id: str) -> None:
+        self.qsettings.setValue("shrink/backend", backend_id)
+
+    def shrink_format(self) -> str:
+        """PNG or JPEG: a shrunk image's own format, so a JPEG habit for small files leaves upscales in PNG."""
+        fmt = self._get("shrink/format", "png", str)
+        return fmt if fmt in SHRINK_FORMATS else "png"
+
+    def set_shrink_format(self, fmt: str) -> None:
+        self.qsettings.setValue("shrink/format", fmt if fmt in SHRINK_FORMATS else "png")
 
     def scale(self, spec: BackendSpec) -> float:
         """The last scale used with ``spec``, if that backend still offers it; else its first native scale."""

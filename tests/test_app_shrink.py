@@ -1,0 +1,137 @@
+"""Shrink & restore in the desktop app, driven like a person would: pick Shrink (INN), drop a photo, drop the small
+image back, and the app restores it. Uses the tiny random-weight INN of conftest.py (no trained model needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from PySide6.QtCore import Qt
+
+from invsr_desktop.app._testsupport import drop_files, make_photo, open_window
+from invsr_desktop.app.main_window import MainWindow
+from invsr_desktop.app.queue_model import BACKEND, DETAILS, SIZE
+from invsr_desktop.app.settings import AppSettings
+from invsr_desktop.engine.imageio import Image, save_image
+from invsr_desktop.engine.jobs import Job, JobMode, JobState
+from invsr_desktop.engine.pipeline import Engine
+from invsr_desktop.engine.shrink import ShrinkMarker, read_file_marker, restore_file, with_marker
+
+pytestmark = pytest.mark.usefixtures("qapp")
+TIMEOUT_MS = 30_000
+
+
+def cell(window: MainWindow, job: Job, column: int) -> str:
+    model = window.model
+    return model.data(model.index(model.row_of(job.id), column))
+
+
+def click_mode(qtbot, window: MainWindow, mode: JobMode) -> None:
+    qtbot.mouseClick(window.panel.mode_buttons[mode], Qt.MouseButton.LeftButton)
+
+
+def offered_formats(window: MainWindow) -> list[str]:
+    combo = window.panel.format_combo
+    return [combo.itemData(i) for i in range(combo.count()) if combo.model().item(i).isEnabled()]
+
+
+def finish(qtbot, job: Job) -> Job:
+    qtbot.waitUntil(lambda: job.state.finished, timeout=TIMEOUT_MS)
+    return job
+
+
+def test_shrink_mode_is_disabled_without_an_inn_model(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path / "no-models"))
+    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "no-bundled-models")
+    stored = AppSettings(tmp_path / "settings.ini")
+    stored.set_mode(JobMode.SHRINK)  # left over from a machine that had a model
+    stored.sync()
+    window = open_window(qtbot, tmp_path, inn=True)
+    shrink = window.panel.mode_buttons[JobMode.SHRINK]
+    assert not shrink.isEnabled() and "needs an INN model" in shrink.toolTip()
+    assert window.panel.mode() is JobMode.UPSCALE and window.panel.spec().id == "bicubic"
+    click_mode(qtbot, window, JobMode.SHRINK)
+    assert window.panel.mode() is JobMode.UPSCALE
+    assert window.panel.mode_buttons[JobMode.RESTORE].isEnabled()  # its jobs say what is missing
+
+
+def test_shrink_in_the_app_then_drop_the_small_image_back_to_restore_it(models_dir, qtbot, tmp_path):
+    window = open_window(qtbot, tmp_path, inn=True)
+    panel = window.panel
+    click_mode(qtbot, window, JobMode.SHRINK)
+    assert panel.mode() is JobMode.SHRINK and panel.spec().id == "inn-shrink"
+    assert "INN restore brings back to full size" in panel.mode_hint.text()
+    assert panel.scale_label.text() == "Shrink by" and panel.scale_picker.currentText().startswith("÷")
+    assert offered_formats(window) == ["png", "jpeg"]
+    assert "shrink them" in window.summary_label.text()
+    panel.scale_picker.set_value(2)
+    photo = make_photo(tmp_path / "photo.png", 37, 26)  # odd sizes: padded to the factor, cropped back on restore
+
+    assert drop_files(window, [photo])
+    (shrink,) = window.queue.jobs()
+    assert shrink.mode is JobMode.SHRINK and cell(window, shrink, BACKEND) == "shrink ÷2 with inn-shrink, model=auto"
+    qtbot.waitUntil(lambda: cell(window, shrink, SIZE) == "37×26 → 19×13", timeout=TIMEOUT_MS)
+    assert finish(qtbot, shrink).state is JobState.DONE, shrink.error
+    assert shrink.result == tmp_path / "photo_shrunk_x2.png"  # the CLI's name
+    with PILImage.open(shrink.result) as small:
+        assert small.size == (19, 13)
+    assert read_file_marker(shrink.result) == ShrinkMarker("inn", "tiny_x2", 2, 37, 26)
+
+    # back to upscaling with bicubic x4: the dropped small image is recognised and restored instead
+    click_mode(qtbot, window, JobMode.UPSCALE)
+    panel.select_backend("bicubic")
+    assert drop_files(window.queue_panel.table.viewport(), [shrink.result])
+    restore = window.queue.jobs()[-1]
+    assert restore.mode is JobMode.RESTORE
+    assert cell(window, restore, BACKEND) == "restore x2 with inn (tiny_x2)"
+    assert "instead of upscaled" in cell(window, restore, DETAILS)
+    assert "restored to full size" in window.statusBar().currentMessage()
+    assert finish(qtbot, restore).state is JobState.DONE, restore.error
+    assert restore.result == tmp_path / "photo_shrunk_x2_restored.png"
+    assert read_file_marker(restore.result) is None
+    expected = restore_file(Engine(window.registry, panel.engine_options()), shrink.result, tmp_path / "engine.png")
+    with PILImage.open(restore.result) as got, PILImage.open(expected) as want:
+        assert got.size == (37, 26)
+        assert np.array_equal(np.asarray(got), np.asarray(want))
+    # the compare view takes a restore like any result
+    window.show_compare(restore.id)
+    assert window.tabs.currentWidget() is window.compare
+
+
+def test_shrink_as_jpeg_and_the_mode_survive_a_restart(models_dir, qtbot, tmp_path):
+    settings = tmp_path / "restart.ini"
+    window = open_window(qtbot, tmp_path, settings=settings, inn=True)
+    panel = window.panel
+    panel.format_combo.setCurrentIndex(panel.format_combo.findData("webp"))  # the upscaler's own format
+    click_mode(qtbot, window, JobMode.SHRINK)
+    assert panel.format_combo.currentData() == "png"  # a shrunk image is never WebP
+    panel.format_combo.setCurrentIndex(panel.format_combo.findData("jpeg"))
+    panel.quality_spin.setValue(80)
+    panel.scale_picker.set_value(4)
+    (job,) = window.add_paths([make_photo(tmp_path / "photo.png", 40, 28)])
+    assert finish(qtbot, job).state is JobState.DONE, job.error
+    assert job.result == tmp_path / "photo_shrunk_x4.jpg"
+    assert read_file_marker(job.result) == ShrinkMarker("inn", "tiny_x4", 4, 40, 28)
+    window.close()
+
+    again = open_window(qtbot, tmp_path, settings=settings, inn=True).panel
+    assert again.mode() is JobMode.SHRINK and again.spec().id == "inn-shrink" and again.scale() == 4
+    assert (again.output().format, again.output().quality) == ("jpeg", 80)
+    click_mode(qtbot, again.window(), JobMode.UPSCALE)
+    assert again.output().format == "webp"
+
+
+def test_restore_mode_needs_no_choice_and_bad_images_fail_in_their_rows(models_dir, qtbot, tmp_path):
+    window = open_window(qtbot, tmp_path, inn=True)
+    click_mode(qtbot, window, JobMode.RESTORE)
+    assert window.panel.spec() is None and not window.panel.backend_group.isVisible()
+    assert "marker" in window.panel.mode_hint.text()
+    small = Image(np.full((6, 7, 3), 0.5, np.float32))
+    gone = save_image(with_marker(small, ShrinkMarker("inn", "gone", 2, 14, 12)), tmp_path / "other.png")
+    plain = make_photo(tmp_path / "plain.png")
+    jobs = window.add_paths([plain, gone])
+    assert [job.mode for job in jobs] == [JobMode.RESTORE, JobMode.RESTORE]
+    for job, reason in zip(jobs, ("no invsr-shrink marker", "shrunk with model 'gone'")):
+        assert finish(qtbot, job).state is JobState.FAILED
+        assert reason in cell(window, job, DETAILS)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["other.png", "plain.png"]
