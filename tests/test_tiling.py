@@ -124,3 +124,38 @@ def test_tiny_images_are_padded_not_rejected():
         out = upscale_tiled(np.full(shape, 0.5, np.float32), runner, tile=64)
         assert out.shape == (shape[0] * 2, shape[1] * 2, 3)
         assert np.allclose(out, 0.5, atol=1e-5)
+
+
+class NearestRunner:
+    """Nearest x2: pointwise, so any tiling blends back to exactly the nearest-neighbour image."""
+
+    scale = 2
+    multiple = 4
+
+    def __init__(self, fail_above: int = 10**9, after: int = 0) -> None:
+        self.fail_above, self.after, self.calls = fail_above, after, 0
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if max(tile.shape[:2]) > self.fail_above and self.calls > self.after:
+            raise RuntimeError("Failed to allocate memory for requested buffer")
+        return tile.repeat(2, axis=0).repeat(2, axis=1)
+
+
+def test_out_of_memory_mid_row_is_taken_back_exactly(photo):
+    """A row that fails half-way is undone before it is redone with smaller tiles: nothing is counted twice."""
+    runner = NearestRunner(fail_above=64, after=3)  # the second row fails after some of its tiles were added
+    out = upscale_tiled(photo, runner, tile=128, overlap=8)
+    assert np.abs(out - photo.repeat(2, axis=0).repeat(2, axis=1)).max() < 1e-6
+
+
+def test_tiles_see_the_reflection_padding_without_a_padded_copy():
+    from invsr_desktop.engine.tiling import _Padded, reflect_pad
+
+    rng = np.random.default_rng(1)
+    for h, w, ph, pw in [(13, 9, 16, 16), (1, 5, 4, 8), (3, 1, 8, 4), (2, 2, 7, 7), (8, 8, 8, 8)]:
+        a = rng.random((h, w, 3)).astype(np.float32)
+        full, view = reflect_pad(a, ph, pw), _Padded(a, (ph, pw))
+        for y, x, th, tw in [(0, 0, ph, pw), (ph // 2, pw // 2, ph - ph // 2, pw - pw // 2), (0, 0, 1, 1)]:
+            tile = view.tile(y, x, th, tw)
+            assert np.array_equal(tile, full[y : y + th, x : x + tw]) and not tile.flags.writeable

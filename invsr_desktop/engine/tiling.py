@@ -9,7 +9,9 @@ A ``positional`` runner is told each tile's origin, so what it samples can depen
 A ``whole_image`` runner (a diffusion sampler) gets the whole image and a :class:`Tiler` instead
 (:func:`run_whole_image`): it calls ``Tiler.map`` for each model pass, so every pass is tiled and blended by the
 engine (memory stays bounded per call) while the runner keeps the whole image consistent between passes.
-Both paths run the same loop, :func:`blend_tiles`.
+Both paths run the same loop, :func:`blend_tiles`. It reads tiles through views (the padding by index, not by a
+padded copy) and adds each result straight into one accumulator, with the weights kept as per-row vectors, so a
+pass allocates one full-size array, its result: a sampler that blends every step holds no other.
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ def _ramp(length: int, ramp: int, left: bool, right: bool) -> np.ndarray:
 
 def _run_tile(runner: Runner, tile: np.ndarray, grid: Grid, origin: tuple[int, int]) -> np.ndarray:
     tile = np.ascontiguousarray(tile, dtype=np.float32)
+    if not tile.flags.writeable:  # a read-only view of the image: a runner may work on its tile in place
+        tile = tile.copy()
     out = runner(tile, origin=origin) if getattr(runner, "positional", False) else runner(tile)
     expected = (grid.up(tile.shape[0]), grid.up(tile.shape[1]), 3)
     if not isinstance(out, np.ndarray) or out.shape != expected:
@@ -124,92 +128,181 @@ def upscale_tiled(
     """
     grid = Grid.for_runner(runner)
     height, width = pixels.shape[:2]
-    padded = reflect_pad(pixels, grid.round_up(height), grid.round_up(width))
     size = grid.round_down(tile or auto_tile_size(bytes_per_pixel, budget_bytes))
     overlap = grid.round_up(DEFAULT_OVERLAP if overlap is None else overlap)
     out, _ = blend_tiles(
-        lambda t, origin: _run_tile(runner, t, grid, origin), [padded], grid, size, overlap, progress, cancel
+        lambda t, origin: _run_tile(runner, t, grid, origin),
+        [pixels],
+        grid,
+        size,
+        overlap,
+        progress,
+        cancel,
+        shape=(grid.round_up(height), grid.round_up(width)),
     )
     return out[: int(round(height * grid.scale)), : int(round(width * grid.scale))]
 
 
+class _Padded:
+    """An (H, W[, C]) array seen as if reflection-padded at the bottom / right to ``shape``, without building the
+    padded copy (a full-size array per call, per sampler step): a tile inside the array is a view, a tile that
+    crosses the edge is gathered with the same indices :func:`reflect_pad` would use. Tiles are read-only, so a
+    function cannot change the caller's array through them."""
+
+    def __init__(self, array: np.ndarray, shape: tuple[int, int]):
+        self.array = array if array.ndim == 3 else array[..., None]
+        h, w = self.array.shape[:2]
+        mode = "reflect" if min(h, w) > 1 else "symmetric"  # as reflect_pad
+        self.rows = np.pad(np.arange(h), (0, shape[0] - h), mode=mode)
+        self.cols = np.pad(np.arange(w), (0, shape[1] - w), mode=mode)
+
+    def tile(self, y: int, x: int, h: int, w: int) -> np.ndarray:
+        ah, aw = self.array.shape[:2]
+        if y + h <= ah and x + w <= aw:
+            view = self.array[y : y + h, x : x + w]
+        else:
+            view = self.array[np.ix_(self.rows[y : y + h], self.cols[x : x + w])]
+        view.flags.writeable = False
+        return view
+
+
+BLEND_BAND = 64  # output rows weighted and added at a time: the blend's temporaries are a band, not a tile
+
+
+class _Blend:
+    """The weighted sum of the tiles in one (H, W, C) float32 accumulator, the only full-size array of a blend.
+
+    The weights of a tile row are separable (the row's vertical ramp times the sum of its tiles' horizontal ramps),
+    so they are kept as two vectors per row and turned into the divisor band by band at the end. Tiles are added
+    straight into the accumulator; a row that fails (out of memory) is taken back with :meth:`undo_row`, which
+    restores the overlap band the earlier rows had written (kept at :meth:`begin_row`) and zeroes the rest.
+    """
+
+    def __init__(self, height: int, width: int):
+        self.height, self.width = height, width
+        self.out: np.ndarray | None = None
+        self.rows: list[tuple[int, np.ndarray, np.ndarray]] = []  # finished rows: (top, wy, sum of wx)
+        self.done = 0  # output rows reached by the finished rows
+        self._row: tuple[int, np.ndarray, np.ndarray, np.ndarray | None] | None = None
+
+    def begin_row(self, top: int, wy: np.ndarray) -> None:
+        kept = None if self.out is None else self.out[top : min(self.done, top + len(wy))].copy()
+        self._row = (top, wy, np.zeros(self.width, np.float32), kept)
+
+    def add(self, result: np.ndarray, left: int, wx: np.ndarray) -> None:
+        """Add one tile's result (th, tw, C), its top-left at (the row's top, ``left``), weighted by wy x wx."""
+        assert self._row is not None
+        top, wy, wx_sum, _ = self._row
+        if self.out is None:
+            self.out = np.zeros((self.height, self.width, result.shape[2]), dtype=np.float32)
+        th, tw = result.shape[:2]
+        region = self.out[top : top + th, left : left + tw]
+        for b in range(0, th, BLEND_BAND):
+            w = wy[b : b + BLEND_BAND, None] * wx[None, :]
+            region[b : b + BLEND_BAND] += result[b : b + BLEND_BAND] * w[..., None]
+        wx_sum[left : left + tw] += wx
+
+    def end_row(self) -> None:
+        assert self._row is not None
+        top, wy, wx_sum, _ = self._row
+        self.rows.append((top, wy, wx_sum))
+        self.done = max(self.done, top + len(wy))
+        self._row = None
+
+    def undo_row(self) -> None:
+        """Remove what the unfinished row added: the accumulator is as it was at :meth:`begin_row`."""
+        if self._row is not None and self.out is not None:
+            top, wy, _, kept = self._row
+            n = 0 if kept is None else len(kept)
+            if n:
+                self.out[top : top + n] = kept
+            self.out[top + n : top + len(wy)] = 0.0
+        self._row = None
+
+    def result(self) -> np.ndarray:
+        """The accumulator divided by the summed weights (in place, band by band)."""
+        assert self.out is not None
+        for b0 in range(0, self.height, BLEND_BAND):
+            b1 = min(self.height, b0 + BLEND_BAND)
+            weight = np.zeros((b1 - b0, self.width), dtype=np.float32)
+            for top, wy, wx_sum in self.rows:
+                lo, hi = max(b0, top), min(b1, top + len(wy))
+                if lo < hi:
+                    weight[lo - b0 : hi - b0] += wy[lo - top : hi - top, None] * wx_sum[None, :]
+            np.maximum(weight, 1e-12, out=weight)
+            self.out[b0:b1] /= weight[..., None]
+        return self.out
+
+
 def blend_tiles(
     fn: Callable[..., np.ndarray],
-    padded: list[np.ndarray],
+    arrays: list[np.ndarray],
     grid: Grid,
     size: int,
     overlap: int,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    shape: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, int]:
-    """The one tiling loop: ``fn(*tiles, origin=(y, x))`` over overlapping tiles of the (equally sized, already
-    padded) ``padded`` arrays, each result (up(h), up(w), C) blended with sin^2 ramps into one float32 array.
+    """The one tiling loop: ``fn(*tiles, origin=(y, x))`` over overlapping tiles of ``arrays`` (the same H and W,
+    seen reflection-padded at the bottom / right to ``shape``, default their own size), each result
+    (up(h), up(w), C) blended with sin^2 ramps into one new float32 array of the padded size (the caller owns it).
 
-    Works row by row: an out-of-memory error halves the tile size and redoes the current row only (finished rows
-    stay). Returns the blended result and the tile size it ended with.
+    Tiles are read-only views where they lie inside the arrays (gathered copies where they cross the edge). Memory:
+    one full-size accumulator plus per-tile and per-band temporaries. Works row by row: an out-of-memory error
+    halves the tile size and redoes the current row only (finished rows stay). Returns the blended result and the
+    tile size it ended with.
     """
-    ph, pw = padded[0].shape[:2]
-    out: np.ndarray | None = None
-    weight = np.zeros((grid.up(ph), grid.up(pw), 1), dtype=np.float32)
+    ph, pw = shape or arrays[0].shape[:2]
+    padded = [_Padded(a, (ph, pw)) for a in arrays]
+    blend = _Blend(grid.up(ph), grid.up(pw))
     y = 0
     while True:
         row_h = min(size, ph)
         y = min(y, ph - row_h)
         try:
-            row_out, row_weight = _blend_row(fn, padded, grid, y, row_h, min(size, pw), overlap, cancel)
+            _blend_row(fn, padded, blend, grid, (ph, pw), y, row_h, min(size, pw), overlap, cancel)
         except Exception as exc:
+            blend.undo_row()
             if not is_out_of_memory(exc) or size // 2 < max(MIN_TILE // 2, grid.align):
                 raise
             size = grid.round_down(size // 2)  # resume this row with smaller tiles; finished rows stay
             continue
-        if out is None:
-            out = np.zeros((grid.up(ph), grid.up(pw), row_out.shape[2]), dtype=np.float32)
-        oy = grid.up(y)
-        out[oy : oy + row_out.shape[0]] += row_out
-        weight[oy : oy + row_out.shape[0]] += row_weight
         if progress:
             progress(min(1.0, (y + row_h) / ph))
         if y + row_h >= ph:
             break
         y += max(grid.align, (row_h - overlap) // grid.align * grid.align)
-    assert out is not None
-    out /= np.maximum(weight, 1e-12)
-    return out, size
+    return blend.result(), size
 
 
 def _blend_row(
     fn: Callable[..., np.ndarray],
-    padded: list[np.ndarray],
+    padded: list[_Padded],
+    blend: _Blend,
     grid: Grid,
+    shape: tuple[int, int],
     y: int,
     row_h: int,
     tile_w: int,
     overlap: int,
     cancel: Cancel | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """One row of tiles into a row buffer (all or nothing, so an out-of-memory error loses only this row)."""
-    ph, pw = padded[0].shape[:2]
-    row_out: np.ndarray | None = None
-    row_weight = np.zeros((grid.up(row_h), grid.up(pw), 1), dtype=np.float32)
+) -> None:
+    """One row of tiles into the blend (all or nothing: the caller undoes a failed row)."""
+    ph, pw = shape
     ramp = grid.up(overlap)
-    wy = _ramp(grid.up(row_h), ramp, left=y > 0, right=y + row_h < ph)
+    blend.begin_row(grid.up(y), _ramp(grid.up(row_h), ramp, left=y > 0, right=y + row_h < ph))
     for x in _starts(pw, tile_w, overlap, grid.align):
         if cancel and cancel():
             raise CancelledError("cancelled")
-        tiles = [np.ascontiguousarray(a[y : y + row_h, x : x + tile_w]) for a in padded]
+        tiles = [p.tile(y, x, row_h, tile_w) for p in padded]
         result = np.asarray(fn(*tiles, origin=(y, x)), dtype=np.float32)
+        del tiles  # a gathered edge tile is freed before the result is added
         expected = (grid.up(row_h), grid.up(tile_w))
         if result.ndim != 3 or result.shape[:2] != expected:
             raise BackendError(f"the backend returned a tile of shape {result.shape}; expected {expected} x C")
-        if row_out is None:
-            row_out = np.zeros((grid.up(row_h), grid.up(pw), result.shape[2]), dtype=np.float32)
-        wx = _ramp(grid.up(tile_w), ramp, left=x > 0, right=x + tile_w < pw)
-        w = (wy[:, None] * wx[None, :])[..., None]
-        ox = grid.up(x)
-        row_out[:, ox : ox + result.shape[1]] += result * w
-        row_weight[:, ox : ox + result.shape[1]] += w
-    assert row_out is not None
-    return row_out, row_weight
+        blend.add(result, grid.up(x), _ramp(grid.up(tile_w), ramp, left=x > 0, right=x + tile_w < pw))
+    blend.end_row()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -271,12 +364,14 @@ class Tiler:
         span: tuple[float, float] = (0.0, 1.0),
     ) -> np.ndarray:
         """``fn(*tiles, origin=(y, x)) -> (h, w, C)`` over overlapping tiles of ``arrays`` (each (H, W, ...), the
-        same H and W), blended with sin^2 ramps into one (H, W, C) float32 array.
+        same H and W), blended with sin^2 ramps into one new (H, W, C) float32 array, which the caller owns (a
+        sampler updates its state with it in place).
 
-        Tiles and their origins are multiples of ``multiple`` array pixels (arrays are reflection-padded at the
-        bottom / right to a multiple and the result cropped back), so a model that works on ``multiple``-sized
-        blocks sees the same block grid in every tile. The overlap is the engine's, in array pixels, but at least
-        ``min_overlap``. Progress moves from ``span[0]`` to ``span[1]``; cancel is checked between tiles.
+        Tiles and their origins are multiples of ``multiple`` array pixels (arrays are seen reflection-padded at
+        the bottom / right to a multiple, without a padded copy, and the result is cropped back), so a model that
+        works on ``multiple``-sized blocks sees the same block grid in every tile. Tiles are read-only (views of
+        ``arrays`` where they lie inside). The only full-size allocation is the result. The overlap is the
+        engine's, in array pixels, but at least ``min_overlap``. Progress moves from ``span[0]`` to ``span[1]``; cancel is checked between tiles.
         """
         if not arrays:
             raise ValueError("map needs at least one array")
@@ -286,7 +381,6 @@ class Tiler:
                 raise ValueError(f"arrays differ in size: {a.shape[:2]} vs {(height, width)}")
         grid = Grid(Fraction(1), max(1, multiple))
         ph, pw = grid.round_up(height), grid.round_up(width)
-        padded = [reflect_pad(a if a.ndim == 3 else a[..., None], ph, pw) for a in arrays]
         overlap = grid.round_up(max(int(self.overlap * density), int(min_overlap)))
         size = self.tile_side(density, multiple)
 
@@ -295,7 +389,7 @@ class Tiler:
             return fn(*tiles, origin=origin)
 
         report = lambda fraction: self.report(span[0] + (span[1] - span[0]) * fraction)  # noqa: E731
-        out, final = blend_tiles(counted, padded, grid, size, overlap, report, self.cancel)
+        out, final = blend_tiles(counted, list(arrays), grid, size, overlap, report, self.cancel, shape=(ph, pw))
         while self.tile_side(density, multiple) > final:  # keep the halved size for the next passes
             self._shrink *= 2
         return out[:height, :width]
