@@ -13,6 +13,11 @@ side of the timed input (default 256: a 1024 x 1024 output at x4). ``--tiled-che
 (``--image``, resized; default: the bundled sample) untiled and with ``--tile`` input-pixel tiles, prints the PSNR
 between them (and, for contrast, that of tiles sampled independently, the naive way), and with ``--sheet`` writes
 a crop sheet across the first vertical tile border: untiled | tiled | naive tiles | |tiled - untiled| x 20.
+``--memory`` measures one sampler run (``--size``, the first of ``--steps``, ``--tile`` or the automatic tile):
+the peak of the numpy arrays it allocates (tracemalloc) and the peak RSS over the process's before the run (ONNX
+Runtime's arena included), both in bytes per output pixel::
+
+    python -m model_export.bench_diffusion --config diffusion_x4 --size 256 --steps 4 --memory [--tile 64]
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Sequence
 
@@ -61,6 +68,41 @@ def _model_from_config(config: str, folder: Path, seed: int) -> Path:
     return out
 
 
+def _rss_bytes() -> int:
+    """Resident set size of this process now (Linux /proc; 0 where it is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def sampler_memory(runner, lr: np.ndarray, tiler) -> dict[str, float]:
+    """Peak memory of ``runner.run_whole(lr, tiler)`` per output pixel: ``traced`` (numpy allocations, tracemalloc:
+    the sampler's own arrays, exact and independent of the machine) and ``rss`` (peak resident size over the size
+    before the run, polled every 2 ms: adds ONNX Runtime's buffers; 0 without /proc)."""
+    peak, stop = [0], threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_bytes())
+            stop.wait(0.002)
+
+    base = _rss_bytes()
+    watcher = threading.Thread(target=poll, daemon=True)
+    tracemalloc.start()
+    watcher.start()
+    try:
+        out = runner.run_whole(lr, tiler)
+        _, traced = tracemalloc.get_traced_memory()
+    finally:
+        stop.set()
+        watcher.join()
+        tracemalloc.stop()
+    pixels = out.shape[0] * out.shape[1]
+    return {"traced": traced / pixels, "rss": max(0, peak[0] - base) / pixels if base else 0.0, "pixels": pixels}
+
+
 def _load_image(path: str | None, size: int) -> np.ndarray:
     import cv2
 
@@ -91,10 +133,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (default 0: all cores)")
     p.add_argument("--image", help="input image (default: the bundled sample), centre-cropped and resized")
     p.add_argument("--tiled-check", type=int, default=0, metavar="N", help="also compare tiled / untiled on NxN")
-    p.add_argument("--tile", type=int, default=128, help="tile side (input pixels) of the tiled check")
+    p.add_argument("--tile", type=int, help="tile side (input pixels) of the tiled check (default 128) and of "
+                   "--memory (default: the automatic size)")
     p.add_argument("--check-steps", type=int, default=4, help="steps of the tiled check (default 4)")
     p.add_argument("--no-naive", action="store_true", help="skip the independently-sampled-tiles contrast")
     p.add_argument("--sheet", type=Path, help="write the crop sheet across a tile border (PNG)")
+    p.add_argument("--memory", action="store_true", help="measure one run's peak memory per output pixel instead")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -126,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"diffusion benchmark: {what}; x{scale}; {threads} ONNX Runtime thread(s); load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         lr = _load_image(args.image, args.size)
+        if args.memory:
+            _memory(engine, spec, lr, scale, args, model.stem)
+            return 0
         out_mp = (args.size * scale) ** 2 / 1e6
         e = engine()
         e.upscale_array(lr[:32, :32], "diffusion", scale, {"steps": 1, "model": model.stem})  # session warm-up
@@ -139,15 +186,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"({args.size}x{args.size} -> {args.size * scale}x{args.size * scale} in {best:.1f} s)")
 
         if args.tiled_check:
-            n = args.tiled_check
+            n, tile = args.tiled_check, args.tile or 128
             img = _load_image(args.image, n)
             params = {"steps": args.check_steps, "seed": args.seed, "model": model.stem}
             t0 = time.perf_counter()
             untiled = engine(tile=10**6).upscale_array(img, "diffusion", scale, params)
             t1 = time.perf_counter()
-            tiled = engine(tile=args.tile).upscale_array(img, "diffusion", scale, params)
+            tiled = engine(tile=tile).upscale_array(img, "diffusion", scale, params)
             t2 = time.perf_counter()
-            print(f"tiled vs untiled, {n}x{n} input, {args.check_steps} steps, {args.tile}-px tiles: PSNR "
+            print(f"tiled vs untiled, {n}x{n} input, {args.check_steps} steps, {tile}-px tiles: PSNR "
                   f"{_psnr(tiled, untiled):.2f} dB, max |diff| {np.abs(tiled - untiled).max():.4f} "
                   f"(untiled {t1 - t0:.1f} s, tiled {t2 - t1:.1f} s)")
             naive = None
@@ -155,13 +202,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from invsr_desktop.engine.tiling import upscale_tiled
 
                 _, runner = engine().runner("diffusion", scale, params)
-                naive = upscale_tiled(img, runner, tile=args.tile).clip(0, 1)
+                naive = upscale_tiled(img, runner, tile=tile).clip(0, 1)
                 print(f"  for contrast, tiles sampled independently (no blending between steps): PSNR "
                       f"{_psnr(naive, untiled):.2f} dB")
             if args.sheet:
-                _sheet(args.sheet, untiled, tiled, naive, args.tile * scale, scale)
+                _sheet(args.sheet, untiled, tiled, naive, tile * scale, scale)
                 print(f"wrote the crop sheet {args.sheet}")
     return 0
+
+
+def _memory(engine, spec, lr: np.ndarray, scale: int, args, model: str) -> None:
+    from invsr_desktop.engine.tiling import Tiler
+
+    _, runner = engine().runner("diffusion", scale, {"steps": args.steps[0], "seed": args.seed, "model": model})
+    runner.run_whole(lr[:32, :32], Tiler())  # session and arena warm-up, outside the measurement
+    tiler = Tiler(tile=args.tile, bytes_per_pixel=spec.bytes_per_pixel)
+    m = sampler_memory(runner, lr, tiler)
+    side = lr.shape[0] * scale
+    print(f"memory, {lr.shape[0]}x{lr.shape[1]} -> {side}x{lr.shape[1] * scale}, {args.steps[0]} steps, "
+          f"{tiler.calls // args.steps[0]} tile(s) per step: "
+          f"peak numpy (tracemalloc) {m['traced']:.1f} bytes per output pixel, peak RSS over the start "
+          f"{m['rss']:.1f} bytes per output pixel; the backend's estimate {spec.bytes_per_pixel} bytes per input "
+          f"pixel = {spec.bytes_per_pixel / scale**2:.0f} per output pixel")
 
 
 def _sheet(path: Path, untiled, tiled, naive, tile_out: int, scale: int) -> None:

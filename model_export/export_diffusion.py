@@ -98,7 +98,9 @@ def _export(denoiser: nn.Module, example: tuple, opset: int) -> onnx.ModelProto:
 def bytes_per_pixel(options: dict[str, Any], scale: int) -> int:
     """Memory per *input* (LR) pixel of one denoiser call: float32 activations at the U-Net's first level (a few
     maps of ``base`` channels per LR pixel when ``unshuffle == scale``), the I/O at the output size, x2 for ONNX
-    Runtime's arena and the sampler's whole-image arrays."""
+    Runtime's arena. The plugin adds the sampler's measured numpy arrays (``plugins.diffusion.run_bytes_per_pixel``).
+    diffusion_x4 gets 5376: a conservative figure (a CPU run peaked at about 2000 bytes of RSS per LR pixel, the
+    sampler's arrays included: ``python -m model_export.bench_diffusion --config diffusion_x4 --memory``)."""
     base = int(options.get("base", 48))
     mults = list(options.get("mults", (1, 2, 2)))
     u = int(options.get("unshuffle", 4))

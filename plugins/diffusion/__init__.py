@@ -26,6 +26,11 @@ image and its :class:`~invsr_desktop.engine.tiling.Tiler`; every step runs the d
 ``Tiler.map`` (memory bounded per ONNX call, tile size from the memory budget or the user's tile setting) and blends
 all tiles into one ``x0`` before the update, so the tiles agree at every step and cannot drift apart. Tile origins
 are multiples of the U-Net's block (``invsr.input_multiple``), so every tile sees the same pixel-unshuffle grid.
+
+Memory: the sampler holds three full-size float32 arrays (``x``, ``y0`` and the step's blended ``x0``: 36 bytes
+per output pixel) plus one tile's ONNX feeds; the update and the noise are applied to ``x`` in place, the noise
+one 256-pixel cell at a time, and ``Tiler.map`` blends into its one result array. The numpy peak was 72 bytes per
+output pixel before this was so (1024 x 1024 output, one tile), 48 now.
 """
 
 from __future__ import annotations
@@ -44,6 +49,11 @@ BACKEND = "diffusion"
 NOISE_BLOCK = 256
 MAX_STEPS = 50
 DEFAULT_BYTES_PER_PIXEL = 16384
+# The sampler's own (numpy) peak per *output* pixel, measured with tracemalloc on a run whose one tile is the whole
+# image (diffusion_x4 architecture, 256 -> 1024, 4 steps; python -m model_export.bench_diffusion --memory): x and
+# y0 (12 bytes each) and the two NCHW feeds of the tile (24), or x, y0 and the blended x0 once the tile is added.
+# It was 72 before the update, the noise and the blend worked in place (63 with 64-LR-pixel tiles, now 38).
+SAMPLER_BYTES_PER_OUTPUT_PIXEL = 48
 
 
 @dataclass(frozen=True)
@@ -79,7 +89,7 @@ class DiffusionModel:
     input_multiple: int
     schedule: Schedule
     default_steps: int = 4
-    bytes_per_pixel: int = DEFAULT_BYTES_PER_PIXEL
+    bytes_per_pixel: int = DEFAULT_BYTES_PER_PIXEL  # the denoiser's (ONNX Runtime's) per LR pixel, from metadata
     trained_on: str = ""
     metadata: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
@@ -123,6 +133,12 @@ def model_from_file(f) -> DiffusionModel:
     )
 
 
+def run_bytes_per_pixel(model: DiffusionModel) -> int:
+    """Memory per LR pixel of a sampling run whose tile is the whole image, what the engine sizes tiles by: the
+    denoiser's estimate from the model's metadata plus the sampler's measured numpy arrays at the output size."""
+    return model.bytes_per_pixel + SAMPLER_BYTES_PER_OUTPUT_PIXEL * model.scale * model.scale
+
+
 def find_models(files: list | None = None) -> list[DiffusionModel]:
     """Every usable diffusion model among ``files`` (default: the model folders' files whose ``invsr.backend`` is
     ``diffusion``); a file with unusable metadata is reported through the model folder's problem list and skipped."""
@@ -153,17 +169,32 @@ def pick_model(models: list[DiffusionModel], name: str, scale: float) -> Diffusi
 # -- noise keyed by output position ----------------------------------------------------------------------------
 
 
+def _noise_cell(seed: int, step: int, row: int, col: int, block: int) -> np.ndarray:
+    """The unit normal float32 (block, block, 3) cell of output block (row, col) at (seed, step)."""
+    rng = np.random.default_rng([int(seed), int(step), row, col])
+    return rng.standard_normal((block, block, 3), dtype=np.float32)
+
+
 def position_noise(seed: int, step: int, height: int, width: int, block: int = NOISE_BLOCK) -> np.ndarray:
     """Unit normal float32 (height, width, 3): the value at a pixel depends only on (seed, step, its position):
     each ``block`` x ``block`` cell of the output grid has its own generator seeded with (seed, step, row, col)."""
-    out = np.empty((height, width, 3), dtype=np.float32)
+    out = np.zeros((height, width, 3), dtype=np.float32)
+    add_position_noise(out, seed, step, 1.0, block)
+    return out
+
+
+def add_position_noise(x: np.ndarray, seed: int, step: int, amount: float, block: int = NOISE_BLOCK) -> None:
+    """``x += amount * position_noise(seed, step, *x.shape[:2])``, in place and one cell at a time: the same
+    float32 values without a full-size noise array and its scaled copy (two of the sampler's largest temporaries)."""
+    height, width = x.shape[:2]
     for by in range(0, height, block):
         for bx in range(0, width, block):
-            rng = np.random.default_rng([int(seed), int(step), by // block, bx // block])
-            cell = rng.standard_normal((block, block, 3), dtype=np.float32)
+            cell = _noise_cell(seed, step, by // block, bx // block, block)
             h, w = min(block, height - by), min(block, width - bx)
-            out[by : by + h, bx : bx + w] = cell[:h, :w]
-    return out
+            part = cell[:h, :w]
+            if amount != 1.0:
+                part *= amount
+            x[by : by + h, bx : bx + w] += part
 
 
 def upsample(lr: np.ndarray, scale: int) -> np.ndarray:
@@ -209,13 +240,16 @@ class DiffusionRunner:
         return self.run_whole(tile, Tiler(tile=max(tile.shape[:2])))
 
     def run_whole(self, lr: np.ndarray, tiler) -> np.ndarray:
+        """The sampler (module doc). Full-size arrays: ``x`` and ``y0``, plus the one ``Tiler.map`` returns each
+        step; the update and the noise are applied to ``x`` in place (see :data:`SAMPLER_BYTES_PER_OUTPUT_PIXEL`)."""
         scale = int(round(self.scale))
         y0 = upsample(np.ascontiguousarray(lr, dtype=np.float32), scale)
-        height, width = y0.shape[:2]
         ss = self.schedule.timesteps(self.steps)
         etas = [self.schedule.eta(s) for s in ss] + [0.0]
         c = self.noise * self.schedule.kappa
-        x = y0 + (c * math.sqrt(etas[0])) * position_noise(self.seed, 0, height, width) if c > 0 else y0.copy()
+        x = y0.copy()
+        if c > 0:
+            add_position_noise(x, self.seed, 0, c * math.sqrt(etas[0]))
         n = len(ss)
         overlap = 2 * self.input_multiple
         for i, s in enumerate(ss):
@@ -226,11 +260,19 @@ class DiffusionRunner:
             eta, prev = etas[i], etas[i + 1]
             if prev == 0.0:
                 return x0
-            alpha = eta - prev
-            x = (prev / eta) * x + (alpha / eta) * x0
+            step_update(x, x0, prev / eta, (eta - prev) / eta)
+            del x0  # before the next map allocates its result: one blended array alive at a time
             if c > 0:
-                x += (c * math.sqrt(prev * alpha / eta)) * position_noise(self.seed, i + 1, height, width)
+                add_position_noise(x, self.seed, i + 1, c * math.sqrt(prev * (eta - prev) / eta))
         return x  # pragma: no cover - the last step always has prev == 0
+
+
+def step_update(x: np.ndarray, x0: np.ndarray, keep: float, take: float) -> None:
+    """``x = keep * x + take * x0`` in place, with no temporary (``x0`` is overwritten): the same float32
+    operations, so the same bits, as the expression."""
+    np.multiply(x, keep, out=x)
+    np.multiply(x0, take, out=x0)
+    np.add(x, x0, out=x)
 
 
 def build(request: BuildRequest) -> DiffusionRunner:
@@ -275,7 +317,7 @@ def invsr_backends() -> list[BackendSpec]:
             description="Few-step residual-shifting diffusion (ResShift-style): starts from the upscaled photo plus "
             "noise and refines it over a few steps, inventing plausible fine detail. Tiles are blended at every "
             "step, so large images show no seams.",
-            bytes_per_pixel=max(m.bytes_per_pixel for m in models),
+            bytes_per_pixel=max(run_bytes_per_pixel(m) for m in models),
             info={"models": ", ".join(m.id for m in models)},
         )
     ]
