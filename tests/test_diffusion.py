@@ -505,3 +505,41 @@ def test_tiler_map_allocates_one_full_size_array():
                                                                                        multiple=16)))  # fmt: skip
     assert np.allclose(result["out"], a, atol=1e-6)
     assert peak < 1.2 * a.nbytes, peak / a.nbytes  # the result (padded size: 1.03) and 64-row bands (before: 2.8)
+
+
+# ---- the spread across seeds (model_export/seed_spread.py) ----------------------------------------------------------
+
+
+def test_seed_spread_figures(models_dir):
+    from model_export.seed_spread import spread_map, spread_stats, upscale_seeds
+
+    lr = smooth_image(16, 20, seed=6)
+    engine = _engine()
+    same = upscale_seeds(engine, lr, 4, {"steps": 2}, [5, 5])
+    assert spread_map(same).shape == (64, 80) and spread_stats(same)["max"] == 0.0
+    assert spread_stats(same)["psnr_to_mean_db"] == [None, None]
+    differ = upscale_seeds(engine, lr, 4, {"steps": 2}, [0, 1, 2, 3])
+    stats = spread_stats(differ)
+    assert stats["seeds"] == 4 and 0 < stats["median"] <= stats["p99"] <= stats["max"] and stats["mean"] > 0
+    assert all(p is not None and 10 < p < 80 for p in stats["psnr_to_mean_db"])
+    deterministic = upscale_seeds(engine, lr, 4, {"steps": 2, "noise": 0.0}, [0, 1, 2])
+    assert spread_stats(deterministic)["max"] == 0.0
+    with pytest.raises(ValueError, match="two"):
+        spread_map(same[:1])
+
+
+def test_seed_spread_command(exported, tmp_path, capsys, monkeypatch):
+    from model_export.seed_spread import main as spread_main
+
+    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "none")
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path))  # the command points it at its own folder
+    image = tmp_path / "in.png"
+    Image.fromarray((smooth_image(40, 30, seed=7) * 255).astype(np.uint8)).save(image)
+    out = tmp_path / "spread"
+    assert spread_main(["--model", str(exported[2].path), "--image", str(image), "--size", "16", "--seeds", "0", "1",
+                        "--steps", "2", "--threads", "1", "--out", str(out)]) == 0  # fmt: skip
+    report = json.loads((out / "spread.json").read_text())
+    assert report["seeds"] == 2 and report["mean"] > 0 and report["heat_map_range"] == [0.0, 0.1]
+    assert "median" in capsys.readouterr().out
+    with Image.open(out / "spread.png") as picture:
+        assert picture.width > 3 * picture.height  # one row of four panels
