@@ -12,7 +12,7 @@ the number of steps, the seed and the noise scale are free at run time. The ONNX
 Metadata props: ``invsr.backend = diffusion``, ``invsr.arch = diffusion_unet``, ``invsr.scale``,
 ``invsr.version``, ``invsr.trained_on``, ``invsr.name``, ``invsr.input_multiple``, ``invsr.parameters``, the
 schedule the model was trained with (``invsr.diffusion.kappa``, ``eta_min``, ``eta_max``, ``power``,
-``input_floor``: eta(s) = eta_min * (eta_max / eta_min) ** (s ** power)), ``invsr.diffusion.default_steps``,
+``sigma_data``: eta(s) = eta_min * (eta_max / eta_min) ** (s ** power)), ``invsr.diffusion.default_steps``,
 ``invsr.inputs`` (this description in one line), ``invsr.check`` and ``invsr.training``.
 
 Every export is checked: ONNX Runtime's ``x0`` against PyTorch's on random inputs of an odd size (in blocks of
@@ -205,7 +205,7 @@ def model_card(result: DiffusionExport, cfg: dict) -> str:
         "",
         f"- Architecture: `diffusion_unet` {p['invsr.arch_options']}, {int(p['invsr.parameters']):,} parameters",
         f"- Schedule: kappa {o.get('kappa')}, eta(s) = {o.get('eta_min')} * ({o.get('eta_max')} / {o.get('eta_min')})"
-        f" ** (s ** {o.get('power')}), input floor {o.get('input_floor')}; trained on continuous s in [0, 1], so "
+        f" ** (s ** {o.get('power')}), sigma_data {o.get('sigma_data')}; trained on continuous s in [0, 1], so "
         f"any number of steps works; default {p['invsr.diffusion.default_steps']} steps (4 to 15 recommended)",
         f"- Training data: {p['invsr.trained_on']}; LR: {_degradation(cfg)}",
         f"- Iterations: {training.get('step', 'unknown')}; wall time: "

@@ -23,7 +23,7 @@ from model_export.training import checkpoint as ckpt_io
 from model_export.training.config import load_config
 from model_export.training.distributed import DistInfo
 from model_export.training.models import get_model_class
-from model_export.training.models.diffusion import Schedule, lr_multiple, sample, upsample
+from model_export.training.models.diffusion import Denoiser, Schedule, lr_multiple, sample, upsample
 
 TINY_NET = {"arch": "diffusion_unet", "base": 8, "mults": [1, 2], "time_dim": 16}
 
@@ -91,14 +91,29 @@ def _engine(tile=None, overlap=None) -> Engine:
 # ---- the network and the schedule ------------------------------------------------------------------------------
 
 
-def test_unet_shapes_and_identity_start():
+def test_unet_shapes_and_zero_start():
     torch.manual_seed(0)
     net = build_arch("diffusion_unet", scale=4, **{k: v for k, v in TINY_NET.items() if k != "arch"})
     assert net.input_multiple == 8 and net.scale == 4
     x, cond = torch.rand(2, 3, 24, 40), torch.rand(2, 3, 24, 40)
     out = net(x, cond, torch.tensor([0.3, 1.0]))
-    assert out.shape == cond.shape and torch.equal(out, cond)  # zero-initialised output conv: predicts y0
+    assert out.shape == cond.shape and not out.any()  # zero-initialised output conv
     assert lr_multiple(16, 4) == 4 and lr_multiple(8, 4) == 2 and lr_multiple(16, 3) == 16
+
+
+def test_denoiser_preconditioning_is_the_linear_estimate_at_start():
+    """An untrained net (F = 0) gives y0 + c_skip (x_t - y0): x_t itself at low noise, y0 at s = 1."""
+    torch.manual_seed(0)
+    net = build_arch("diffusion_unet", scale=4, **{k: v for k, v in TINY_NET.items() if k != "arch"})
+    sd = Schedule()
+    den = Denoiser(net, sd)
+    hr, y0 = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    out_low = den(hr, y0, torch.tensor([0.0]))
+    eta = sd.eta_min
+    a, v = 1 - eta, (1 - eta) ** 2 * sd.sigma_data**2 + sd.kappa**2 * eta
+    assert torch.allclose(out_low, y0 + a * sd.sigma_data**2 / v * (hr - y0), atol=1e-6)
+    assert (out_low - hr).abs().mean() < 0.2 * (y0 - hr).abs().mean()  # mostly the input at low noise
+    assert torch.allclose(den(hr, y0, torch.tensor([1.0])), y0, atol=1e-4)  # the condition at s = 1
 
 
 def test_schedule_torch_and_plugin_agree():
