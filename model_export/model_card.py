@@ -53,7 +53,8 @@ def eval_rows(report: dict[str, Any]) -> list[str]:
     return rows
 
 
-def render(model_file: Path, onnx_file: Path, reports: list[dict[str, Any]], command: str, notes: str) -> str:
+def render(model_file: Path, onnx_file: Path, reports: list[dict[str, Any]], command: str, notes: str,
+           export_command: str = "") -> str:
     ckpt = torch.load(model_file, map_location="cpu", weights_only=True)
     meta, cfg = ckpt.get("meta", {}), ckpt.get("config", {})
     onnx_meta = read_metadata(onnx_file)
@@ -86,7 +87,7 @@ def render(model_file: Path, onnx_file: Path, reports: list[dict[str, Any]], com
         "",
         "```bash",
         command,
-        f"invsr-export {model_file.name} -o {onnx_file.name} --name \"{onnx_meta.get('invsr.name', '')}\"",
+        export_command or f"invsr-export {model_file.name} -o {onnx_file.name} --name \"{onnx_meta.get('invsr.name', '')}\"",
         "```",
         "",
         "## Export check",
@@ -114,10 +115,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--eval", type=Path, action="append", default=[], help="an invsr-eval report.json")
     p.add_argument("--command", required=True, help="the exact training command")
     p.add_argument("--notes", default="", help="free text appended as a Notes section")
+    p.add_argument("--export-command", default="", help="the export command, where it is not invsr-export "
+                   "(INN: python -m model_export.export_inn ...)")
     p.add_argument("-o", "--output", type=Path, required=True)
     args = p.parse_args(argv)
     reports = [json.loads(path.read_text()) for path in args.eval]
-    args.output.write_text(render(args.model, args.onnx, reports, args.command, args.notes), encoding="utf-8")
+    card = render(args.model, args.onnx, reports, args.command, args.notes, args.export_command)
+    args.output.write_text(card, encoding="utf-8")
     print(f"wrote {args.output}")
     return 0
 
