@@ -108,6 +108,17 @@ def test_list_backends_shows_bicubic(capsys):
     assert "bicubic" in capsys.readouterr().out
 
 
+def _read_until(stream, marker: str, timeout: float) -> str:
+    """Characters from ``stream`` up to and including the first ``marker`` (tqdm redraws with \\r, not \\n)."""
+    deadline, text = time.monotonic() + timeout, ""
+    while marker not in text:
+        assert time.monotonic() < deadline, f"no {marker!r} within {timeout} s: {text[-500:]!r}"
+        ch = stream.read(1)
+        assert ch, f"the process ended before {marker!r}: {text[-500:]!r}"
+        text += ch
+    return text
+
+
 def test_ctrl_c_cancels_cleanly_and_leaves_nothing_behind(tmp_path):
     """A real SIGINT to a real process in the middle of a slow (tiny-tile) job."""
     photo = write_photo(tmp_path / "big.png", size=(1200, 900))
@@ -119,10 +130,14 @@ def test_ctrl_c_cancels_cleanly_and_leaves_nothing_behind(tmp_path):
         text=True,
         env=env,
     )
-    time.sleep(3.0)  # well into the tiles: the sessions are built and work has started
+    # SIGINT only once the progress bar is drawn (the handler is installed before it): on a loaded machine the
+    # imports alone can take longer than any fixed sleep, and a SIGINT during them is Python's, not the CLI's.
+    err_head = _read_until(proc.stderr, " img [", timeout=120)
     assert proc.poll() is None, "the job finished before it could be cancelled; make it slower"
+    time.sleep(0.5)  # into the tiles
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
+    err = err_head + err
     assert proc.returncode == cli.EXIT_CANCELLED, err
     assert "cancelled" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png"]
