@@ -245,3 +245,22 @@ def test_ddp_two_processes(images, tmp_path):
     _, net_p, ema_p = _weights(parts / "latest.pt")
     for k in net_d:
         assert torch.equal(net_p[k], net_d[k]) and torch.equal(ema_p[k], ema_d[k]), k
+
+
+def test_compact_checkpoint_keeps_weights_and_resumes_adam_in_float32():
+    """A compacted resume point: Adam's moments in bfloat16 on disk, back in float32 when loaded, weights exact."""
+    from model_export.training.checkpoint import compact
+
+    net = torch.nn.Linear(8, 4)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    net(torch.randn(3, 8)).square().mean().backward()
+    opt.step()
+    state = {"step": 1, "model": {"net": net.state_dict(), "opt": opt.state_dict()}}
+    small = compact(state)
+    assert small["model"]["opt"]["state"][0]["exp_avg"].dtype == torch.bfloat16
+    assert torch.equal(small["model"]["net"]["weight"], net.state_dict()["weight"])  # weights untouched
+    fresh = torch.optim.Adam(net.parameters(), 1e-3)
+    fresh.load_state_dict(small["model"]["opt"])
+    moment = fresh.state_dict()["state"][0]["exp_avg"]
+    assert moment.dtype == torch.float32
+    assert torch.allclose(moment, opt.state_dict()["state"][0]["exp_avg"], rtol=1e-2, atol=1e-6)
