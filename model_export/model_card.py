@@ -35,8 +35,8 @@ def check_lines(onnx_meta: dict[str, str]) -> list[str]:
     """The export checks recorded in the file: ONNX Runtime against PyTorch on an odd-sized input."""
     checks = json.loads(onnx_meta.get("invsr.check", "[]"))
     return [
-        f"- {c['what']}: input {'x'.join(map(str, c['input']))}, max |diff| {c['max_abs_diff']:.2e} "
-        f"(PSNR {c['psnr_db']:.1f} dB)"
+        f"- {c['what']}: input {'x'.join(map(str, c['input']))}, max |diff| {c['max_abs_diff']:.2e}"
+        + (f" (PSNR {c['psnr_db']:.1f} dB)" if "psnr_db" in c else "")  # the diffusion export records no PSNR
         for c in checks
     ] or ["- not recorded"]
 
@@ -44,10 +44,12 @@ def check_lines(onnx_meta: dict[str, str]) -> list[str]:
 def eval_rows(report: dict[str, Any]) -> list[str]:
     """One Markdown table row per set: backend PSNR / SSIM against bicubic in the same run."""
     rows = []
+    given = report.get("params_given") or {}
+    protocol = report["protocol"] + "".join(f", {k}={v}" for k, v in sorted(given.items()))  # e.g. noise=0
     for s in report["sets"]:
         m = s["mean"]
         rows.append(
-            f"| {s['name']} | x{report['scale']} | {report['protocol']} | **{m['psnr']:.2f} / {m['ssim']:.4f}** "
+            f"| {s['name']} | x{report['scale']} | {protocol} | **{m['psnr']:.2f} / {m['ssim']:.4f}** "
             f"| {m['bicubic_psnr']:.2f} / {m['bicubic_ssim']:.4f} | {m['psnr'] - m['bicubic_psnr']:+.2f} dB |"
         )
     return rows
