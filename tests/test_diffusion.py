@@ -208,7 +208,7 @@ def test_train_and_exact_resume(images, tmp_path):
     assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
     assert rows_a[-1]["val_psnr"] is not None and rows_a[-1]["val_psnr"] == rows_b[-1]["val_psnr"]
     model_file = ckpt_io.load(full / "model_diffusion_unet_x4.pt")
-    assert model_file["family"] == "diffusion" and model_file["config"]["diffusion"]["kappa"] == 2.0
+    assert model_file["family"] == "diffusion" and model_file["config"]["diffusion"]["kappa"] == 0.5
     # the run's model file exports
     result = export_checkpoint(full / "model_diffusion_unet_x4.pt", tmp_path / "d.onnx")
     assert result.max_abs < 1e-4
