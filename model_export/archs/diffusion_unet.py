@@ -7,16 +7,18 @@ convolution is zero-initialised). How ``x_t`` is scaled on the way in and how ``
 caller's preconditioning (see :class:`model_export.training.models.diffusion.Denoiser`).
 
 The two inputs have separate stems: ``cond`` is the same signal at every step, while ``x_t`` goes from pure noise
-(``t`` = 1) to nearly the clean image (``t`` = 0). Mixed in one first convolution, unit-variance noise swamps the
-few-hundredths-sized detail of ``cond`` at high noise, and nothing before the first timestep injection can tell the
-two regimes apart (measured: after 4.5 k steps such a net still predicted the upsampled LR at t = 1, i.e. learnt
-no SR at all). Here the ``x_t`` stem is multiplied per channel by a gate computed from the timestep embedding, so
-the net can shut the noise out where it carries nothing.
+(``t`` = 1) to nearly the clean image (``t`` = 0), and nothing before the first timestep injection could tell the
+two regimes apart in a shared first convolution. Here the ``x_t`` stem is multiplied per channel by a gate
+computed from the timestep embedding, zero at the start (an open random gate lets noise in at every step, and the
+gradient that would close it averages out over the noise): it opens where ``x_t`` carries signal, i.e. at low
+noise. (Measured only together with the caller's preconditioning: see
+:class:`model_export.training.models.diffusion.Denoiser` for what was and was not isolated.)
 
 Layout, chosen so that one step costs about what a small LR-space SR net costs:
 
-- ``x_t`` and ``cond`` are concatenated and pixel-unshuffled by ``unshuffle`` (4 at x4: the U-Net's first level
-  works at the LR resolution, the 4x4 output block of an LR pixel in the channels), then a 3x3 conv to ``base``;
+- ``x_t`` and ``cond`` are each pixel-unshuffled by ``unshuffle`` (4 at x4: the U-Net's first level works at the
+  LR resolution, the 4x4 output block of an LR pixel in the channels), then a 3x3 conv to ``base`` each (the
+  ``x_t`` one gated), summed;
 - levels with ``base * mults[i]`` channels, ``blocks`` residual blocks each (conv 3x3, SiLU, + the timestep
   embedding per channel, conv 3x3; no normalisation layer: GroupNorm's statistics over the whole tile would make
   the output depend on the tile, which breaks seamless tiling), a stride-2 conv between levels, nearest x2 +
