@@ -263,14 +263,13 @@ def test_gan_fine_tune_resumes_exactly_and_exports(tmp_path, images, psnr_model,
     assert result.shape == (36, 44, 3)
 
 
-def test_one_discriminator_forward_gives_the_two_pass_gradients(tmp_path, images, psnr_model):
-    """The step's single forward of the discriminator gives each network the gradients of ESRGAN's two passes
-    (generator step with the discriminator frozen, then the discriminator on the detached output)."""
+def _frozen_gan_step_setup(tmp_path, images, psnr_model, sets: list[str]):
+    """A GAN model (discriminator warm-up and the bicubic mix off, plus ``sets``), a 2-image batch, the
+    discriminator's state before the step, and optimizers that keep the gradients but change nothing."""
     from model_export.training.distributed import DistInfo
 
     cls = get_model_class("esrgan_gan")
-    sets = ["gan.d_init_steps=0", "gan.bicubic_fraction=0", "loss.gan.adaptive=false", "loss.gan.highpass_sigma=0",
-            "loss.gan.weight=0.1"]
+    sets = ["gan.d_init_steps=0", "gan.bicubic_fraction=0", *sets]
     cfg = load_config(str(_config(tmp_path, images, psnr_model)), sets, cls.config_defaults)
     torch.manual_seed(0)
     model = cls(cfg, torch.device("cpu"), DistInfo())
@@ -278,6 +277,14 @@ def test_one_discriminator_forward_gives_the_two_pass_gradients(tmp_path, images
     batch = {"lr": F.avg_pool2d(hr, 4), "hr": hr, "index": torch.arange(2)}
     d_state = {k: v.clone() for k, v in model.net_d.state_dict().items()}
     model.opt_g.step = model.opt_d.step = lambda: None  # keep the gradients, change nothing
+    return model, hr, batch, d_state
+
+
+def test_one_discriminator_forward_gives_the_two_pass_gradients(tmp_path, images, psnr_model):
+    """The step's single forward of the discriminator gives each network the gradients of ESRGAN's two passes
+    (generator step with the discriminator frozen, then the discriminator on the detached output)."""
+    sets = ["loss.gan.adaptive=false", "loss.gan.highpass_sigma=0", "loss.gan.weight=0.1"]
+    model, hr, batch, d_state = _frozen_gan_step_setup(tmp_path, images, psnr_model, sets)
     model.optimize(batch, 5)
     grads_g = [p.grad.clone() for p in model.net_g.parameters()]
     grads_d = [p.grad.clone() for p in model.net_d.parameters()]
@@ -303,18 +310,9 @@ def test_adaptive_detail_band_adversarial_gradient(tmp_path, images, psnr_model)
     """The adaptive term: lambda = weight * |grad_sr(L1 + frequency)| / |detail band of grad_sr(RaGAN)|, and the
     generator gets exactly the gradient of (L1 + frequency) + lambda * RaGAN with the RaGAN gradient at the output
     cut to its detail band."""
-    from model_export.training.distributed import DistInfo
     from model_export.training.gan_losses import gaussian_blur
 
-    cls = get_model_class("esrgan_gan")
-    sets = ["gan.d_init_steps=0", "gan.bicubic_fraction=0", "loss.gan.max_weight=1000"]
-    cfg = load_config(str(_config(tmp_path, images, psnr_model)), sets, cls.config_defaults)
-    torch.manual_seed(0)
-    model = cls(cfg, torch.device("cpu"), DistInfo())
-    hr = torch.rand(2, 3, 16, 16)
-    batch = {"lr": F.avg_pool2d(hr, 4), "hr": hr, "index": torch.arange(2)}
-    d_state = {k: v.clone() for k, v in model.net_d.state_dict().items()}
-    model.opt_g.step = model.opt_d.step = lambda: None
+    model, hr, batch, d_state = _frozen_gan_step_setup(tmp_path, images, psnr_model, ["loss.gan.max_weight=1000"])
     stats = model.optimize(batch, 5)
     grads_g = [p.grad.clone() for p in model.net_g.parameters()]
 
