@@ -1,9 +1,11 @@
-"""Render the documentation screenshots offscreen: the main window with a queue, and the compare view at 400%.
+"""Render the documentation screenshots offscreen: the main window with a queue, shrink and restore with the
+bundled INN, and the compare view at 400%.
 
     QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--icon]
 
 The queue is real: the bundled sample photo is upscaled with bicubic (x4 and x2) by the installed backends, a
-larger generated photo is paused half-way, one more waits, and an unreadable file shows how a failure looks. Work
+larger generated photo is paused half-way, one more waits, and an unreadable file shows how a failure looks. The
+shrink screenshot shrinks the sample x4 with the bundled INN and drops the small image back, which restores it. Work
 happens in a temporary folder; settings never touch the user's. ``--icon`` also re-renders the PNG icon from the
 SVG (the PNG in ``resources/icons`` is made this way).
 """
@@ -74,6 +76,28 @@ def photos(work: Path) -> dict[str, Path]:
     }
 
 
+def shrink_and_restore(app: QApplication, work: Path, sample: Path, out: Path) -> None:
+    """Shrink (INN) mode: the sample shrunk x4, then the small image dropped back and restored to full size."""
+    from invsr_desktop.app.main_window import MainWindow
+    from invsr_desktop.app.settings import AppSettings
+    from invsr_desktop.engine.jobs import JobMode
+
+    window = MainWindow(AppSettings(work / "settings-shrink.ini"), paste_dir=work / "pasted")
+    window.resize(*WINDOW_SIZE)
+    window.show()
+    window.panel.set_mode(JobMode.SHRINK)
+    window.panel.scale_picker.set_value(4)
+    (shrink,) = window.add_paths([sample])
+    wait(app, lambda: shrink.state.finished)
+    if shrink.result is None:
+        raise RuntimeError(f"shrinking the sample failed: {shrink.error}")
+    (restore,) = window.add_paths([shrink.result])  # recognised by its marker, whatever the mode
+    wait(app, lambda: restore.state.finished)
+    window.queue_panel.select_job(restore.id)
+    window.grab().save(str(out / "shrink-and-restore.png"))
+    window.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
@@ -130,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
         window.queue.cancel_all()
         window.close()
+        shrink_and_restore(app, work, files["sample"], args.out)
     for path in sorted(args.out.glob("*.png")):
         print(f"wrote {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     return 0
