@@ -7,7 +7,8 @@ committing them; this one runs on any photo you may publish (default: the bundle
     python -m model_export.compare_sheet --scale 4 --backend bicubic --backend esrgan-faithful-x4 \\
         --backend inn --backend diffusion --out docs/models/compare_x4.png
 
-``--backend ID[:NAME=VALUE,...]`` passes backend parameters, e.g. ``diffusion:noise=0``.
+``--backend ID[:NAME=VALUE,...]`` passes backend parameters, e.g. ``diffusion:noise=0``. ``--lr-noise`` and
+``--lr-jpeg`` make the LR look like a phone photo (sensor noise, then JPEG), the input a "photo" model is for.
 """
 
 from __future__ import annotations
@@ -47,13 +48,39 @@ def psnr_rgb(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def render(hr: np.ndarray, results: list[tuple[str, np.ndarray]], box: tuple[int, int, int], path: Path) -> Path:
+def degrade_lr(lr: np.ndarray, noise: float = 0.0, jpeg: int = 0, seed: int = 0) -> np.ndarray:
+    """The 8-bit LR (float [0, 1]) with Gaussian noise of ``noise`` grey levels, then saved as JPEG at quality
+    ``jpeg`` (0: neither). Pillow's encoder is the one most photos on a desktop went through."""
+    import io
+
+    from PIL import Image
+
+    out = lr
+    if noise > 0:
+        rng = np.random.default_rng(seed)
+        out = np.clip(np.round(out * 255.0 + rng.normal(0.0, noise, out.shape)), 0, 255) / 255.0
+    if jpeg > 0:
+        buffer = io.BytesIO()
+        Image.fromarray(np.round(out * 255.0).astype(np.uint8)).save(buffer, "JPEG", quality=jpeg)
+        out = np.asarray(Image.open(buffer).convert("RGB"))[..., :3] / 255.0
+    return out.astype(np.float32, copy=False)
+
+
+def lr_description(scale: int, noise: float, jpeg: int) -> str:
+    parts = [f"LR: bicubic ÷{scale}"] + [f"noise σ={noise:g}"] * (noise > 0) + [f"JPEG q{jpeg}"] * (jpeg > 0)
+    return " + ".join(parts)
+
+
+def render(hr: np.ndarray, results: list[tuple[str, np.ndarray]], box: tuple[int, int, int], path: Path,
+           title: str = "") -> Path:
     """HR crop, then each result's crop, with titles; ``box`` = (top, left, side) in HR pixels."""
     from matplotlib.figure import Figure
 
     top, left, side = box
     panels = [("HR", hr)] + results
-    fig = Figure(figsize=(2.6 * len(panels), 3.0), dpi=150, layout="constrained")
+    fig = Figure(figsize=(2.6 * len(panels), 3.0 + 0.2 * bool(title)), dpi=150, layout="constrained")
+    if title:
+        fig.suptitle(title, fontsize=9)
     for ax, (title, img) in zip(fig.subplots(1, len(panels)), panels):
         ax.imshow(np.clip(img[top : top + side, left : left + side], 0, 1), interpolation="nearest")
         ax.set_title(title, fontsize=8)
@@ -72,6 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--crop", type=int, default=28, help="side of the crop in LR pixels (default 28)")
     p.add_argument("--at", type=float, nargs=2, default=(0.35, 0.5), metavar=("Y", "X"),
                    help="crop centre as fractions of the height and width (default 0.35 0.5)")
+    p.add_argument("--lr-noise", type=float, default=0.0, help="Gaussian noise on the LR, in grey levels (seed 0)")
+    p.add_argument("--lr-jpeg", type=int, default=0, help="save the LR as JPEG at this quality (1-95)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = p.parse_args(argv)
@@ -84,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     hr = load_image(args.image).pixels[..., :3].astype(np.float64)
     hr = hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s]
     lr = np.clip(np.round(imresize(hr * 255.0, 1.0 / s)), 0, 255).astype(np.float32) / 255.0
+    lr = degrade_lr(lr, args.lr_noise, args.lr_jpeg)
+    title = lr_description(s, args.lr_noise, args.lr_jpeg)
+    print(title)
     engine = Engine(options=EngineOptions(threads=args.threads))
     results = []
     for text in args.backend:
@@ -95,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     side = min(args.crop * s, *hr.shape[:2])
     top = int(np.clip(args.at[0] * hr.shape[0] - side / 2, 0, hr.shape[0] - side))
     left = int(np.clip(args.at[1] * hr.shape[1] - side / 2, 0, hr.shape[1] - side))
-    print(f"wrote {render(hr, results, (top, left, side), args.out)}")
+    print(f"wrote {render(hr, results, (top, left, side), args.out, title)}")
     return 0
 
 

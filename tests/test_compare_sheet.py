@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from model_export.compare_sheet import main, parse_backend, psnr_rgb
+from model_export.compare_sheet import degrade_lr, lr_description, main, parse_backend, psnr_rgb
 
 
 def test_parse_backend_reads_typed_parameters():
@@ -17,8 +17,23 @@ def test_sheet_of_bicubic_on_the_sample(tmp_path, capsys):
     out = tmp_path / "sheet.png"
     assert main(["--scale", "2", "--backend", "bicubic", "--crop", "16", "--threads", "1", "--out", str(out)]) == 0
     assert Image.open(out).size[0] > Image.open(out).size[1]  # a row of panels
-    line = capsys.readouterr().out.splitlines()[0]
-    assert line.startswith("bicubic: PSNR ") and 20 < float(line.split()[2]) < 40
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "LR: bicubic ÷2"
+    assert lines[1].startswith("bicubic: PSNR ") and 20 < float(lines[1].split()[2]) < 40
+
+
+def test_a_phone_photo_lr_loses_more_with_noise_and_lower_jpeg_quality():
+    import numpy as np
+
+    y, x = np.mgrid[0:48, 0:48] / 48.0
+    lr = np.stack([y, x, (x + y) / 2], axis=-1).astype(np.float32)
+    assert degrade_lr(lr) is lr  # nothing asked, nothing changed
+    noisy = degrade_lr(lr, noise=5.0)
+    assert np.array_equal(noisy, degrade_lr(lr, noise=5.0))  # seeded
+    assert 2.0 < np.std(noisy - lr) * 255 < 8.0
+    q90, q30 = (psnr_rgb(degrade_lr(lr, noise=5.0, jpeg=q), lr) for q in (90, 30))
+    assert q30 < q90 < psnr_rgb(noisy, lr) + 1.0
+    assert lr_description(4, 5.0, 75) == "LR: bicubic ÷4 + noise σ=5 + JPEG q75"
 
 
 def test_psnr_rgb_of_identical_images_is_infinite():
