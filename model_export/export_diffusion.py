@@ -18,6 +18,15 @@ schedule the model was trained with (``invsr.diffusion.kappa``, ``eta_min``, ``e
 Every export is checked: ONNX Runtime's ``x0`` against PyTorch's on random inputs of an odd size (in blocks of
 ``input_multiple``) and two timesteps; over the tolerance nothing is written.
 
+A prior-conditioned model (``diffusion.prior``, see :mod:`model_export.training.models.diffusion`) has its
+``lr_up`` = the frozen prior's output. Its model file holds the prior's weights; the export writes the prior as its
+own ONNX file next to the denoiser, ``<denoiser stem>_prior.onnx``, through invsr-export's plain (ESRGAN) path
+(``lr`` -> ``sr``, the same graph export, check against PyTorch and ``invsr.*`` metadata, with ``invsr.backend =
+diffusion_prior`` so that no plugin lists it as a model of its own). The denoiser's metadata names it:
+``invsr.diffusion.prior`` (the file name, in the denoiser's folder) and ``invsr.diffusion.prior_sha256`` (of the
+file's bytes), so the app refuses a mismatched pair; its ``invsr.bytes_per_pixel`` is the larger of the two
+networks' (the app tiles both passes with one tile size). ``--install`` copies both files.
+
     invsr-export runs/diffusion_x4/model_diffusion_unet_x4.pt -o diffusion_x4.onnx [--install]
     python -m model_export.export_diffusion runs/diffusion_x4/model_diffusion_unet_x4.pt -o diffusion_x4.onnx --card
 """
@@ -25,6 +34,7 @@ Every export is checked: ONNX Runtime's ``x0`` against PyTorch's on random input
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import math
@@ -47,17 +57,36 @@ INPUTS_DOC = ("x_t (N,3,H,W) noisy image; lr_up (N,3,H,W) LR upsampled by the sc
               "output x0 (N,3,H,W) predicted clean image; H, W multiples of invsr.input_multiple")
 
 
+PRIOR_BACKEND = "diffusion_prior"  # the prior's invsr.backend: a part of a diffusion model, no plugin's own model
+PRIOR_SUFFIX = "_prior"
+INPUTS_DOC_PRIOR = INPUTS_DOC.replace(
+    "LR upsampled by the scale (bicubic a=-0.75, half-pixel centres, edges repeated, not clipped)",
+    "the prior network's output on the LR (invsr.diffusion.prior, lr -> sr, not clipped)")
+
+
+@dataclass
+class PriorExport:
+    """The prior's ONNX file: where, its sha256, and its check against PyTorch."""
+
+    path: Path
+    sha256: str
+    max_abs: float
+    check_size: tuple[int, int]
+    metadata: dict[str, str]
+
+
 @dataclass
 class DiffusionExport:
     path: Path
     max_abs: float
     check_size: tuple[int, int]
     metadata: dict[str, str]
+    prior: PriorExport | None = None
 
 
 def load_diffusion(path: str | Path):
     """``(checkpoint, denoiser, schedule, config)`` from an ``invsr-train diffusion`` model file (untrusted:
-    ``weights_only``)."""
+    ``weights_only``). The prior, if the model has one, is :func:`load_prior`'s."""
     from model_export.checkpoints import load_untrusted, resolve
     from model_export.training.config import deep_merge
     from model_export.training.models.diffusion import DiffusionModel, Denoiser, Schedule
@@ -70,6 +99,78 @@ def load_diffusion(path: str | Path):
     net = ckpt.build()
     cfg = deep_merge(cfg, {"diffusion": o})
     return ckpt, Denoiser(net, schedule).eval(), schedule, cfg
+
+
+def load_prior(path: str | Path):
+    """``(prior checkpoint, prior network)`` stored in a diffusion model file, or ``(None, None)`` for a model
+    without one. The weights come from the copy in the model file (see
+    :class:`~model_export.training.models.diffusion.Prior`), resolved and built by the checkpoint loader that
+    ``invsr-export`` uses for any RRDBNet file."""
+    from model_export.checkpoints import CheckpointError, load_untrusted, resolve
+    from model_export.training.models.diffusion import PRIOR_ARCHS
+
+    obj = load_untrusted(path)
+    record = obj.get("prior")
+    if record is None:
+        return None, None
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{path}: its 'prior' entry is not a model record")
+    ckpt = resolve(record, Path(path), scale=int(resolve(obj, path, arch="diffusion_unet").scale))
+    if ckpt.arch not in PRIOR_ARCHS:
+        raise CheckpointError(f"{path}: its prior is a {ckpt.arch} network, not an lr -> sr one "
+                              f"({', '.join(PRIOR_ARCHS)})")
+    file = record.get("file") or {}
+    ckpt.sha256 = str(file.get("sha256", ""))
+    ckpt.trained_on = str(file.get("trained_on") or ckpt.trained_on)
+    ckpt.source = f"{file.get('source') or 'prior'}, as stored in {Path(path).name}"
+    ckpt.suggested_name = str((record.get("config") or {}).get("name") or "prior")
+    return ckpt, ckpt.build()
+
+
+def prior_path(denoiser_path: str | Path) -> Path:
+    """Where the prior of the denoiser file ``denoiser_path`` is written: ``<stem>_prior.onnx`` next to it."""
+    p = Path(denoiser_path)
+    return p.with_name(f"{p.stem}{PRIOR_SUFFIX}.onnx")
+
+
+def export_prior(ckpt, net: nn.Module, out: str | Path, denoiser_name: str, check_size: tuple[int, int],
+                 tolerance: float = DEFAULT_TOLERANCE, opset: int = OPSET, seed: int = 0) -> tuple[bytes, PriorExport]:
+    """The prior as a checked ``lr -> sr`` ONNX model (``bytes`` to write at ``out``), through invsr-export's plain
+    path: :func:`~model_export.export.torch_to_onnx`, the check of ONNX Runtime against PyTorch on a random input
+    of an odd size (:func:`~model_export.export.compare`), its :func:`~model_export.export.metadata`. Raises
+    RuntimeError over ``tolerance`` (nothing is written: the caller writes the bytes)."""
+    from model_export.export import (
+        _finish,
+        _serialize,
+        check_input_size,
+        compare,
+        metadata as plain_metadata,
+        ort_session,
+        random_input,
+        run_ort,
+        torch_to_onnx,
+    )
+
+    net = net.eval().float().cpu()
+    multiple = int(getattr(net, "input_multiple", 1))
+    hw = check_input_size(check_size, multiple)
+    x = random_input(hw, seed=seed)
+    with torch.no_grad():
+        reference = net(x).numpy()
+    model = torch_to_onnx(net, random_input(check_input_size((16, 20), multiple), seed=seed + 1), opset=opset)
+    got = run_ort(ort_session(_serialize(model), threads=1), x.numpy())
+    check = compare("prior fp32 (ONNX Runtime vs PyTorch)", x, got, reference, None, tolerance=tolerance)
+    if not check.ok:
+        raise RuntimeError(f"the prior's ONNX model disagrees with PyTorch: max |diff| {check.max_abs:.3e} > "
+                           f"{tolerance:g} on {hw[0]}x{hw[1]}; nothing written")
+    args = argparse.Namespace(name=f"prior of {denoiser_name}", trained_on="", backend=PRIOR_BACKEND)
+    parameters = sum(p.numel() for p in net.parameters())
+    props = plain_metadata(ckpt, args, "fp32", "torchscript", opset, multiple, parameters, [check])
+    description = (f"{props['invsr.name']}: the frozen {ckpt.arch} x{ckpt.scale} whose output is the condition y0 "
+                   f"(lr_up) of the diffusion denoiser next to it. Input lr, output sr: NCHW float32 RGB.")
+    data = _finish(model, props, description)
+    sha = hashlib.sha256(data).hexdigest()
+    return data, PriorExport(Path(out), sha, check.max_abs, hw, props)
 
 
 def _export(denoiser: nn.Module, example: tuple, opset: int) -> onnx.ModelProto:
@@ -156,6 +257,20 @@ def export_denoiser(denoiser: nn.Module, out: str | Path, props: dict[str, str],
     return DiffusionExport(out, max_abs, hw, props)
 
 
+def prior_metadata(prior: PriorExport, prior_options: dict[str, Any], denoiser_bpp: int) -> dict[str, str]:
+    """The denoiser's props that pair it with its prior: the file name, its sha256, the inputs' description, and
+    the memory per LR pixel of the larger of the two networks (the app tiles both passes with one tile size)."""
+    from model_export.export import estimate_bytes_per_pixel
+
+    prior_bpp = estimate_bytes_per_pixel(prior.metadata["invsr.arch"], prior_options) or 0
+    return {
+        "invsr.diffusion.prior": prior.path.name,
+        "invsr.diffusion.prior_sha256": prior.sha256,
+        "invsr.inputs": INPUTS_DOC_PRIOR,
+        "invsr.bytes_per_pixel": str(max(denoiser_bpp, prior_bpp)),
+    }
+
+
 def metadata(ckpt, denoiser, schedule, cfg: dict, name: str, trained_on: str, parameters: int) -> dict[str, str]:
     from invsr_desktop import __version__
 
@@ -213,6 +328,16 @@ def model_card(result: DiffusionExport, cfg: dict) -> str:
         f"- ONNX: inputs/outputs: {p['invsr.inputs']}",
         f"- Export check: max |ONNX Runtime - PyTorch| = {result.max_abs:.2e} on {result.check_size[0]}x"
         f"{result.check_size[1]}",
+    ]
+    if result.prior is not None:
+        q = result.prior.metadata
+        lines += [
+            f"- Prior (y0 = its output on the LR; SRDiff / ResDiff style): `{result.prior.path.name}` (ships with "
+            f"this file; sha256 {result.prior.sha256[:16]}...), `{q['invsr.arch']}` {q['invsr.arch_options']}, "
+            f"{int(q['invsr.parameters']):,} parameters, from {q['invsr.source']}, trained on {q['invsr.trained_on']}; "
+            f"export check max |diff| = {result.prior.max_abs:.2e}",
+        ]
+    lines += [
         "",
         "## Evaluation",
         "",
@@ -231,7 +356,17 @@ def export_checkpoint(path: str | Path, out: str | Path, name: str = "", trained
     name = name or f"{ckpt.suggested_name} (diffusion x{ckpt.scale})"
     trained_on = trained_on or ckpt.trained_on
     props = metadata(ckpt, denoiser, schedule, cfg, name, trained_on, parameters)
+    prior_ckpt, prior_net = load_prior(path)
+    prior = prior_bytes = None
+    if prior_ckpt is not None:
+        prior_bytes, prior = export_prior(prior_ckpt, prior_net, prior_path(out), name, check_size, tolerance)
+        props.update(prior_metadata(prior, prior_ckpt.options, int(props["invsr.bytes_per_pixel"])))
     result = export_denoiser(denoiser, out, props, check_size=check_size, tolerance=tolerance)
+    if prior is not None:  # both checks passed: the pair is written (the denoiser first: it names the prior)
+        from model_export.export import atomic_write
+
+        atomic_write(prior_bytes, prior.path)
+        result.prior = prior
     if card:
         Path(out).with_suffix(".md").write_text(model_card(result, cfg), encoding="utf-8")
     return result
@@ -256,11 +391,19 @@ def _report(result: DiffusionExport, started: float, install: bool) -> int:
     p = result.metadata
     print(f"check x0 (ONNX Runtime vs PyTorch): input 2x3x{result.check_size[0]}x{result.check_size[1]}, "
           f"max |diff| = {result.max_abs:.3e} OK")
+    if result.prior is not None:
+        q = result.prior
+        print(f"check prior sr (ONNX Runtime vs PyTorch): input 1x3x{q.check_size[0]}x{q.check_size[1]}, "
+              f"max |diff| = {q.max_abs:.3e} OK")
+        print(f"wrote {q.path} ({q.path.stat().st_size / 1e6:.1f} MB, the prior: {q.metadata['invsr.arch']} "
+              f"x{q.metadata['invsr.scale']}, sha256 {q.sha256[:12]})")
     print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB, backend 'diffusion', id "
           f"{result.path.stem!r}, {p['invsr.parameters']} parameters) in {time.perf_counter() - started:.1f} s")
     if install:
         from model_export.export import install as install_file
 
+        if result.prior is not None:
+            print(f"installed {install_file(result.prior.path)} (the prior)")
         dest = install_file(result.path)
         print(f"installed {dest} (the app lists it as {p['invsr.name']!r})")
     return 0

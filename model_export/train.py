@@ -256,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
             "arch_kwargs": exp["arch_kwargs"],
             "scale": scale,
             "params_ema": exp["params_ema"],
+            **{k: v for k, v in exp.items() if k not in ("arch", "arch_kwargs", "params_ema")},  # a family's own
             "config": cfg,
             "meta": {
                 "step": step_,

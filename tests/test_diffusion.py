@@ -157,16 +157,23 @@ def images(tmp_path_factory):
     return root
 
 
-def _train(images, out, *extra):
+def _train_sets(images) -> list[str]:
     net = [f"network.{k}={json.dumps(v)}" for k, v in TINY_NET.items()]
-    sets = [*net, f"data.folders={json.dumps(str(images))}", "data.patch_size=32", "data.batch_size=2",
+    return [*net, f"data.folders={json.dumps(str(images))}", "data.patch_size=32", "data.batch_size=2",
             "data.num_workers=0", "data.val_count=2", "train.total_steps=6", "train.threads=1",
             "train.warmup_steps=2", "log.log_every=1", "log.val_every=3", "log.save_every=3", "log.progress=false",
             "diffusion.eval_steps=2"]  # fmt: skip
+
+
+def _train_args(images, out) -> list[str]:
     args = ["diffusion", "--config", "diffusion_x4", "--out", str(out)]
-    for s in sets:
+    for s in _train_sets(images):
         args += ["--set", s]
-    assert train_main(args + list(extra)) == 0
+    return args
+
+
+def _train(images, out, *extra):
+    assert train_main(_train_args(images, out) + list(extra)) == 0
 
 
 def test_config_loads():
@@ -558,3 +565,287 @@ def test_seed_spread_command(exported, tmp_path, capsys, monkeypatch):
     assert "median" in capsys.readouterr().out
     with Image.open(out / "spread.png") as picture:
         assert picture.width > 3 * picture.height  # one row of four panels
+
+
+# ---- the prior-conditioned variant (diffusion.prior: y0 = a frozen regression net's output) ------------------------
+
+TINY_PRIOR = {"num_feat": 8, "num_block": 1, "num_grow_ch": 4, "residual": "nearest", "upsampler": "pixelshuffle"}
+
+
+def tiny_prior_file(path, scale: int = 4, seed: int = 1):
+    """A tiny random RRDBNet written as ``invsr-train esrgan`` writes its model file; its detail branch is scaled
+    down so the output is an image (nearest upsample plus a few hundredths), not noise. Returns the net (eval)."""
+    torch.manual_seed(seed)
+    opts = {**TINY_PRIOR, "scale": scale}
+    net = build_arch("rrdbnet", **opts)
+    with torch.no_grad():
+        net.conv_last.weight.mul_(0.1)
+        net.conv_last.bias.mul_(0.1)
+    ckpt_io.atomic_save({"format": ckpt_io.MODEL_FORMAT, "family": "esrgan", "arch": "rrdbnet", "arch_kwargs": opts,
+                         "scale": scale, "params_ema": net.state_dict(), "config": {"name": "tiny_prior"},
+                         "meta": {"step": 5, "data": ["nothing (test)"], "degradation": "bicubic"}}, path)  # fmt: skip
+    return net.eval()
+
+
+def _prior_model(prior_path, sets=()):
+    cls = get_model_class("diffusion")
+    cfg = load_config(None, [f"diffusion.prior={json.dumps(str(prior_path))}", *sets], cls.config_defaults,
+                      data={"name": "tiny_prior_diffusion", "network": TINY_NET})  # fmt: skip
+    return cls(cfg, torch.device("cpu"), DistInfo()), cfg
+
+
+@pytest.fixture(scope="module")
+def exported_prior(tmp_path_factory):
+    """A tiny prior-conditioned model file (denoiser weights perturbed, as in tiny_model_file), exported."""
+    folder = tmp_path_factory.mktemp("diffusion_prior_models")
+    prior_net = tiny_prior_file(folder / "model_rrdbnet_x4.pt")
+    model, cfg = _prior_model(folder / "model_rrdbnet_x4.pt")
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for p in model.ema.module.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    exp = model.export_payload()
+    ckpt_io.atomic_save({"format": ckpt_io.MODEL_FORMAT, "family": "diffusion", "arch": exp["arch"],
+                         "arch_kwargs": exp["arch_kwargs"], "scale": 4, "params_ema": exp["params_ema"],
+                         "prior": exp["prior"], "config": cfg,
+                         "meta": {"step": 0, "data": ["nothing (test)"], "degradation": "bicubic"}},
+                        folder / "model_diffusion_unet_x4.pt")  # fmt: skip
+    result = export_checkpoint(folder / "model_diffusion_unet_x4.pt", folder / "models" / "tiny_prior.onnx",
+                               card=True)
+    return folder, prior_net, result
+
+
+@pytest.fixture
+def prior_models_dir(exported_prior, monkeypatch):
+    folder = exported_prior[0] / "models"
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
+    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: folder / "none")
+    return folder
+
+
+def _lr_tensor(lr: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(lr.transpose(2, 0, 1).copy())[None]
+
+
+def test_no_prior_is_todays_model(exported):
+    """prior = "" (the default): bicubic y0, nothing stored or exported beyond what the model had before."""
+    from model_export.training.models.diffusion import condition
+
+    cls = get_model_class("diffusion")
+    assert cls.config_defaults["diffusion"]["prior"] == ""
+    cfg = load_config("diffusion_x4", ["data.folders=[]"], cls.config_defaults, data={"network": TINY_NET})
+    model = cls(cfg, torch.device("cpu"), DistInfo())
+    assert model.prior is None and model.prior_net() is None
+    assert set(model.state_dict()) == {"net", "ema", "opt", "schedule"}
+    assert set(model.export_payload()) == {"arch", "arch_kwargs", "params_ema"}
+    lr = torch.rand(1, 3, 7, 9)
+    assert torch.equal(condition(lr, 4), upsample(lr, 4))
+    folder, _, result = exported
+    assert result.prior is None and not any(k.startswith("invsr.diffusion.prior") for k in result.metadata)
+    assert not list((folder / "models").glob("*_prior.onnx"))
+    (model_,) = dp.find_models([dp_model_file(result.path)])
+    assert model_.prior is None
+
+
+def dp_model_file(path):
+    from plugins.model_folder import ModelFile
+
+    return ModelFile(path=path, origin="user", metadata=dp_model_folder_meta(path))
+
+
+def test_prior_config_errors(tmp_path, exported):
+    from model_export.training.config import ConfigError
+
+    tiny_prior_file(tmp_path / "x2.pt", scale=2)
+    with pytest.raises(ConfigError, match=r"diffusion\.prior.*x2 model, but 'scale' is 4"):
+        _prior_model(tmp_path / "x2.pt")
+    with pytest.raises(ConfigError, match=r"diffusion\.prior.*not found.*missing\.pt"):
+        _prior_model(tmp_path / "missing.pt")
+    with pytest.raises(ConfigError, match=r"diffusion_unet network; the prior must be an lr -> sr network"):
+        _prior_model(exported[0] / "model_diffusion_unet_x4.pt")
+
+
+def test_untrained_denoiser_reproduces_the_prior(tmp_path):
+    """EDM preconditioning: an untrained denoiser returns y0 at noise 0, so the sampler starts at the prior's
+    output (its PSNR floor). The prior is frozen: not in the optimizer, not changed by a training step."""
+    prior_net = tiny_prior_file(tmp_path / "prior.pt")
+    model, _ = _prior_model(tmp_path / "prior.pt", ["diffusion.eval_noise=0.0", "diffusion.eval_steps=3"])
+    lr = torch.rand(1, 3, 10, 14)
+    with torch.no_grad():
+        y0 = prior_net(lr)
+    assert torch.equal(model.prior_net()(lr), y0)
+    den = model.eval_denoiser()
+    assert torch.allclose(den(y0, y0, torch.tensor([0.0])), y0, atol=1e-6)
+    out = model.run_eval(lr)
+    assert out.shape == (1, 3, 40, 56) and torch.allclose(out, y0.clamp(0, 1), atol=1e-5)
+    assert not torch.allclose(out, upsample(lr, 4).clamp(0, 1), atol=1e-2)  # the prior's, not bicubic
+
+    trained = {id(p) for group in model.opt.param_groups for p in group["params"]}
+    assert all(id(p) not in trained and not p.requires_grad for p in model.prior_net().parameters())
+    before = {k: v.clone() for k, v in model.prior_net().state_dict().items()}
+    hr = torch.rand(2, 3, 32, 32)
+    model.optimize({"hr": hr, "lr": torch.nn.functional.avg_pool2d(hr, 4)}, 0)
+    assert all(torch.equal(v, model.prior_net().state_dict()[k]) for k, v in before.items())
+
+
+def test_train_with_prior_and_exact_resume(images, tmp_path, capsys):
+    """Training with a prior writes it into the model file and the checkpoint; a resumed run continues with the
+    stored copy (exactly as the uninterrupted run), even after the prior's file changed."""
+    prior = tmp_path / "prior.pt"
+    prior_net = tiny_prior_file(prior)
+    sha = ckpt_io_sha(prior)
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    _train(images, full, "--set", f"diffusion.prior={json.dumps(str(prior))}")
+    _train(images, parts, "--set", f"diffusion.prior={json.dumps(str(prior))}", "--stop-at", "3")
+    tiny_prior_file(prior, seed=9)  # the file moves on (as a training run's model file does)
+    capsys.readouterr()
+    _train(images, parts, "--set", f"diffusion.prior={json.dumps(str(prior))}", "--resume", "auto")
+    assert "resuming with the copy stored in the checkpoint" in capsys.readouterr().err
+    a, b = ckpt_io.load(full / "latest.pt"), ckpt_io.load(parts / "latest.pt")
+    assert a["step"] == b["step"] == 6
+    for k, v in a["model"]["net"].items():
+        assert torch.equal(v, b["model"]["net"][k]), k
+    assert b["model"]["prior"]["file"]["sha256"] == sha
+    model_file = ckpt_io.load(parts / "model_diffusion_unet_x4.pt")
+    stored = model_file["prior"]
+    assert stored["arch"] == "rrdbnet" and stored["file"]["sha256"] == sha and stored["scale"] == 4
+    for k, v in prior_net.state_dict().items():
+        assert torch.equal(stored["params_ema"][k], v), k
+    assert "prior" not in model_file["params_ema"] and set(model_file["params_ema"]) == set(a["model"]["net"])
+    rows_a = [json.loads(x) for x in (full / "log.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(x) for x in (parts / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
+    assert rows_a[-1]["val_psnr"] == rows_b[-1]["val_psnr"] is not None
+    # a run cannot switch its condition: resuming without the prior is refused
+    assert train_main(_train_args(images, parts) + ["--resume", "auto"]) == 2
+    assert "but the checkpoint was trained with a prior" in capsys.readouterr().err
+
+
+def ckpt_io_sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_prior_export_writes_the_pair(exported_prior):
+    import onnxruntime as ort
+
+    folder, prior_net, result = exported_prior
+    prior_file = folder / "models" / "tiny_prior_prior.onnx"
+    assert result.prior is not None and result.prior.path == prior_file and prior_file.is_file()
+    meta = dp_model_folder_meta(result.path)
+    assert meta["invsr.diffusion.prior"] == "tiny_prior_prior.onnx"
+    assert meta["invsr.diffusion.prior_sha256"] == ckpt_io_sha(prior_file) == result.prior.sha256
+    assert "prior network's output" in meta["invsr.inputs"]
+    pmeta = dp_model_folder_meta(prior_file)
+    assert pmeta["invsr.backend"] == "diffusion_prior" and pmeta["invsr.arch"] == "rrdbnet"
+    assert pmeta["invsr.scale"] == "4" and pmeta["invsr.source_sha256"] == ckpt_io_sha(folder / "model_rrdbnet_x4.pt")
+    assert int(meta["invsr.bytes_per_pixel"]) >= int(pmeta["invsr.bytes_per_pixel"])
+    assert result.prior.max_abs < 1e-4 and "tiny_prior_prior.onnx" in result.path.with_suffix(".md").read_text()
+    # the prior's ONNX file against the original network (not only against the copy it was exported from)
+    session = ort.InferenceSession(str(prior_file), providers=["CPUExecutionProvider"])
+    lr = torch.rand(1, 3, 13, 11, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = prior_net(lr).numpy()
+    (got,) = session.run(["sr"], {"lr": lr.numpy()})
+    assert np.abs(got - ref).max() < 1e-4
+
+
+def test_prior_sampler_through_the_engine_matches_torch(prior_models_dir, exported_prior):
+    """Noise 0: the app's y0 (the prior's ONNX file, tiled by the engine) and its sampler equal the family's torch
+    sampler with the prior, and differ from a bicubic y0."""
+    from model_export.export_diffusion import load_prior
+
+    folder = exported_prior[0]
+    from plugins.model_folder import scan
+
+    (model,) = dp.find_models()  # the prior is no diffusion model of its own, nor an ESRGAN one
+    assert model.prior == prior_models_dir / "tiny_prior_prior.onnx" and scan("esrgan") == []
+    _, denoiser, schedule, _ = load_diffusion(folder / "model_diffusion_unet_x4.pt")
+    _, prior_net = load_prior(folder / "model_diffusion_unet_x4.pt")
+    lr = smooth_image(16, 24, seed=1)
+    ours = _engine().upscale_array(lr, "diffusion", 4, {"steps": 3, "noise": 0.0})
+    with torch.no_grad():
+        ref = sample(denoiser, _lr_tensor(lr), schedule, 3, noise_scale=0.0, prior=prior_net)
+        bicubic = sample(denoiser, _lr_tensor(lr), schedule, 3, noise_scale=0.0)
+    ref, bicubic = (t[0].numpy().transpose(1, 2, 0).clip(0, 1) for t in (ref, bicubic))
+    assert ours.shape == (64, 96, 3) and np.abs(ours - ref).max() < 1e-3
+    assert np.abs(ours - bicubic).max() > 1e-2
+
+
+def test_prior_same_seed_same_image_on_any_tiling(prior_models_dir):
+    lr = smooth_image(64, 72, seed=3)
+    untiled = _engine().upscale_array(lr, "diffusion", 4, {"seed": 7, "steps": 4})
+    for tile, overlap in ((32, None), (40, 12)):
+        tiled = _engine(tile=tile, overlap=overlap).upscale_array(lr, "diffusion", 4, {"seed": 7, "steps": 4})
+        assert tiled.shape == untiled.shape == (256, 288, 3)
+        assert psnr(tiled, untiled) >= 40.0, (tile, overlap, psnr(tiled, untiled))
+
+
+def test_prior_pass_is_tiled_and_progress_counts_it(prior_models_dir):
+    _, runner = _engine().runner("diffusion", 4, {"steps": 2, "seed": 1})
+    assert runner.prior_session is not None
+    lr = smooth_image(40, 40, seed=8)
+    seen = []
+    tiler = Tiler(tile=16, overlap=4, progress=seen.append)
+    out = runner.run_whole(lr, tiler)
+    whole = runner.run_whole(lr, Tiler())
+    assert out.shape == whole.shape == (160, 160, 3) and psnr(out, whole) >= 40.0
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
+    assert any(0 < f <= 1 / 3 + 1e-6 for f in seen)  # the prior's third of the run (2 steps + 1 prior pass)
+    packed = np.random.default_rng(0).random((5, 7, 48)).astype(np.float32)
+    assert np.array_equal(dp.pack(dp.unpack(packed, 4), 4), packed)
+
+
+def _copy_models(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("damage", ["missing", "other_file"])
+def test_prior_missing_or_mismatched_is_a_clear_error(exported_prior, tmp_path, monkeypatch, damage):
+    from invsr_desktop.engine.errors import ModelFileError
+    from invsr_desktop.engine.registry import BackendBuildError
+
+    folder = _copy_models(exported_prior[0] / "models", tmp_path / "models")
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
+    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "none")
+    prior = folder / "tiny_prior_prior.onnx"
+    if damage == "missing":
+        prior.unlink()
+        expected = "missing"
+    else:  # another (valid) prior file under the expected name: the pair no longer matches
+        import onnx
+
+        m = onnx.load(str(prior))
+        onnx.helper.set_model_props(m, {**{p.key: p.value for p in m.metadata_props}, "invsr.name": "other"})
+        onnx.save(m, str(prior))
+        expected = "not the one tiny_prior.onnx was exported with"
+    with pytest.raises(BackendBuildError) as info:
+        _engine().upscale_array(smooth_image(8, 8), "diffusion", 4, {"steps": 1})
+    assert isinstance(info.value.__cause__, ModelFileError)
+    assert expected in str(info.value) and str(prior) in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("name", ["../elsewhere.onnx", "/tmp/x.onnx", "prior.bin"])
+def test_prior_name_in_metadata_stays_in_the_folder(tmp_path, name):
+    from invsr_desktop.engine.errors import ModelFileError
+
+    meta = {"invsr.diffusion.prior": name, "invsr.diffusion.prior_sha256": "0" * 64}
+    with pytest.raises(ModelFileError, match="invsr.diffusion.prior"):
+        dp._prior_of(meta, tmp_path / "m.onnx")
+    with pytest.raises(ModelFileError, match="not a sha256"):
+        dp._prior_of({"invsr.diffusion.prior": "p.onnx", "invsr.diffusion.prior_sha256": "abc"}, tmp_path / "m.onnx")
+
+
+def test_prior_sampler_memory(prior_models_dir):
+    """The prior's pass (packed blend, then y0) stays under the sampler's own peak per output pixel."""
+    from model_export.bench_diffusion import sampler_memory
+
+    _, runner = _engine().runner("diffusion", 4, {"steps": 3, "seed": 1})
+    lr = smooth_image(128, 128, seed=5)
+    runner.run_whole(lr[:16, :16], Tiler())
+    m = sampler_memory(runner, lr, Tiler(tile=32))
+    assert m["traced"] < dp.SAMPLER_BYTES_PER_OUTPUT_PIXEL + 12, m

@@ -9,7 +9,8 @@ Two files in the run folder:
 
 ``model_<arch>_x<scale>.pt`` (export, evaluation): ``{"format": "invsr-model/1", "family", "arch", "arch_kwargs",
 "scale", "params_ema": <EMA state dict, BasicSR naming>, "config", "meta": {step, wall_time_s, val_psnr,
-parameters, data, torch, saved}}``. ``params_ema`` is also where BasicSR keeps its EMA weights, so tools that
+parameters, data, torch, saved}}``, plus any other key of the family's ``export_payload`` (the diffusion family's
+``prior``: its frozen condition network). ``params_ema`` is also where BasicSR keeps its EMA weights, so tools that
 read BasicSR files read these.
 
 Only tensors, dicts, lists, strings, numbers, booleans and None are stored (RNG states as tensors / lists).

@@ -27,15 +27,29 @@ image and its :class:`~invsr_desktop.engine.tiling.Tiler`; every step runs the d
 all tiles into one ``x0`` before the update, so the tiles agree at every step and cannot drift apart. Tile origins
 are multiples of the U-Net's block (``invsr.input_multiple``), so every tile sees the same pixel-unshuffle grid.
 
+A prior-conditioned model (``invsr.diffusion.prior`` names an ``lr -> sr`` ONNX file in the model's folder, with
+its sha256 in ``invsr.diffusion.prior_sha256``; SRDiff / ResDiff style, see
+:mod:`model_export.training.models.diffusion`) has ``y0`` = the prior's output on the LR instead of the bicubic
+upsample. The runner opens the prior through the same session cache, checks the file's sha256 against the
+denoiser's metadata (a missing or different file is a :class:`ModelFileError` naming it: the pair was exported
+together and only works together), and computes ``y0`` once per image before the first step, through
+``Tiler.map`` on the LR (ordinary overlapped tiling: the prior is a plain conv net; each tile's output is packed
+into ``scale * scale * 3`` channels per LR pixel, blended, and unpacked). Then it samples exactly as above. The
+same seed still gives the same image on any tiling: ``y0`` is blended like any single-pass upscaler's output.
+
 Memory: the sampler holds three full-size float32 arrays (``x``, ``y0`` and the step's blended ``x0``: 36 bytes
 per output pixel) plus one tile's ONNX feeds; the update and the noise are applied to ``x`` in place, the noise
 one 256-pixel cell at a time, and ``Tiler.map`` blends into its one result array. The numpy peak was 72 bytes per
-output pixel before this was so (1024 x 1024 output, one tile), 48 now.
+output pixel before this was so (1024 x 1024 output, one tile), 48 now. The prior's pass stays below that: its
+blended (packed) result and the unpacked ``y0`` (24 bytes per output pixel) before the sampler's arrays exist; the
+ONNX side is in ``invsr.bytes_per_pixel``, which the exporter sets to the larger of the prior's and the denoiser's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +106,8 @@ class DiffusionModel:
     bytes_per_pixel: int = DEFAULT_BYTES_PER_PIXEL  # the denoiser's (ONNX Runtime's) per LR pixel, from metadata
     trained_on: str = ""
     metadata: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    prior: Path | None = None  # the lr -> sr network whose output is y0 (None: bicubic)
+    prior_sha256: str = ""
 
 
 def _float(meta: dict[str, str], key: str, path: Path) -> float:
@@ -119,6 +135,7 @@ def model_from_file(f) -> DiffusionModel:
     schedule = Schedule(*(_float(meta, f"invsr.diffusion.{k}", path) for k in ("kappa", "eta_min", "eta_max", "power")))
     if not schedule.eta_min < schedule.eta_max <= 1.0:
         raise ModelFileError(f"{path}: invsr.diffusion.eta_min / eta_max are not 0 < eta_min < eta_max <= 1")
+    prior, prior_sha256 = _prior_of(meta, path)
     return DiffusionModel(
         id=path.stem,
         name=meta.get("invsr.name") or path.stem,
@@ -130,7 +147,70 @@ def model_from_file(f) -> DiffusionModel:
         bytes_per_pixel=metadata_int(meta, "invsr.bytes_per_pixel", DEFAULT_BYTES_PER_PIXEL, path),
         trained_on=meta.get("invsr.trained_on", ""),
         metadata=dict(meta),
+        prior=prior,
+        prior_sha256=prior_sha256,
     )
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _prior_of(meta: dict[str, str], path: Path) -> tuple[Path | None, str]:
+    """The prior file a denoiser's metadata names (a plain ``.onnx`` file name in the denoiser's folder: metadata
+    is untrusted and never points elsewhere) and its sha256; ``(None, "")`` for a bicubic-conditioned model."""
+    from invsr_desktop.engine.errors import ModelFileError
+
+    name = meta.get("invsr.diffusion.prior", "")
+    if not name:
+        return None, ""
+    if Path(name).name != name or name in (".", "..") or not name.lower().endswith(".onnx"):
+        raise ModelFileError(f"{path}: invsr.diffusion.prior is {name!r}; expected the file name of an .onnx file "
+                             "next to it (re-export it with invsr-export)")
+    sha = meta.get("invsr.diffusion.prior_sha256", "").lower()
+    if not _SHA256.fullmatch(sha):
+        raise ModelFileError(f"{path}: invsr.diffusion.prior_sha256 is {sha!r}, not a sha256; re-export it with "
+                             "invsr-export")
+    return path.parent / name, sha
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def open_prior(model: DiffusionModel, sessions) -> tuple[Any, int]:
+    """``(session, input multiple)`` of the model's prior, checked: present, the very file the denoiser was exported
+    with (sha256), an ``lr -> sr`` network at the model's scale. Any failure is a ModelFileError naming the file."""
+    from invsr_desktop.engine.errors import ModelFileError
+    from plugins.model_folder import metadata_int, metadata_scale, read_metadata
+
+    prior = model.prior
+    assert prior is not None
+    pair = (f"{model.path.name} and its prior were exported together (invsr-export writes both): re-export or "
+            "re-install the pair")
+    if not prior.is_file():
+        raise ModelFileError(f"the prior network {prior} of {model.path.name} is missing; {pair}")
+    try:
+        sha = _file_sha256(prior)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read the prior network {prior}: {exc.strerror or exc}") from None
+    if sha != model.prior_sha256:
+        raise ModelFileError(f"the prior network {prior} is not the one {model.path.name} was exported with (sha256 "
+                             f"{sha[:12]}..., expected {model.prior_sha256[:12]}...); {pair}")
+    meta = read_metadata(prior)
+    if metadata_scale(meta, prior) != model.scale:
+        raise ModelFileError(f"the prior network {prior} is x{meta.get('invsr.scale')}, but {model.path.name} is "
+                             f"x{model.scale}; {pair}")
+    session = sessions.session(prior)
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    if "lr" not in inputs or "sr" not in outputs:
+        raise ModelFileError(f"the prior network {prior} has inputs {inputs} and outputs {outputs}; it must map "
+                             f"'lr' to 'sr'; {pair}")
+    return session, metadata_int(meta, "invsr.input_multiple", 1, prior)
 
 
 def run_bytes_per_pixel(model: DiffusionModel) -> int:
@@ -222,6 +302,8 @@ class DiffusionRunner:
     model_name: str = ""
     multiple: int = 1
     whole_image: bool = True
+    prior_session: Any = None  # lr -> sr network whose output is y0 (None: bicubic)
+    prior_multiple: int = 1
 
     def denoise(self, x_t: np.ndarray, y0: np.ndarray, s: float) -> np.ndarray:
         """One ONNX call on (h, w, 3) arrays -> x0 (h, w, 3)."""
@@ -239,23 +321,40 @@ class DiffusionRunner:
 
         return self.run_whole(tile, Tiler(tile=max(tile.shape[:2])))
 
+    def run_prior(self, lr: np.ndarray, scale: int) -> np.ndarray:
+        """One prior call on an LR tile (h, w, 3) -> its output packed per LR pixel (h, w, scale * scale * 3)."""
+        feeds = {"lr": np.ascontiguousarray(lr.transpose(2, 0, 1)[None], dtype=np.float32)}
+        (sr,) = self.prior_session.run(["sr"], feeds)
+        return pack(sr[0].transpose(1, 2, 0), scale)
+
+    def condition(self, lr: np.ndarray, scale: int, tiler, span: tuple[float, float]) -> np.ndarray:
+        """``y0``: the prior's output (one tiled, blended pass over the LR), or the bicubic upsample."""
+        if self.prior_session is None:
+            return upsample(lr, scale)
+        tiler.check_cancel()
+        packed = tiler.map(lambda t, origin: self.run_prior(t, scale), lr, multiple=self.prior_multiple, span=span)
+        return unpack(packed, scale)
+
     def run_whole(self, lr: np.ndarray, tiler) -> np.ndarray:
         """The sampler (module doc). Full-size arrays: ``x`` and ``y0``, plus the one ``Tiler.map`` returns each
         step; the update and the noise are applied to ``x`` in place (see :data:`SAMPLER_BYTES_PER_OUTPUT_PIXEL`)."""
         scale = int(round(self.scale))
-        y0 = upsample(np.ascontiguousarray(lr, dtype=np.float32), scale)
         ss = self.schedule.timesteps(self.steps)
+        n = len(ss)
+        passes = n + (self.prior_session is not None)  # progress: the prior's pass counts as one more
+        first = passes - n
+        y0 = self.condition(np.ascontiguousarray(lr, dtype=np.float32), scale, tiler, (0.0, first / passes))
         etas = [self.schedule.eta(s) for s in ss] + [0.0]
         c = self.noise * self.schedule.kappa
         x = y0.copy()
         if c > 0:
             add_position_noise(x, self.seed, 0, c * math.sqrt(etas[0]))
-        n = len(ss)
         overlap = 2 * self.input_multiple
         for i, s in enumerate(ss):
             tiler.check_cancel()
+            span = ((first + i) / passes, (first + i + 1) / passes)
             x0 = tiler.map(lambda xt, cond, origin: self.denoise(xt, cond, s), x, y0, density=scale,
-                           multiple=self.input_multiple, min_overlap=overlap, span=(i / n, (i + 1) / n))
+                           multiple=self.input_multiple, min_overlap=overlap, span=span)
             np.clip(x0, 0.0, 1.0, out=x0)
             eta, prev = etas[i], etas[i + 1]
             if prev == 0.0:
@@ -265,6 +364,21 @@ class DiffusionRunner:
             if c > 0:
                 add_position_noise(x, self.seed, i + 1, c * math.sqrt(prev * (eta - prev) / eta))
         return x  # pragma: no cover - the last step always has prev == 0
+
+
+def pack(sr: np.ndarray, scale: int) -> np.ndarray:
+    """(s h, s w, C) -> (h, w, s s C): each LR pixel's s x s output block in its channels, so a pass that upscales
+    can be tiled and blended on the LR grid by ``Tiler.map`` (whose results have their input's size)."""
+    h, w, c = sr.shape[0] // scale, sr.shape[1] // scale, sr.shape[2]
+    return sr.reshape(h, scale, w, scale, c).transpose(0, 2, 1, 3, 4).reshape(h, w, scale * scale * c)
+
+
+def unpack(packed: np.ndarray, scale: int) -> np.ndarray:
+    """The inverse of :func:`pack`: (h, w, s s C) -> (s h, s w, C), a new contiguous float32 array."""
+    h, w = packed.shape[:2]
+    c = packed.shape[2] // (scale * scale)
+    out = packed.reshape(h, w, scale, scale, c).transpose(0, 2, 1, 3, 4).reshape(h * scale, w * scale, c)
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def step_update(x: np.ndarray, x0: np.ndarray, keep: float, take: float) -> None:
@@ -284,10 +398,12 @@ def build(request: BuildRequest) -> DiffusionRunner:
 
         raise ModelFileError(f"{model.path} has inputs {sorted(names)}; a diffusion denoiser takes x_t, lr_up and t "
                              "(re-export it with invsr-export)")
+    prior_session, prior_multiple = open_prior(model, request.sessions) if model.prior is not None else (None, 1)
     p = request.params
     return DiffusionRunner(session, float(model.scale), model.input_multiple, model.schedule,
                            int(p.get("steps", model.default_steps)), int(p.get("seed", 0)),
-                           float(p.get("noise", 1.0)), model.id)  # fmt: skip
+                           float(p.get("noise", 1.0)), model.id, prior_session=prior_session,
+                           prior_multiple=prior_multiple)  # fmt: skip
 
 
 @hookimpl

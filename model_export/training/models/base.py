@@ -42,7 +42,8 @@ class BaseModel:
         raise NotImplementedError
 
     def export_payload(self) -> dict[str, Any]:
-        """``arch``, ``arch_kwargs``, ``params_ema`` for the model file (see training.checkpoint)."""
+        """``arch``, ``arch_kwargs``, ``params_ema`` for the model file (see training.checkpoint); any other key is
+        written into the model file as it is (e.g. the diffusion family's frozen ``prior``)."""
         raise NotImplementedError
 
     def num_parameters(self) -> int:

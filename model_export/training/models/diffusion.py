@@ -23,6 +23,17 @@ noise terms (0 = deterministic; 1 = what the model was trained for).
 :class:`Denoiser` is what is trained, validated and exported: ``(x_t, y0, s) -> x0``, with EDM's preconditioning
 (Karras et al., NeurIPS 2022) written for residual shifting; see its docstring.
 
+Prior-conditioned variant (``diffusion.prior``, in the spirit of SRDiff, Li et al., Neurocomputing 2022, and
+ResDiff, Shang et al., AAAI 2024): ``y0`` is the output of a frozen regression SR network (an ``invsr-model/1``
+file of ``invsr-train esrgan``, e.g. ``model_rrdbnet_x4.pt``) instead of the bicubic upsample, everywhere: training,
+validation, export and the app's sampler. Why: a regression net trained for PSNR already gets the predictable part
+of the residual (measured: the bicubic-conditioned diffusion_x4 reaches Set5 x4 29.24 dB at its defaults, the
+plain RRDBNet about 31), and with the preconditioning below an untrained denoiser returns ``y0`` at noise 0, so the
+diffusion starts from the regression's PSNR floor and learns only the detail that regression averages away (a
+smaller residual: set ``sigma_data`` to its measured spread). The prior runs in eval mode under ``no_grad``, its
+float32 output not clipped; it is never trained (not in the optimizer, the EMA or the trained state). See
+:class:`Prior` for how it is stored (model file, resume).
+
 Data: ``data.degradation`` makes the batch's LR (``real_photo`` or ``bicubic``); ``diffusion.bicubic_fraction`` of
 the samples (chosen by sample index, so resuming is exact) get the MATLAB-bicubic LR of their HR instead: one
 config trains on a mix of both. Loss: the ``[loss.pixel]`` term (l1 / mse / charbonnier) between predicted and
@@ -32,7 +43,9 @@ true ``x0``.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -139,11 +152,90 @@ def upsample(lr: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(lr, scale_factor=float(scale), mode="bicubic", align_corners=False)
 
 
+def condition(lr: torch.Tensor, scale: int, prior: nn.Module | None = None) -> torch.Tensor:
+    """The condition ``y0`` of an LR batch: the frozen prior's float32 output (not clipped) when the model has one,
+    else the bicubic upsample (:func:`upsample`)."""
+    if prior is None:
+        return upsample(lr, scale)
+    with torch.no_grad():
+        return prior(lr).float()
+
+
+# Architectures a prior may have: an ``lr -> sr`` network that invsr-export's plain (ESRGAN) path writes as ONNX.
+PRIOR_ARCHS = ("rrdbnet",)
+
+
+class Prior:
+    """The frozen SR network behind ``diffusion.prior`` and its record.
+
+    The record is the network in the ``invsr-model/1`` layout (``arch``, ``arch_kwargs``, ``scale``,
+    ``params_ema``, ``meta``, ``config.name``) plus ``file`` (path, sha256 and source of the file it was read from,
+    what it was trained on). Being a model file's layout, :func:`model_export.checkpoints.resolve` reads it as one:
+    the exporter builds and exports the prior from the copy inside the diffusion model file, never from the path,
+    so a later change to the prior's file cannot silently pair other weights with the denoiser.
+
+    Resume: the training checkpoint holds the same record (the prior is small next to Adam's moments: 3 MB for
+    the 744 k-parameter RRDBNet of the PSNR stage), and a resumed run continues with that stored copy, not with
+    whatever the path holds now. Why: the path may name a file that moves on (the PSNR run rewrites its
+    ``model_rrdbnet_x4.pt`` every 1000 steps; a committed prior may be replaced by a better one), and a denoiser
+    trained half on one prior and half on another is trained for neither. A differing file is reported, not used.
+    """
+
+    def __init__(self, record: dict[str, Any], device: torch.device | str = "cpu"):
+        from model_export.checkpoints import CheckpointError, resolve
+
+        file = record.get("file") or {}
+        where = str(file.get("path") or "the stored prior")
+        try:
+            ckpt = resolve(record, where)
+        except CheckpointError as exc:
+            raise ConfigError(f"config key 'diffusion.prior': {exc}") from None
+        if ckpt.arch not in PRIOR_ARCHS:
+            raise ConfigError(f"config key 'diffusion.prior': {where} holds a {ckpt.arch} network; the prior must be "
+                              f"an lr -> sr network ({', '.join(PRIOR_ARCHS)}), e.g. a model file of invsr-train "
+                              "esrgan")
+        try:
+            net = ckpt.build()
+        except CheckpointError as exc:
+            raise ConfigError(f"config key 'diffusion.prior': {exc}") from None
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.record = record
+        self.net = net.to(device).eval()
+        self.scale = int(ckpt.scale)
+        self.input_multiple = int(getattr(net, "input_multiple", 1))
+        self.sha256 = str(file.get("sha256", ""))
+        self.path = str(file.get("path", ""))
+
+    @classmethod
+    def from_file(cls, path: str, scale: int, device: torch.device | str = "cpu") -> Prior:
+        """Read the file ``path`` (``diffusion.prior``) with the GAN stage's loader (``weights_only``), checked
+        against ``scale``."""
+        from model_export.training.checkpoint import MODEL_FORMAT
+        from model_export.training.models.esrgan_gan import load_init
+
+        net_cfg, state, info = load_init(path, {"scale": scale, "network": {}}, key="diffusion.prior")
+        options = {k: v for k, v in net_cfg.items() if k != "arch"}
+        record = {
+            "format": MODEL_FORMAT,
+            "arch": net_cfg["arch"],
+            "arch_kwargs": options,
+            "scale": int(options["scale"]),
+            "params_ema": {k: v.detach().clone().float() for k, v in state.items()},
+            "meta": dict(info.get("training") or {}),
+            "config": {"name": Path(path).stem},
+            "file": {"path": str(path), "sha256": info["sha256"], "source": info["source"],
+                     "trained_on": info.get("trained_on", "")},
+        }
+        return cls(record, device)
+
+
 @torch.no_grad()
 def sample(denoiser: nn.Module, lr: torch.Tensor, schedule: Schedule, steps: int, noise_scale: float = 1.0,
-           generator: torch.Generator | None = None) -> torch.Tensor:
-    """The sampler (see the module doc) on a whole LR batch; returns x0 (N, 3, sH, sW), not clipped."""
-    y0 = upsample(lr, denoiser.scale)
+           generator: torch.Generator | None = None, prior: nn.Module | None = None) -> torch.Tensor:
+    """The sampler (see the module doc) on a whole LR batch; returns x0 (N, 3, sH, sW), not clipped. ``prior``:
+    the frozen network whose output is ``y0`` (None: bicubic)."""
+    y0 = condition(lr, denoiser.scale, prior)
     ss = schedule.timesteps(steps)
     etas = [float(schedule.eta(s)) for s in ss] + [0.0]
     k = noise_scale * schedule.kappa
@@ -179,7 +271,8 @@ class DiffusionModel(BaseModel):
             "eta_min": 4e-4,  # eta at s = 0 (ResShift: min((0.04 / kappa)^2, 0.001))
             "eta_max": 0.99,  # eta at s = 1
             "power": 0.3,  # the schedule's exponent p (ResShift's)
-            "sigma_data": 0.1,  # standard deviation of HR - upsampled LR (the preconditioning's data scale)
+            "sigma_data": 0.1,  # standard deviation of HR - y0 (the preconditioning's data scale)
+            "prior": "",  # frozen lr -> sr model file (invsr-model/1) whose output is y0; "" = bicubic upsample
             "log_eta_fraction": 0.5,  # samples whose s is drawn uniformly in log eta (else uniformly in s)
             "bicubic_fraction": 0.5,  # samples whose LR is replaced by the MATLAB-bicubic LR of their HR
             "default_steps": 4,  # the app's default number of steps (model metadata)
@@ -214,6 +307,7 @@ class DiffusionModel(BaseModel):
             if not 0.0 <= o[key] <= 1.0:
                 raise ConfigError(f"config key 'diffusion.{key}' must be in [0, 1]")
         self.opts = o
+        self.prior = Prior.from_file(o["prior"], int(cfg["scale"]), device) if o["prior"] else None
         self.schedule = Schedule.from_config(o)
         self.net = net.to(device)
         self.denoiser = Denoiser(self.net, self.schedule)
@@ -269,7 +363,7 @@ class DiffusionModel(BaseModel):
         lr_now = self.lr_schedule.apply(self.opt, step)
         lr = self.mixed_lr(batch).to(self.device, non_blocking=True)
         hr = batch["hr"].to(self.device, non_blocking=True)
-        y0 = upsample(lr, self.cfg["scale"])
+        y0 = condition(lr, self.cfg["scale"], self.prior_net())
         s = self.draw_s(hr.shape[0])
         eta = self.schedule.eta(s)[:, None, None, None]
         x_t = hr + eta * (y0 - hr) + self.schedule.kappa * eta.sqrt() * torch.randn_like(hr)
@@ -285,6 +379,10 @@ class DiffusionModel(BaseModel):
         self.ema.update(self.net)
         return {"loss": float(total.detach()), "lr": lr_now}
 
+    def prior_net(self) -> nn.Module | None:
+        """The frozen prior network (None without ``diffusion.prior``)."""
+        return None if self.prior is None else self.prior.net
+
     # -- inference / export -------------------------------------------------------------------------------------
     def eval_net(self) -> nn.Module:
         return self.ema.module
@@ -297,27 +395,56 @@ class DiffusionModel(BaseModel):
         denoiser = self.eval_denoiser()
         steps, noise = int(self.opts["eval_steps"]), float(self.opts["eval_noise"])
         schedule = self.schedule
+        prior = self.prior_net()
 
         class _Sampler(nn.Module):
             def forward(self, x):
                 g = torch.Generator(device="cpu").manual_seed(0)
-                return sample(denoiser, x, schedule, steps, noise, g)
+                return sample(denoiser, x, schedule, steps, noise, g, prior)
 
         scale = self.cfg["scale"]
-        return upscale(_Sampler(), lr.to(self.device), scale, lr_multiple(denoiser.input_multiple, scale))
+        multiple = lr_multiple(denoiser.input_multiple, scale)
+        if self.prior is not None:
+            multiple = math.lcm(multiple, self.prior.input_multiple)
+        return upscale(_Sampler(), lr.to(self.device), scale, multiple)
 
     def export_payload(self) -> dict[str, Any]:
-        return {"arch": self.arch, "arch_kwargs": dict(self.arch_kwargs), "params_ema": self.ema.module.state_dict()}
+        """The model file's network; with a prior also ``prior``, its record (see :class:`Prior`), which the
+        training loop writes into the model file next to ``params_ema``."""
+        out = {"arch": self.arch, "arch_kwargs": dict(self.arch_kwargs), "params_ema": self.ema.module.state_dict()}
+        if self.prior is not None:
+            out["prior"] = self.prior.record
+        return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        state = {
             "net": self.net.state_dict(),
             "ema": self.ema.state_dict(),
             "opt": self.opt.state_dict(),
             "schedule": self.lr_schedule.state_dict(),
         }
+        if self.prior is not None:
+            state["prior"] = self.prior.record  # not trained: the copy a resumed run continues with
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.load_prior_state(state.get("prior"))
         self.net.load_state_dict(state["net"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
+
+    def load_prior_state(self, record: dict[str, Any] | None) -> None:
+        """Continue with the prior the checkpoint was trained with (see :class:`Prior`); a run and a checkpoint that
+        disagree on having one are an error."""
+        if (record is None) != (self.prior is None):
+            had = "with a prior" if record is not None else "without a prior"
+            raise ConfigError(f"config key 'diffusion.prior' is {self.opts['prior']!r}, but the checkpoint was "
+                              f"trained {had}: the condition y0 cannot change within a run (start a new one)")
+        if record is None or self.prior is None:
+            return
+        stored = Prior(record, self.device)
+        if stored.sha256 != self.prior.sha256:
+            print(f"note: diffusion.prior: {self.prior.path} (sha256 {self.prior.sha256[:12]}) is not the prior this "
+                  f"run was trained with ({stored.path}, sha256 {stored.sha256[:12]}); resuming with the copy stored "
+                  "in the checkpoint", file=sys.stderr)
+        self.prior = stored

@@ -59,28 +59,34 @@ from model_export.training.optim import LRSchedule, build_optimizer
 _SEED_MIX = 11
 
 
-def load_init(path: str, cfg: dict) -> tuple[dict, dict[str, torch.Tensor], dict[str, Any]]:
+def load_init(path: str, cfg: dict,
+              key: str = "gan.init_from") -> tuple[dict, dict[str, torch.Tensor], dict[str, Any]]:
     """``(network table, state dict, provenance)`` of the generator file ``path`` (``gan.init_from``), checked
-    against the config's ``scale`` and ``[network]`` table. Loaded with ``weights_only=True``."""
+    against the config's ``scale`` and ``[network]`` table. Loaded with ``weights_only=True``.
+
+    ``key`` is the config key that named the file, for the error messages (the diffusion family loads its frozen
+    ``diffusion.prior`` with this same function). The provenance also says what the file was trained on and its
+    training record (``trained_on``, ``training``), so a copy of the weights can carry them on."""
     from model_export.checkpoints import CheckpointError, load_checkpoint
 
     try:
         ckpt = load_checkpoint(path)
     except CheckpointError as exc:
-        raise ConfigError(f"config key 'gan.init_from': {exc}") from None
+        raise ConfigError(f"config key '{key}': {exc}") from None
     net_cfg = {"arch": ckpt.arch, **ckpt.options}
     if int(ckpt.scale) != int(cfg["scale"]):
-        raise ConfigError(f"config key 'gan.init_from': {path} is a x{ckpt.scale} model, "
+        raise ConfigError(f"config key '{key}': {path} is a x{ckpt.scale} model, "
                           f"but 'scale' is {cfg['scale']}")
-    for key, value in cfg["network"].items():
-        if key in net_cfg and net_cfg[key] != value:
-            raise ConfigError(f"config key 'network.{key}' is {value!r} but the generator in {path} has "
-                              f"{net_cfg[key]!r} (leave [network] to the file: it needs only 'arch')")
-        if key not in net_cfg and key != "scale":
-            net_cfg[key] = value  # an option the file does not say (e.g. residual of a third-party checkpoint)
+    for option, value in cfg["network"].items():
+        if option in net_cfg and net_cfg[option] != value:
+            raise ConfigError(f"config key 'network.{option}' is {value!r} but the generator in {path} has "
+                              f"{net_cfg[option]!r} (leave [network] to the file: it needs only 'arch')")
+        if option not in net_cfg and option != "scale":
+            net_cfg[option] = value  # an option the file does not say (e.g. residual of a third-party checkpoint)
     info = {"path": str(path), "sha256": ckpt.sha256, "source": ckpt.source, "arch": ckpt.arch,
             "options": copy.deepcopy(ckpt.options), "step": ckpt.training.get("step"),
-            "val_psnr": ckpt.training.get("val_psnr")}
+            "val_psnr": ckpt.training.get("val_psnr"), "trained_on": ckpt.trained_on,
+            "training": copy.deepcopy(ckpt.training)}
     return net_cfg, ckpt.state_dict, info
 
 
