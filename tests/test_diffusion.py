@@ -849,3 +849,14 @@ def test_prior_sampler_memory(prior_models_dir):
     runner.run_whole(lr[:16, :16], Tiler())
     m = sampler_memory(runner, lr, Tiler(tile=32))
     assert m["traced"] < dp.SAMPLER_BYTES_PER_OUTPUT_PIXEL + 12, m
+
+
+def test_prior_config_loads():
+    """The prior-conditioned config: diffusion_x4's network and schedule, a prior, bicubic LRs, a smaller
+    sigma_data (the residual left by a regression net is smaller than bicubic's)."""
+    cls = get_model_class("diffusion")
+    cfg = load_config("diffusion_prior_x4", [], cls.config_defaults)
+    base = load_config("diffusion_x4", [], cls.config_defaults)
+    assert cfg["diffusion"]["prior"].endswith(".pt") and cfg["data"]["degradation"] == "bicubic"
+    assert cfg["network"] == base["network"] and cfg["diffusion"]["kappa"] == base["diffusion"]["kappa"]
+    assert 0 < cfg["diffusion"]["sigma_data"] < base["diffusion"]["sigma_data"]
