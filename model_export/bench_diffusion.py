@@ -62,6 +62,7 @@ def _model_from_config(config: str, folder: Path, seed: int) -> Path:
     pt = folder / "model.pt"
     ckpt_io.atomic_save({"format": ckpt_io.MODEL_FORMAT, "family": "diffusion", "arch": exp["arch"],
                          "arch_kwargs": exp["arch_kwargs"], "scale": cfg["scale"], "params_ema": exp["params_ema"],
+                         **{k: v for k, v in exp.items() if k not in ("arch", "arch_kwargs", "params_ema")},  # prior
                          "config": cfg, "meta": {"step": 0, "data": ["untrained (benchmark)"]}}, pt)  # fmt: skip
     out = folder / "models" / f"bench_{cfg['name']}.onnx"
     export_checkpoint(pt, out)
