@@ -123,6 +123,19 @@ def _load_image(path: str | None, size: int) -> np.ndarray:
     return cv2.resize(pixels.astype(np.float32), (size, size), interpolation=interp).clip(0, 1)
 
 
+def link_model(model: Path, folder: Path) -> Path:
+    """``model`` linked into ``folder`` (a folder of its own, which the plugin scans), with the prior network its
+    metadata names, if any: a prior-conditioned denoiser refuses to run without it."""
+    from plugins.model_folder import read_metadata
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / model.name).symlink_to(model.resolve())
+    prior = read_metadata(model).get("invsr.diffusion.prior", "")
+    if prior and (model.parent / prior).is_file():  # a missing one is the plugin's error to report
+        (folder / prior).symlink_to((model.parent / prior).resolve())
+    return folder / model.name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m model_export.bench_diffusion", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group()
@@ -146,10 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-diffusion-") as tmp:
         tmp = Path(tmp)
         if args.model:
-            folder = tmp / "models"
-            folder.mkdir()
-            (folder / args.model.name).symlink_to(args.model.resolve())
-            model = folder / args.model.name
+            model = link_model(args.model, tmp / "models")
             what = str(args.model)
         else:
             model = _model_from_config(args.config, tmp, args.seed)

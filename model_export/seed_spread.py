@@ -105,10 +105,9 @@ def _prepare_model(model: Path | None, config: str, tmp: Path, seed: int) -> tup
 
     if model is None:
         return _model_from_config(config, tmp, seed), f"config {config} (untrained, random weights)"
-    folder = tmp / "models"
-    folder.mkdir()
-    (folder / model.name).symlink_to(model.resolve())
-    return folder / model.name, str(model)
+    from model_export.bench_diffusion import link_model
+
+    return link_model(model, tmp / "models"), str(model)
 
 
 def _engine(model: Path, threads: int, tile: int | None):
