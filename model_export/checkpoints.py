@@ -21,7 +21,6 @@ A checkpoint of another architecture than the one asked for is an error naming b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -34,6 +33,7 @@ import torch
 import torch.nn as nn
 
 from model_export.archs import available_archs, build_arch, count_parameters
+from plugins.model_folder import file_sha256
 
 MODEL_FORMAT = "invsr-model/1"  # model_export.training.checkpoint.MODEL_FORMAT (not imported: the kit is in flux)
 TRAIN_FORMAT = "invsr-train/1"
@@ -224,14 +224,6 @@ def _unwrap(obj: dict) -> tuple[dict, str]:
     return obj, ""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_arch(path: Path, found: str, wanted: str | None) -> None:
     if wanted is not None and found != wanted:
         raise CheckpointError(f"{path} holds a {found} network, not {wanted} (asked for with --arch {wanted})")
@@ -367,7 +359,7 @@ def load_checkpoint(path: str | os.PathLike, arch: str | None = None, scale: int
     path = Path(path)
     obj = load_untrusted(path)
     ckpt = resolve(obj, path, arch=arch, scale=scale)
-    ckpt.sha256 = _sha256(path)
+    ckpt.sha256 = file_sha256(path)
     return ckpt
 
 

@@ -19,6 +19,7 @@ This module is part of the runtime: it never imports torch or model_export.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import warnings
@@ -249,6 +250,15 @@ def scan(backend: str) -> list[ModelFile]:
                 continue
             found[path.stem] = ModelFile(path=path, origin=origin, metadata=meta)
     return list(found.values())
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks (model files run to hundreds of MB)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def metadata_scale(meta: dict[str, str], path: Path) -> int:

@@ -67,12 +67,16 @@ def exported(tmp_path_factory):
     return folder, model, result
 
 
-@pytest.fixture
-def models_dir(exported, monkeypatch):
-    folder = exported[0] / "models"
+def _only_models_in(folder, monkeypatch):
+    """The plugins see ``folder`` as the user model folder and no bundled models."""
     monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
     monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: folder / "none")
     return folder
+
+
+@pytest.fixture
+def models_dir(exported, monkeypatch):
+    return _only_models_in(exported[0] / "models", monkeypatch)
 
 
 def _registry() -> Registry:
@@ -403,6 +407,19 @@ def test_benchmark_command(exported, tmp_path, capsys, monkeypatch):
     assert (tmp_path / "sheet.png").stat().st_size > 1000
 
 
+
+def test_benchmark_and_seed_spread_bring_a_models_prior_along(exported_prior, tmp_path, capsys, monkeypatch):
+    """The commands run the model from a folder of their own: a prior-conditioned one needs its prior there too."""
+    from model_export.bench_diffusion import main as bench_main
+    from model_export.seed_spread import main as spread_main
+
+    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "none")
+    model = str(exported_prior[2].path)
+    assert bench_main(["--model", model, "--size", "16", "--steps", "1", "--threads", "1"]) == 0
+    assert "1 steps:" in capsys.readouterr().out
+    assert spread_main(["--model", model, "--size", "12", "--steps", "1", "--out", str(tmp_path / "spread")]) == 0
+    assert (tmp_path / "spread" / "spread.json").is_file()
+
 def test_tiler_sizes_are_in_input_pixels():
     from invsr_desktop.engine.tiling import auto_tile_size
 
@@ -617,10 +634,7 @@ def exported_prior(tmp_path_factory):
 
 @pytest.fixture
 def prior_models_dir(exported_prior, monkeypatch):
-    folder = exported_prior[0] / "models"
-    monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
-    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: folder / "none")
-    return folder
+    return _only_models_in(exported_prior[0] / "models", monkeypatch)
 
 
 def _lr_tensor(lr: np.ndarray) -> torch.Tensor:

@@ -47,7 +47,6 @@ ONNX side is in ``invsr.bytes_per_pixel``, which the exporter sets to the larger
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -173,19 +172,11 @@ def _prior_of(meta: dict[str, str], path: Path) -> tuple[Path | None, str]:
     return path.parent / name, sha
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def open_prior(model: DiffusionModel, sessions) -> tuple[Any, int]:
     """``(session, input multiple)`` of the model's prior, checked: present, the very file the denoiser was exported
     with (sha256), an ``lr -> sr`` network at the model's scale. Any failure is a ModelFileError naming the file."""
     from invsr_desktop.engine.errors import ModelFileError
-    from plugins.model_folder import metadata_int, metadata_scale, read_metadata
+    from plugins.model_folder import file_sha256, metadata_int, metadata_scale, read_metadata
 
     prior = model.prior
     assert prior is not None
@@ -194,7 +185,7 @@ def open_prior(model: DiffusionModel, sessions) -> tuple[Any, int]:
     if not prior.is_file():
         raise ModelFileError(f"the prior network {prior} of {model.path.name} is missing; {pair}")
     try:
-        sha = _file_sha256(prior)
+        sha = file_sha256(prior)
     except OSError as exc:
         raise ModelFileError(f"cannot read the prior network {prior}: {exc.strerror or exc}") from None
     if sha != model.prior_sha256:
