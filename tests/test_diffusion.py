@@ -312,8 +312,11 @@ def test_seed_repeatable_and_noise_matters(models_dir):
     assert np.array_equal(a, b) and not np.array_equal(a, c) and not np.array_equal(a, d)
 
 
-def test_same_seed_same_image_on_any_tiling(models_dir):
-    """Tiles blended at every step, noise keyed by output position: tiled == untiled within 40 dB (and more)."""
+@pytest.mark.parametrize("folder", ["models_dir", "prior_models_dir"])
+def test_same_seed_same_image_on_any_tiling(folder, request):
+    """Tiles blended at every step, noise keyed by output position: tiled == untiled within 40 dB (and more); with
+    a prior, its pass is tiled too."""
+    request.getfixturevalue(folder)
     lr = smooth_image(64, 72, seed=3)
     untiled = _engine().upscale_array(lr, "diffusion", 4, {"seed": 7, "steps": 4})
     for tile, overlap in ((32, None), (40, 12)):
@@ -785,15 +788,6 @@ def test_prior_sampler_through_the_engine_matches_torch(prior_models_dir, export
     ref, bicubic = (t[0].numpy().transpose(1, 2, 0).clip(0, 1) for t in (ref, bicubic))
     assert ours.shape == (64, 96, 3) and np.abs(ours - ref).max() < 1e-3
     assert np.abs(ours - bicubic).max() > 1e-2
-
-
-def test_prior_same_seed_same_image_on_any_tiling(prior_models_dir):
-    lr = smooth_image(64, 72, seed=3)
-    untiled = _engine().upscale_array(lr, "diffusion", 4, {"seed": 7, "steps": 4})
-    for tile, overlap in ((32, None), (40, 12)):
-        tiled = _engine(tile=tile, overlap=overlap).upscale_array(lr, "diffusion", 4, {"seed": 7, "steps": 4})
-        assert tiled.shape == untiled.shape == (256, 288, 3)
-        assert psnr(tiled, untiled) >= 40.0, (tile, overlap, psnr(tiled, untiled))
 
 
 def test_prior_pass_is_tiled_and_progress_counts_it(prior_models_dir):
