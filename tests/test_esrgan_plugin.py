@@ -112,6 +112,43 @@ def test_model_in_user_folder_is_a_backend_and_upscales(models, tiny_x2):
     assert engine.runner("esrgan-tiny-x2", 2)[1].multiple == 2
 
 
+def test_tta_averages_the_eight_flips_and_turns(models, tiny_x2):
+    """TTA = the mean of the net over the 8 dihedral transforms of the input, each turned back (checked against
+    PyTorch), so its output commutes with a flip of the input, which a plain run of a random net does not."""
+    torch = pytest.importorskip("torch")
+    from plugins.onnx_runner import dihedral, undo_dihedral
+
+    source, net = tiny_x2
+    (models / source.name).write_bytes(source.read_bytes())
+    registry = load_registry()
+    assert [p.name for p in registry.get("esrgan-tiny-x2").params] == ["tta"]
+    engine = Engine(registry=registry, options=EngineOptions(threads=1))
+    image = np.random.default_rng(1).uniform(0, 1, (12, 10, 3)).astype(np.float32)  # even, not square: no padding
+
+    out = engine.upscale_array(image, "esrgan-tiny-x2", 2, params={"tta": "on"})
+
+    def torch_net(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(x.transpose(2, 0, 1)[None].copy()))[0].numpy().transpose(1, 2, 0)
+
+    expected = np.mean([undo_dihedral(torch_net(dihedral(image, k)), k) for k in range(8)], axis=0)
+    np.testing.assert_allclose(out, np.clip(expected, 0, 1), atol=1e-4)
+    mirrored = engine.upscale_array(image[:, ::-1].copy(), "esrgan-tiny-x2", 2, params={"tta": True})
+    np.testing.assert_allclose(mirrored[:, ::-1], out, atol=1e-5)
+    plain = engine.upscale_array(image[:, ::-1].copy(), "esrgan-tiny-x2", 2)
+    assert np.abs(plain[:, ::-1] - engine.upscale_array(image, "esrgan-tiny-x2", 2)).max() > 1e-3
+
+
+def test_dihedral_transforms_are_the_eight_distinct_ones_and_undo():
+    from plugins.onnx_runner import dihedral, undo_dihedral
+
+    image = np.arange(2 * 3 * 1).reshape(2, 3, 1)
+    seen = {dihedral(image, k).tobytes() + bytes(dihedral(image, k).shape) for k in range(8)}
+    assert len(seen) == 8
+    for k in range(8):
+        np.testing.assert_array_equal(undo_dihedral(dihedral(image, k), k), image)
+
+
 def test_scale_comes_from_metadata_not_the_file_name(models):
     nearest_model(models / "esrgan-misnamed-x4.onnx", 2, esrgan_props(2, "Misnamed"))
     registry = load_registry()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from invsr_desktop.engine.backend import BackendSpec, BuildRequest
+from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Param
 from invsr_desktop.engine.errors import ModelFileError
 from invsr_desktop.engine.hookspecs import hookimpl
 from plugins import model_folder
@@ -25,6 +25,11 @@ from plugins.onnx_runner import OnnxRunner
 
 BACKEND = "esrgan"
 DEFAULT_BYTES_PER_PIXEL = 24576  # 64-feature RRDBNet x4 in float32, with ORT's overhead
+TTA = Param(
+    "tta", bool, False, label="TTA (8x slower)",
+    help="Test-time augmentation: average the model's output over the 8 flips and quarter turns of the input. "
+    "Eight times slower; a cleaner, slightly more faithful result.",
+)
 
 
 def _builder(path: Path, scale: int, multiple: int):
@@ -37,7 +42,8 @@ def _builder(path: Path, scale: int, multiple: int):
                 f"{path} has inputs {inputs} and outputs {outputs}; an invsr model maps input 'lr' to output 'sr' "
                 "(re-export it with invsr-export)"
             )
-        return OnnxRunner(session=session, scale=float(scale), multiple=multiple)
+        return OnnxRunner(session=session, scale=float(scale), multiple=multiple,
+                          tta=bool(request.params.get("tta", False)))
 
     return build
 
@@ -60,6 +66,7 @@ def spec_for(model: model_folder.ModelFile) -> BackendSpec:
         kind="gan",
         scales=(scale,),
         build=_builder(path, scale, multiple),
+        params=(TTA,),
         description=description,
         bytes_per_pixel=bytes_per_pixel,
         info=info,
