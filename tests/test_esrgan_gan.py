@@ -276,7 +276,7 @@ def _frozen_gan_step_setup(tmp_path, images, psnr_model, sets: list[str]):
     hr = torch.rand(2, 3, 16, 16)
     batch = {"lr": F.avg_pool2d(hr, 4), "hr": hr, "index": torch.arange(2)}
     d_state = {k: v.clone() for k, v in model.net_d.state_dict().items()}
-    model.opt_g.step = model.opt_d.step = lambda: None  # keep the gradients, change nothing
+    model.opt_g.step = model.adversary.opt_d.step = lambda: None  # keep the gradients, change nothing
     return model, hr, batch, d_state
 
 
@@ -297,7 +297,7 @@ def test_one_discriminator_forward_gives_the_two_pass_gradients(tmp_path, images
     sum(model.compute_losses(sr, hr).values()).backward()
     assert all(p.grad is None for p in model.net_d.parameters())
     model.net_d.load_state_dict(d_state)
-    real, fake = model.discriminate(hr, sr.detach())
+    real, fake = model.adversary.discriminate(hr, sr.detach())
     ragan_discriminator_loss(real, fake).backward()
     for got, p in zip(grads_g, model.net_g.parameters(), strict=True):
         torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-7)
@@ -320,8 +320,8 @@ def test_adaptive_detail_band_adversarial_gradient(tmp_path, images, psnr_model)
     for p in model.net_g.parameters():
         p.grad = None
     sr = model.net_g(batch["lr"])
-    rec = sum(w * m(sr, hr) for m, w in model.pixel_losses.values())
-    real, fake = model.discriminate(hr, sr)
+    rec = sum(w * m(sr, hr) for m, w in model.adversary.pixel_losses.values())
+    real, fake = model.adversary.discriminate(hr, sr)
     adv = ragan_generator_loss(real, fake)
     g_rec = torch.autograd.grad(rec, sr, retain_graph=True)[0]
     g_adv = torch.autograd.grad(adv, sr, retain_graph=True)[0]
@@ -335,7 +335,7 @@ def test_adaptive_detail_band_adversarial_gradient(tmp_path, images, psnr_model)
         torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-7)
     # the detail band of a gradient has no low-frequency part: a constant (colour) gradient disappears
     flat = torch.ones(1, 3, 16, 16) * torch.tensor([1.0, -2.0, 0.5]).view(1, 3, 1, 1)
-    assert model.adversarial["gan"][0].detail_band(flat).abs().max() < 1e-6
+    assert model.adversary.adversarial["gan"][0].detail_band(flat).abs().max() < 1e-6
 
 
 def test_config_errors_name_the_key(tmp_path, images, psnr_model):

@@ -49,7 +49,7 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
 from model_export.archs import build_arch
-from model_export.training import gan_losses
+from model_export.training.adversary import NETWORK_D_DEFAULTS, Adversary
 from model_export.training.config import ConfigError
 from model_export.training.distributed import DistInfo
 from model_export.training.models import register_model
@@ -116,7 +116,7 @@ class ESRGANGANModel(ESRGANModel):
             "d_init_steps": 0,  # first steps train only the discriminator
             "bicubic_fraction": 0.0,  # samples whose LR is the MATLAB-bicubic LR of their HR instead
         },
-        "network_d": {"arch": "unet_discriminator_sn", "num_feat": 64, "skip_connection": True},
+        "network_d": dict(NETWORK_D_DEFAULTS),
     }
 
     def __init__(self, cfg: dict, device: torch.device, dist: DistInfo):
@@ -140,68 +140,19 @@ class ESRGANGANModel(ESRGANModel):
         if g["d_init_steps"] < 0:
             raise ConfigError("config key 'gan.d_init_steps' must be >= 0")
 
-        # the adversarial term(s) apart from the (sr, hr) terms
-        self.adversarial = {n: mw for n, mw in self.losses.items() if getattr(mw[0], "adversarial", False)}
-        self.pixel_losses = {n: mw for n, mw in self.losses.items() if n not in self.adversarial}
-        if not self.pixel_losses and any(m.adaptive for m, _ in self.adversarial.values()):
-            raise ConfigError("an adaptive adversarial term ([loss.*] adaptive = true) is weighted against the other "
-                              "terms, and there is none with a non-zero weight")
-
-        d_cfg = dict(cfg["network_d"])
-        d_arch = d_cfg.pop("arch")
-        try:
-            # channels-last: the discriminator's many-pixel, few-channel convolutions run 1.5x faster on a CPU
-            # (measured with oneDNN, num_feat 16, 96 px); the generator's gain nothing (3 %) and stay as they are
-            self.net_d = build_arch(d_arch, **d_cfg).to(device, memory_format=torch.channels_last)
-        except TypeError as exc:
-            raise ConfigError(f"config table 'network_d': {exc}") from exc
-        except KeyError as exc:
-            raise ConfigError(f"config key 'network_d.arch': {exc.args[0]}") from exc
-        self.net_d_train = DistributedDataParallel(self.net_d) if dist.enabled else self.net_d
-        t = cfg["train"]
-        t_d = {**t, "lr": g["d_lr"]}
-        self.opt_d = build_optimizer(self.net_d.parameters(), t_d)
-        self.schedule_d = LRSchedule(t_d)
+        self.adversary = Adversary(cfg["network_d"], cfg["train"], g["d_lr"], self.losses, device, dist)
+        self.net_d = self.adversary.net_d
         self.d_init_steps = int(g["d_init_steps"])
         self.mix_fraction = float(g["bicubic_fraction"]) if cfg["data"]["degradation"] != "bicubic" else 0.0
         self.seed = int(cfg["seed"])
 
-    # -- losses ---------------------------------------------------------------------------------------------------
-    def discriminate(self, hr: torch.Tensor, sr: torch.Tensor,
-                     net: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits of ``hr`` and ``sr`` from one forward of the discriminator on both."""
-        logits = (net or self.net_d)(torch.cat([hr, sr], 0).contiguous(memory_format=torch.channels_last))
-        return logits[: hr.shape[0]], logits[hr.shape[0]:]
-
-    def generator_terms(self, sr: torch.Tensor, hr: torch.Tensor, real: torch.Tensor | None,
-                        fake: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        """Weighted generator terms: the ``(sr, hr)`` ones, and the adversarial ones from the logits (skipped
-        when the logits are None)."""
-        terms = {name: weight * module(sr, hr) for name, (module, weight) in self.pixel_losses.items()}
-        if real is not None:
-            for name, (module, weight) in self.adversarial.items():
-                terms[name] = weight * module.generator(real, fake)
-        return terms
-
     def compute_losses(self, sr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Weighted generator terms, the adversarial ones through the discriminator with its weights frozen (for
-        callers outside the training step, which computes the logits once for both networks)."""
-        real = fake = None
-        if self.adversarial:
-            flags = [p.requires_grad for p in self.net_d.parameters()]
-            for p in self.net_d.parameters():
-                p.requires_grad_(False)
-            try:
-                real, fake = self.discriminate(hr, sr)
-            finally:
-                for p, f in zip(self.net_d.parameters(), flags, strict=True):
-                    p.requires_grad_(f)
-        return self.generator_terms(sr, hr, real, fake)
+        """Weighted generator terms, the adversarial ones through the discriminator with its weights frozen."""
+        return self.adversary.frozen_terms(sr, hr)
 
     # -- one step -------------------------------------------------------------------------------------------------
     def optimize(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         lr_now = self.schedule.apply(self.opt_g, step)
-        self.schedule_d.apply(self.opt_d, step)
         lr = bicubic_mix(batch, self.mix_fraction, self.seed, self.cfg["scale"], self.cfg["data"]["round_lr"])
         lr = lr.to(self.device, non_blocking=True)
         hr = batch["hr"].to(self.device, non_blocking=True)
@@ -211,76 +162,36 @@ class ESRGANGANModel(ESRGANModel):
 
         with torch.set_grad_enabled(train_g):
             sr = self.net_g_train(lr)
-        real, fake = self.discriminate(hr, sr, self.net_d_train)
-        l_d = gan_losses.ragan_discriminator_loss(real, fake)
+        real, fake = self.adversary.discriminate(hr, sr, train=True)
         self.opt_g.zero_grad(set_to_none=True)
-        self.opt_d.zero_grad(set_to_none=True)
         weights: dict[str, float] = {}
         if train_g:  # into the generator's weights only ...
-            terms, weights = self.generator_backward(sr, hr, real, fake)
+            terms, weights = self.adversary.generator_backward(sr, hr, real, fake, list(self.net_g.parameters()))
         else:
             with torch.no_grad():
-                terms = self.generator_terms(sr, hr, None, None)
-        total = sum(terms.values())
-        l_d.backward(inputs=list(self.net_d.parameters()))  # ... and the discriminator's loss into its own only
-        if self.grad_clip > 0:
-            if train_g:
-                torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
-            torch.nn.utils.clip_grad_norm_(self.net_d.parameters(), self.grad_clip)
+                terms = self.adversary.generator_terms(sr, hr, None, None)
+        d_stats = self.adversary.discriminator_backward(real, fake)  # ... and the discriminator's into its own
         if train_g:
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), self.grad_clip)
             self.opt_g.step()
             self.ema.update(self.net_g)
-        self.opt_d.step()
+        self.adversary.step(step, self.grad_clip)
 
-        out = {"loss": float(total.detach()), "lr": lr_now}
+        out = {"loss": float(sum(terms.values()).detach()), "lr": lr_now}
         out.update({f"l_{k}": float(v.detach()) for k, v in terms.items()})
         out.update({f"w_{k}": v for k, v in weights.items()})
-        out.update({"l_d": float(l_d.detach()), "d_real": float(real.detach().mean()),
-                    "d_fake": float(fake.detach().mean())})
+        out.update(d_stats)
         return out
-
-    def generator_backward(self, sr: torch.Tensor, hr: torch.Tensor, real: torch.Tensor,
-                           fake: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        """Backpropagate the generator's terms into its weights (not the discriminator's); returns the weighted
-        terms and the adversarial terms' weights. An adaptive term (see :class:`~model_export.training.gan_losses.
-        RaGANLoss`) is weighted by the ratio of gradient norms at ``sr``, and a term with ``highpass_sigma`` keeps
-        only the detail band of its gradient there: the gradients with respect to ``sr`` are taken first (the
-        adversarial one through the discriminator, as the full backward would), combined, and sent through the
-        generator once, so neither costs an extra pass."""
-        params = list(self.net_g.parameters())
-        if not any(module.adaptive or module.highpass_sigma > 0 for module, _ in self.adversarial.values()):
-            terms = self.generator_terms(sr, hr, real, fake)
-            sum(terms.values()).backward(inputs=params, retain_graph=True)
-            return terms, {name: weight for name, (_, weight) in self.adversarial.items()}
-        terms = {name: weight * module(sr, hr) for name, (module, weight) in self.pixel_losses.items()}
-        grad = torch.autograd.grad(sum(terms.values()), sr, retain_graph=True)[0]
-        rec_norm = grad.norm()
-        weights = {}
-        for name, (module, weight) in self.adversarial.items():
-            adv = module.generator(real, fake)
-            g_adv = module.detail_band(torch.autograd.grad(adv, sr, retain_graph=True)[0])
-            lam = torch.as_tensor(float(weight))
-            if module.adaptive:
-                lam = (weight * rec_norm / (g_adv.norm() + 1e-12)).clamp(max=module.max_weight).detach()
-            grad = grad + lam * g_adv
-            terms[name] = lam * adv
-            weights[name] = float(lam)
-        sr.backward(grad, inputs=params)  # the generator's graph only; the discriminator's stays for its loss
-        return terms, weights
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state.update({
-            "net_d": self.net_d.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "schedule_d": self.schedule_d.state_dict(),
-            "init": copy.deepcopy(self.init_info),
-        })
+        state.update(self.adversary.state_dict())
+        state["init"] = copy.deepcopy(self.init_info)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.net_d.load_state_dict(state["net_d"])
-        self.opt_d.load_state_dict(state["opt_d"])
+        self.adversary.load_state_dict(state)
         self.init_info = dict(state.get("init") or self.init_info)
