@@ -868,3 +868,53 @@ def test_prior_config_loads():
     assert cfg["diffusion"]["prior"].endswith(".pt") and cfg["data"]["degradation"] == "bicubic"
     assert cfg["network"] == base["network"] and cfg["diffusion"]["kappa"] == base["diffusion"]["kappa"]
     assert 0 < cfg["diffusion"]["sigma_data"] < base["diffusion"]["sigma_data"]
+
+
+# ---- adversarial stage (diffusion GAN) ---------------------------------------------------------------------------
+
+GAN_SETS = ["loss.gan.type=\"ragan\"", "loss.gan.weight=0.5", "loss.gan.adaptive=true", "loss.gan.highpass_sigma=2.0",
+            "loss.frequency.type=\"frequency\"", "loss.frequency.weight=1.0", "loss.frequency.windows=[8]",
+            "network_d.num_feat=4", "gan.d_init_steps=1", "gan.d_lr=1e-3"]  # fmt: skip
+
+
+def test_adversarial_stage_starts_from_a_denoiser_and_resumes_exactly(images, tmp_path):
+    """diffusion.init_from + a ragan term: the denoiser starts from the trained one (model file or latest.pt), a
+    discriminator judges its x0, the first step trains the discriminator alone, and a resumed run is exact."""
+    _train(images, tmp_path / "base")
+    init = tmp_path / "base" / "model_diffusion_unet_x4.pt"
+    sets = [f"diffusion.init_from={json.dumps(str(init))}", *GAN_SETS]
+    extra = [a for s in sets for a in ("--set", s)]
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    _train(images, full, *extra)
+    _train(images, parts, *extra, "--stop-at", "3")
+    _train(images, parts, *extra, "--resume", "auto")
+
+    a, b = ckpt_io.load(full / "latest.pt"), ckpt_io.load(parts / "latest.pt")
+    for key in ("net", "net_d"):
+        for k, v in a["model"][key].items():
+            assert torch.equal(v, b["model"][key][k]), (key, k)
+    rows = [json.loads(x) for x in (full / "log.jsonl").read_text().splitlines()]
+    assert [r["loss"] for r in rows] == [json.loads(x)["loss"] for x in (parts / "log.jsonl").read_text().splitlines()]
+    assert "w_gan" not in rows[0] and all(0 < r["w_gan"] <= 10 for r in rows[1:])  # step 1: the discriminator alone
+    assert all({"l_pixel", "l_frequency", "l_d", "d_real", "d_fake"} <= set(r) for r in rows)
+
+    # the start was the trained denoiser: after the discriminator-only step the weights are still init's
+    start = ckpt_io.load(init)["params_ema"]
+    one = tmp_path / "one"
+    _train(images, one, *extra, "--stop-at", "1")
+    for k, v in ckpt_io.load(one / "latest.pt")["model"]["net"].items():
+        assert torch.equal(v, start[k]), k
+    # a latest.pt is a start too; a denoiser of another prior is refused
+    from model_export.training.config import ConfigError
+
+    cls = get_model_class("diffusion")
+    cfg = load_config("diffusion_x4", ["data.folders=[]", *_train_sets(images)[:len(TINY_NET)],
+                                       f"diffusion.init_from={json.dumps(str(tmp_path / 'base' / 'latest.pt'))}"],
+                      cls.config_defaults)
+    model = cls(cfg, torch.device("cpu"), DistInfo())
+    assert model.adversary is None
+    for k, v in model.net.state_dict().items():
+        assert torch.equal(v, ckpt_io.load(tmp_path / "base" / "latest.pt")["model"]["ema"]["params"][k]), k
+    tiny_prior_file(tmp_path / "prior.pt")
+    with pytest.raises(ConfigError, match=r"diffusion\.init_from.*another prior"):
+        _prior_model(tmp_path / "prior.pt", [f"diffusion.init_from={json.dumps(str(init))}"])

@@ -37,7 +37,17 @@ float32 output not clipped; it is never trained (not in the optimizer, the EMA o
 Data: ``data.degradation`` makes the batch's LR (``real_photo`` or ``bicubic``); ``diffusion.bicubic_fraction`` of
 the samples (chosen by sample index, so resuming is exact) get the MATLAB-bicubic LR of their HR instead: one
 config trains on a mix of both. Loss: the ``[loss.pixel]`` term (l1 / mse / charbonnier) between predicted and
-true ``x0``.
+true ``x0``, plus any other ``(sr, hr)`` term (e.g. the GAN stage's ``frequency``).
+
+Adversarial stage (a ``[loss.*] type = "ragan"`` term; Denoising Diffusion GANs, Xiao et al., ICLR 2022): a
+discriminator (``[network_d]``, learning rate ``gan.d_lr``; :class:`~model_export.training.adversary.Adversary`,
+the ESRGAN GAN stage's) judges the predicted ``x0`` against the HR at every noise level. Why: a pixel loss makes
+the net predict the *mean* of the clean images that fit ``x_t``, and with few steps the last prediction is made
+at a noise level that still hides the fine detail (4 steps: the step before the last is at eta 0.11, noise
+0.17 against the residual's 0.05), so the sampler returns that mean, the prior's blur, plus grain. Under the
+adversarial term the prediction must look like a real image at every step: the noise becomes detail instead of
+being averaged away. ``diffusion.init_from`` starts the denoiser (and its EMA) from a trained one, an
+``invsr-model/1`` file of this family or a ``latest.pt`` checkpoint, trained with the same prior.
 """
 
 from __future__ import annotations
@@ -55,6 +65,8 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from model_export.archs import build_arch
+from model_export.training import gan_losses  # noqa: F401  (registers the 'frequency' and 'ragan' loss terms)
+from model_export.training.adversary import NETWORK_D_DEFAULTS, Adversary, split_terms
 from model_export.training.config import ConfigError
 from model_export.training.distributed import DistInfo
 from model_export.training.ema import EMA
@@ -278,7 +290,10 @@ class DiffusionModel(BaseModel):
             "default_steps": 4,  # the app's default number of steps (model metadata)
             "eval_steps": 4,  # steps used by validation
             "eval_noise": 1.0,  # noise scale used by validation (seeded)
+            "init_from": "",  # a trained denoiser to start from (invsr-model/1 file or latest.pt); "" = fresh
         },
+        "gan": {"d_lr": 1e-4, "d_init_steps": 0},  # used with a [loss.*] term of type "ragan"
+        "network_d": dict(NETWORK_D_DEFAULTS),
     }
 
     def __init__(self, cfg: dict, device: torch.device, dist: DistInfo):
@@ -317,13 +332,17 @@ class DiffusionModel(BaseModel):
         self.losses: dict[str, tuple[nn.Module, float]] = {}
         for name, term in cfg["loss"].items():
             module, weight = build_loss(name, term)
-            if weight == 0:
-                continue
-            if name != "pixel":
-                raise ConfigError(f"config table 'loss.{name}': the diffusion family has one term, 'pixel'")
-            self.losses[name] = (module.to(device), weight)
-        if not self.losses:
+            if weight != 0:
+                self.losses[name] = (module.to(device), weight)
+        adversarial, pixel = split_terms(self.losses)
+        if "pixel" not in pixel:
             raise ConfigError("config table 'loss' needs the 'pixel' term with a non-zero weight")
+        self.adversary = None
+        if adversarial:
+            self.adversary = Adversary(cfg["network_d"], t, cfg["gan"]["d_lr"], self.losses, device, dist)
+        self.d_init_steps = int(cfg["gan"]["d_init_steps"])
+        if o["init_from"]:
+            self.init_from(o["init_from"])
         self.opt = build_optimizer(self.net.parameters(), t)
         self.lr_schedule = LRSchedule(t)
         self.grad_clip = t["grad_clip"]
@@ -368,16 +387,72 @@ class DiffusionModel(BaseModel):
         eta = self.schedule.eta(s)[:, None, None, None]
         x_t = hr + eta * (y0 - hr) + self.schedule.kappa * eta.sqrt() * torch.randn_like(hr)
         self.net.train()
-        pred = self.train_module(x_t, y0, s)
-        module, weight = self.losses["pixel"]
-        total = weight * module(pred, hr)
+        train_g = self.adversary is None or step >= self.d_init_steps
+        with torch.set_grad_enabled(train_g):
+            pred = self.train_module(x_t, y0, s)
         self.opt.zero_grad(set_to_none=True)
-        total.backward()
-        if self.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
-        self.opt.step()
-        self.ema.update(self.net)
-        return {"loss": float(total.detach()), "lr": lr_now}
+        out: dict[str, float] = {"lr": lr_now}
+        if self.adversary is None:
+            terms = {name: weight * module(pred, hr) for name, (module, weight) in self.losses.items()}
+            sum(terms.values()).backward()
+        else:
+            terms = self.adversarial_backward(pred, hr, train_g, out)
+        if train_g:
+            if self.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
+            self.opt.step()
+            self.ema.update(self.net)
+        if self.adversary is not None:
+            self.adversary.step(step, self.grad_clip)
+        out["loss"] = float(sum(terms.values()).detach())
+        if len(terms) > 1:
+            out.update({f"l_{k}": float(v.detach()) for k, v in terms.items()})
+        return out
+
+    def adversarial_backward(self, pred: torch.Tensor, hr: torch.Tensor, train_g: bool,
+                             out: dict[str, float]) -> dict[str, torch.Tensor]:
+        """The generator's terms into the denoiser's weights (unless the discriminator is warming up) and the
+        discriminator's loss into its own, from one forward of the discriminator; the weights and the
+        discriminator's figures go into ``out``."""
+        adversary = self.adversary
+        adversary.net_d.train()
+        real, fake = adversary.discriminate(hr, pred, train=True)
+        if train_g:
+            terms, weights = adversary.generator_backward(pred, hr, real, fake, list(self.net.parameters()))
+            out.update({f"w_{k}": v for k, v in weights.items()})
+        else:
+            with torch.no_grad():
+                terms = adversary.generator_terms(pred, hr, None, None)
+        out.update(adversary.discriminator_backward(real, fake))
+        return terms
+
+    def init_from(self, path: str) -> None:
+        """Start the denoiser and its EMA from a trained one (``diffusion.init_from``): the EMA weights of an
+        ``invsr-model/1`` file of this family or of a ``latest.pt`` checkpoint. Its network and prior must be
+        this run's (the denoiser learnt to refine that prior's ``y0``; a different network does not load)."""
+        from model_export.training import checkpoint as ckpt_io
+
+        key = "config key 'diffusion.init_from'"
+        try:
+            state = ckpt_io.load(path)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ConfigError(f"{key}: cannot read {path}: {exc}") from None
+        if state.get("format") == ckpt_io.MODEL_FORMAT and state.get("arch") == self.arch:
+            weights, prior = state["params_ema"], state.get("prior")
+        elif state.get("format") == ckpt_io.TRAIN_FORMAT and state.get("family") == "diffusion":
+            weights, prior = state["model"]["ema"]["params"], state["model"].get("prior")
+        else:
+            raise ConfigError(f"{key}: {path} is neither a diffusion model file nor a diffusion checkpoint")
+        theirs = ((prior or {}).get("file") or {}).get("sha256", "")
+        ours = self.prior.sha256 if self.prior is not None else ""
+        if bool(prior) != (self.prior is not None) or theirs != ours:
+            raise ConfigError(f"{key}: {path} was trained with another prior ({theirs[:12] or 'none'}) than "
+                              f"diffusion.prior ({ours[:12] or 'none'})")
+        try:
+            self.net.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise ConfigError(f"{key}: the weights do not fit: {str(exc).splitlines()[0]}") from None
+        self.ema.module.load_state_dict(self.net.state_dict())
 
     def prior_net(self) -> nn.Module | None:
         """The frozen prior network (None without ``diffusion.prior``)."""
@@ -425,6 +500,8 @@ class DiffusionModel(BaseModel):
         }
         if self.prior is not None:
             state["prior"] = self.prior.record  # not trained: the copy a resumed run continues with
+        if self.adversary is not None:
+            state.update(self.adversary.state_dict())
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -432,6 +509,11 @@ class DiffusionModel(BaseModel):
         self.net.load_state_dict(state["net"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
+        if self.adversary is not None:
+            if "net_d" not in state:
+                raise ConfigError("the config has an adversarial term, the checkpoint has no discriminator: start a "
+                                  "new run with diffusion.init_from naming the checkpoint")
+            self.adversary.load_state_dict(state)
 
     def load_prior_state(self, record: dict[str, Any] | None) -> None:
         """Continue with the prior the checkpoint was trained with (see :class:`Prior`); a run and a checkpoint that
