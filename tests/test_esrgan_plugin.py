@@ -121,7 +121,7 @@ def test_tta_averages_the_eight_flips_and_turns(models, tiny_x2):
     source, net = tiny_x2
     (models / source.name).write_bytes(source.read_bytes())
     registry = load_registry()
-    assert [p.name for p in registry.get("esrgan-tiny-x2").params] == ["tta"]
+    assert [p.name for p in registry.get("esrgan-tiny-x2").params] == ["tta", "colour_fix"]
     engine = Engine(registry=registry, options=EngineOptions(threads=1))
     image = np.random.default_rng(1).uniform(0, 1, (12, 10, 3)).astype(np.float32)  # even, not square: no padding
 
@@ -147,6 +147,43 @@ def test_dihedral_transforms_are_the_eight_distinct_ones_and_undo():
     assert len(seen) == 8
     for k in range(8):
         np.testing.assert_array_equal(undo_dihedral(dihedral(image, k), k), image)
+
+
+def test_colour_fix_removes_a_colour_shift_and_keeps_detail():
+    """colour_fixed: a darker, bluer output gets the input's colours back; the fine detail a model adds stays."""
+    import cv2
+
+    from plugins.onnx_runner import colour_fixed
+
+    rng = np.random.default_rng(0)
+    lr = cv2.GaussianBlur(rng.uniform(0.2, 0.8, (24, 20, 3)).astype(np.float32), (0, 0), 2.0)
+    up = cv2.resize(lr, (80, 96), interpolation=cv2.INTER_CUBIC)
+    detail = 0.05 * (np.indices((96, 80)).sum(axis=0)[..., None] % 2)  # a one-pixel checkerboard: pure detail
+    shifted = up * np.float32([0.95, 0.95, 1.0]) + np.float32([0.0, 0.0, 0.03]) + detail
+    fixed = colour_fixed(lr, shifted)
+    shrunk = cv2.resize(fixed, (20, 24), interpolation=cv2.INTER_AREA)
+    assert np.abs(shrunk.mean(axis=(0, 1)) - lr.mean(axis=(0, 1))).max() < 2e-3
+    assert np.abs(shifted.mean(axis=(0, 1)) - lr.mean(axis=(0, 1))).max() > 0.02
+    kept = fixed - cv2.GaussianBlur(fixed, (0, 0), 2.0)
+    added = shifted - cv2.GaussianBlur(shifted, (0, 0), 2.0)
+    np.testing.assert_allclose(kept[8:-8, 8:-8], added[8:-8, 8:-8], atol=5e-3)
+
+
+def test_colour_fix_is_on_by_default_for_models_trained_on_noisy_photos(models):
+    photo = {"invsr.training": '{"degradation": "real_photo", "step": 5}'}
+    nearest_model(models / "photo-x2.onnx", 2, esrgan_props(2, "Photo", **photo))
+    nearest_model(models / "clean-x2.onnx", 2, esrgan_props(2, "Clean", **{"invsr.training": "not json"}))
+    registry = load_registry()
+    assert registry.get("photo-x2").defaults() == {"tta": False, "colour_fix": True}
+    assert registry.get("clean-x2").defaults() == {"tta": False, "colour_fix": False}
+    image = np.random.default_rng(0).uniform(0, 1, (8, 8, 3)).astype(np.float32)
+    engine = Engine(registry=registry, options=EngineOptions(threads=1))
+    nearest = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)
+    np.testing.assert_allclose(engine.upscale_array(image, "clean-x2", 2), nearest, atol=1e-6)
+    assert engine.runner("photo-x2", 2)[1].colour_fix and not engine.runner("clean-x2", 2)[1].colour_fix
+    assert not engine.runner("photo-x2", 2, {"colour_fix": "off"})[1].colour_fix
+    # nearest upscaling shrinks back to its input exactly: no drift, nothing changed
+    np.testing.assert_allclose(engine.upscale_array(image, "photo-x2", 2), nearest, atol=1e-6)
 
 
 def test_scale_comes_from_metadata_not_the_file_name(models):

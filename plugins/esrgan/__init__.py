@@ -15,6 +15,8 @@ and listed by :func:`plugins.model_folder.problems`; the other models still load
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Param
@@ -30,6 +32,21 @@ TTA = Param(
     help="Test-time augmentation: average the model's output over the 8 flips and quarter turns of the input. "
     "Eight times slower; a cleaner, slightly more faithful result.",
 )
+COLOUR_FIX = Param(
+    "colour_fix", bool, False, label="Keep colours",
+    help="Correct the output's slow colour drift back to the input's (as chaiNNer's Average Color Fix). On by "
+    "default for models trained on noisy photos, which tend to darken shadows a little.",
+)
+
+
+def trained_on_noisy_photos(meta: dict[str, str]) -> bool:
+    """Whether the model's training record (``invsr.training``, written by invsr-export) names the real-photo
+    degradation."""
+    try:
+        record = json.loads(meta.get("invsr.training", "{}"))
+    except json.JSONDecodeError:
+        return False
+    return isinstance(record, dict) and record.get("degradation") == "real_photo"
 
 
 def _builder(path: Path, scale: int, multiple: int):
@@ -42,8 +59,9 @@ def _builder(path: Path, scale: int, multiple: int):
                 f"{path} has inputs {inputs} and outputs {outputs}; an invsr model maps input 'lr' to output 'sr' "
                 "(re-export it with invsr-export)"
             )
-        return OnnxRunner(session=session, scale=float(scale), multiple=multiple,
-                          tta=bool(request.params.get("tta", False)))
+        p = request.params
+        return OnnxRunner(session=session, scale=float(scale), multiple=multiple, tta=bool(p.get("tta", False)),
+                          colour_fix=bool(p.get("colour_fix", False)))
 
     return build
 
@@ -66,7 +84,7 @@ def spec_for(model: model_folder.ModelFile) -> BackendSpec:
         kind="gan",
         scales=(scale,),
         build=_builder(path, scale, multiple),
-        params=(TTA,),
+        params=(TTA, replace(COLOUR_FIX, default=trained_on_noisy_photos(meta))),
         description=description,
         bytes_per_pixel=bytes_per_pixel,
         info=info,
