@@ -12,7 +12,7 @@ One training step, as the family calls it::
     terms, weights = adversary.generator_backward(sr, hr, real, fake, generator_params)   # or no_grad terms
     l_d = adversary.discriminator_backward(real, fake)
     ... the family clips / steps its own optimizer ...
-    adversary.step(grad_clip)
+    adversary.step(step, grad_clip)
 
 The generator's loss goes into the generator's weights only and the discriminator's into its own only
 (``backward(inputs=...)``), both from the same logits, so one forward of the discriminator gives the gradients of
@@ -74,8 +74,11 @@ class Adversary:
 
     # -- logits -------------------------------------------------------------------------------------------------
     def discriminate(self, hr: torch.Tensor, sr: torch.Tensor, train: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits of ``hr`` and ``sr`` from one forward of the discriminator on both (``train``: through the
-        training wrapper, DDP when distributed). The caller sets the discriminator's mode."""
+        """Logits of ``hr`` and ``sr`` from one forward of the discriminator on both. ``train``: the training
+        step's forward, in training mode and through the training wrapper (DDP when distributed); otherwise the
+        discriminator's mode is left as it is."""
+        if train:
+            self.net_d.train()
         net = self.net_d_train if train else self.net_d
         logits = net(torch.cat([hr, sr], 0).contiguous(memory_format=torch.channels_last))
         return logits[: hr.shape[0]], logits[hr.shape[0]:]

@@ -415,7 +415,6 @@ class DiffusionModel(BaseModel):
         discriminator's loss into its own, from one forward of the discriminator; the weights and the
         discriminator's figures go into ``out``."""
         adversary = self.adversary
-        adversary.net_d.train()
         real, fake = adversary.discriminate(hr, pred, train=True)
         if train_g:
             terms, weights = adversary.generator_backward(pred, hr, real, fake, list(self.net.parameters()))

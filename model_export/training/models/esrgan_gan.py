@@ -157,7 +157,6 @@ class ESRGANGANModel(ESRGANModel):
         lr = lr.to(self.device, non_blocking=True)
         hr = batch["hr"].to(self.device, non_blocking=True)
         self.net_g.train()
-        self.net_d.train()
         train_g = step >= self.d_init_steps  # before: the discriminator's warm-up, the generator makes the fakes
 
         with torch.set_grad_enabled(train_g):
