@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(info.device if device_kind == "cuda" else "cpu")
     if device_kind == "cuda":
         torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # training patches have one shape: let cuDNN pick the fastest kernels
     torch.set_num_threads(_threads(cfg, info.world))
     if device_kind == "cpu":
         torch.set_flush_denormal(True)  # denormal activations / gradients in the 0.1-scaled blocks are slow on x86
@@ -174,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
     train_files, val_files = split_holdout(files, d["val_count"])
     store = ImageStore(train_files, min_size=d["patch_size"], what="training")
     degrader = Degrader(d["degradation"], scale, d["round_lr"], d["real_photo"])
-    dataset = SRPatchDataset(store, d["patch_size"], scale, degrader, seed=seed, augment=d["augment"])
+    dataset = SRPatchDataset(store, d["patch_size"], scale, degrader, seed=seed, augment=d["augment"],
+                             grey_fraction=d["grey_fraction"])
     val_set = None
     if info.is_main and val_files:
         val_degrader = Degrader(d["val_degradation"], scale, True, d["real_photo"])

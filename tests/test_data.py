@@ -135,6 +135,24 @@ def test_patch_determinism(folder):
     assert torch.equal(a[40]["hr"], x)
 
 
+def test_grey_fraction(folder):
+    plain, none, grey, half = (_dataset(folder), _dataset(folder, grey_fraction=0.0),
+                               _dataset(folder, grey_fraction=1.0), _dataset(folder, grey_fraction=0.5))
+    # off: the sample stream of a run without grey pairs is unchanged
+    assert all(torch.equal(plain[i]["lr"], none[i]["lr"]) for i in range(5))
+    for i in range(5):
+        hr, lr = grey[i]["hr"], grey[i]["lr"]
+        assert torch.allclose(hr[0], hr[1]) and torch.allclose(hr[1], hr[2])
+        assert torch.equal(lr[0], lr[1]) and torch.equal(lr[1], lr[2])  # R = G = B survives the degradation
+        colour = plain[i]["hr"].double()
+        luma = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+        assert torch.allclose(hr[0].double(), luma, atol=1e-6)  # the same patch, made grey
+    n_grey = sum(bool(torch.equal(half[i]["hr"][0], half[i]["hr"][2])) for i in range(200))
+    assert 70 < n_grey < 130
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        _dataset(folder, grey_fraction=1.5)
+
+
 def test_each_image_once_per_epoch(folder):
     ds = _dataset(folder)
     n = len(ds.store)

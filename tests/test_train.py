@@ -264,3 +264,11 @@ def test_compact_checkpoint_keeps_weights_and_resumes_adam_in_float32():
     moment = fresh.state_dict()["state"][0]["exp_avg"]
     assert moment.dtype == torch.float32
     assert torch.allclose(moment, opt.state_dict()["state"][0]["exp_avg"], rtol=1e-2, atol=1e-6)
+
+
+def test_single_process_cuda_run_names_a_cuda_device():
+    """Without torchrun the CUDA device is cuda:0, not the CPU (the first GPU run failed on exactly this)."""
+    from model_export.training.distributed import init
+
+    assert init("cuda").device == "cuda:0" and init("cpu").device == "cpu"
+    assert not init("cuda").enabled

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
         "degradation": "bicubic",  # bicubic | real_photo
         "round_lr": True,  # quantise the LR to 8 bit, like a real image
         "augment": True,  # random flips and 90-degree rotations
+        "grey_fraction": 0.0,  # share of training pairs made grey (R = G = B), for black-and-white input
         "num_workers": 1,
         "prefetch_factor": 2,
         "val_count": 10,  # images held out of data.folders for validation (evenly spaced by sorted name)

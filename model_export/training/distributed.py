@@ -29,7 +29,7 @@ def init(device_kind: str) -> DistInfo:
     """Join the process group torchrun describes in the environment (gloo on CPU, nccl on CUDA)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistInfo()
+        return DistInfo(device="cuda:0" if device_kind == "cuda" else "cpu")
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", rank))
     if not dist.is_initialized():
