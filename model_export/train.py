@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
 
     device_kind = _device(cfg)
     info = dist_utils.init(device_kind)
-    device = torch.device(info.device if device_kind == "cuda" else "cpu")
+    device = torch.device(info.device)
     if device_kind == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True  # training patches have one shape: let cuDNN pick the fastest kernels
