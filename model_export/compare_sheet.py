@@ -48,6 +48,18 @@ def psnr_rgb(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
+def bicubic_pair(path: Path, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(hr, lr)`` of a photo as float RGB in [0, 1]: the HR cropped to a multiple of ``scale``, the LR its MATLAB
+    bicubic downscale rounded to 8 bit (a saved LR image)."""
+    from invsr_desktop.engine.imageio import load_image
+    from model_export.degradations.matlab_resize import imresize
+
+    hr = load_image(path).pixels[..., :3].astype(np.float64)
+    hr = hr[: hr.shape[0] // scale * scale, : hr.shape[1] // scale * scale]
+    lr = np.clip(np.round(imresize(hr * 255.0, 1.0 / scale)), 0, 255).astype(np.float32) / 255.0
+    return hr, lr
+
+
 def degrade_lr(lr: np.ndarray, noise: float = 0.0, jpeg: int = 0, seed: int = 0) -> np.ndarray:
     """The 8-bit LR (float [0, 1]) with Gaussian noise of ``noise`` grey levels, then saved as JPEG at quality
     ``jpeg`` (0: neither). Pillow's encoder is the one most photos on a desktop went through."""
@@ -105,14 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = p.parse_args(argv)
 
-    from invsr_desktop.engine.imageio import load_image
     from invsr_desktop.engine.pipeline import Engine, EngineOptions
-    from model_export.degradations.matlab_resize import imresize
 
     s = args.scale
-    hr = load_image(args.image).pixels[..., :3].astype(np.float64)
-    hr = hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s]
-    lr = np.clip(np.round(imresize(hr * 255.0, 1.0 / s)), 0, 255).astype(np.float32) / 255.0
+    hr, lr = bicubic_pair(args.image, s)
     lr = degrade_lr(lr, args.lr_noise, args.lr_jpeg)
     title = lr_description(s, args.lr_noise, args.lr_jpeg)
     print(title)

@@ -50,18 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0)
     args = p.parse_args(argv)
 
-    from invsr_desktop.engine.imageio import load_image
     from invsr_desktop.engine.pipeline import Engine, EngineOptions
-    from model_export.compare_sheet import parse_backend
-    from model_export.degradations.matlab_resize import imresize
+    from model_export.compare_sheet import bicubic_pair, parse_backend
 
     s = args.scale
     engine = Engine(options=EngineOptions(threads=args.threads))
     scores: dict[str, list[tuple[float, float]]] = {b: [] for b in args.backend}
     for path in args.image:
-        hr = load_image(path).pixels[..., :3].astype(np.float64)
-        hr = hr[: hr.shape[0] // s * s, : hr.shape[1] // s * s]
-        lr = np.clip(np.round(imresize(hr * 255.0, 1.0 / s)), 0, 255).astype(np.float32) / 255.0
+        hr, lr = bicubic_pair(path, s)
         for text in args.backend:
             backend, params = parse_backend(text)
             scores[text].append(sharpness(engine.upscale_array(lr, backend, s, params), hr))
