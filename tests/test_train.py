@@ -1,6 +1,7 @@
 """invsr-train: configs, a tiny training run, exact resume, stopping (signal, time box), DDP with 2 processes."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -99,6 +100,14 @@ def test_schedule():
     cos = LRSchedule({**base, "scheduler": "cosine"})
     assert cos.lr(0) == pytest.approx(0.1) and cos.lr(9) == pytest.approx(1.0)
     assert cos.lr(10) == pytest.approx(1.0) and cos.lr(55) == pytest.approx(0.5) and cos.lr(100) == pytest.approx(0.0)
+    sgdr = LRSchedule({**base, "scheduler": "cosine", "restarts": [60], "restart_weights": [0.5]})
+    assert sgdr.lr(55) == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 50)))  # the first cycle ends at 60
+    assert sgdr.lr(59) > 0 and sgdr.lr(60) == pytest.approx(0.5) and sgdr.lr(80) == pytest.approx(0.25)
+    assert sgdr.lr(100) == pytest.approx(0.0)
+    for bad in (["train.restarts=[60]", "train.scheduler=\"multistep\""], ["train.restarts=[200000]"],
+                ["train.restarts=[60]", "train.restart_weights=[0.5, 0.5]"]):
+        with pytest.raises(ConfigError, match="restart"):
+            load_config("test_tiny", bad)
     ms = LRSchedule({**base, "scheduler": "multistep"})
     assert [ms.lr(s) for s in (20, 49, 50, 80, 99)] == [1.0, 1.0, 0.5, 0.25, 0.25]
 

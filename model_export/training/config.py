@@ -52,6 +52,8 @@ DEFAULTS: dict[str, Any] = {
         "milestones": [],  # multistep: steps where lr is multiplied by gamma
         "gamma": 0.5,
         "min_lr": 1e-7,  # cosine: final lr
+        "restarts": [],  # cosine: steps where a new cosine cycle begins (warm restarts, SGDR), ending at total_steps
+        "restart_weights": [],  # cosine: each restart's peak lr as a fraction of lr (default 1 each)
         "ema_decay": 0.999,  # 0 disables the EMA (the EMA copy is then the net itself)
         "ema_warmup": True,  # decay min(ema_decay, (1 + n) / (10 + n)) over the first updates
         "grad_clip": 0.0,  # max gradient norm, 0 = off
@@ -209,6 +211,7 @@ def check(cfg: dict) -> None:
         raise ConfigError(f"config key 'train.optimizer' must be adam or adamw, not {t['optimizer']!r}")
     if t["scheduler"] not in ("cosine", "multistep", "constant"):
         raise ConfigError(f"config key 'train.scheduler' must be cosine, multistep or constant, not {t['scheduler']!r}")
+    _check_restarts(t)
     if not 0.0 <= t["ema_decay"] < 1.0:
         raise ConfigError("config key 'train.ema_decay' must be in [0, 1)")
     if "arch" not in cfg["network"]:
@@ -227,3 +230,13 @@ def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _check_restarts(t: dict) -> None:
+    restarts, weights = t["restarts"], t["restart_weights"]
+    if restarts and t["scheduler"] != "cosine":
+        raise ConfigError("config key 'train.restarts' needs train.scheduler = \"cosine\"")
+    if list(restarts) != sorted(set(restarts)) or any(not t["warmup_steps"] < r < t["total_steps"] for r in restarts):
+        raise ConfigError("config key 'train.restarts' must be increasing steps between warmup_steps and total_steps")
+    if weights and len(weights) != len(restarts):
+        raise ConfigError("config key 'train.restart_weights' needs one weight per restart")

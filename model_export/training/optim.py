@@ -1,7 +1,9 @@
 """Optimizers and the learning-rate schedule.
 
 The schedule is a pure function of the step (no hidden state), so resuming needs only the step:
-a linear warm-up from 0 over ``warmup_steps``, then ``cosine`` (down to ``min_lr`` at ``total_steps``),
+a linear warm-up from 0 over ``warmup_steps``, then ``cosine`` (down to ``min_lr`` at ``total_steps``; with
+``restarts``, a new cycle from ``lr x restart_weight`` begins at each of those steps, as in SGDR / BasicSR's
+CosineAnnealingRestartLR, so a finished run can be trained on with a fresh, annealed cycle),
 ``multistep`` (times ``gamma`` at each of ``milestones``) or ``constant``.
 """
 
@@ -32,14 +34,20 @@ class LRSchedule:
         self.milestones = sorted(int(m) for m in train_cfg["milestones"])
         self.gamma = float(train_cfg["gamma"])
         self.min_lr = float(train_cfg["min_lr"])
+        self.restarts = [int(r) for r in train_cfg.get("restarts", [])]
+        weights = train_cfg.get("restart_weights") or [1.0] * len(self.restarts)
+        self.restart_weights = [float(w) for w in weights]
 
     def lr(self, step: int) -> float:
         if self.warmup > 0 and step < self.warmup:
             return self.base * (step + 1) / self.warmup
         if self.kind == "cosine":
-            span = max(1, self.total - self.warmup)
-            t = min(1.0, (step - self.warmup) / span)
-            return self.min_lr + 0.5 * (self.base - self.min_lr) * (1.0 + math.cos(math.pi * t))
+            cycle = bisect.bisect_right(self.restarts, step)
+            start = self.restarts[cycle - 1] if cycle else self.warmup
+            end = self.restarts[cycle] if cycle < len(self.restarts) else self.total
+            peak = self.base * (self.restart_weights[cycle - 1] if cycle else 1.0)
+            t = min(1.0, (step - start) / max(1, end - start))
+            return self.min_lr + 0.5 * (peak - self.min_lr) * (1.0 + math.cos(math.pi * t))
         if self.kind == "multistep":
             return self.base * self.gamma ** bisect.bisect_right(self.milestones, step)
         return self.base
@@ -51,4 +59,5 @@ class LRSchedule:
         return lr
 
     def state_dict(self) -> dict:
-        return {"kind": self.kind, "base": self.base, "total": self.total, "warmup": self.warmup}
+        return {"kind": self.kind, "base": self.base, "total": self.total, "warmup": self.warmup,
+                "restarts": self.restarts, "restart_weights": self.restart_weights}
