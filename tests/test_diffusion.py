@@ -918,3 +918,34 @@ def test_adversarial_stage_starts_from_a_denoiser_and_resumes_exactly(images, tm
     tiny_prior_file(tmp_path / "prior.pt")
     with pytest.raises(ConfigError, match=r"diffusion\.init_from.*another prior"):
         _prior_model(tmp_path / "prior.pt", [f"diffusion.init_from={json.dumps(str(init))}"])
+
+
+def test_adversarial_stage_judges_only_the_low_noise_half(images, tmp_path):
+    """gan.max_s: the first half of each batch is drawn at s <= max_s and only it reaches the discriminator; the
+    rest keeps the full range of levels. Without it (max_s 1) every sample is judged, as before."""
+    from model_export.training.config import ConfigError
+
+    cls = get_model_class("diffusion")
+
+    def model(*sets):
+        cfg = load_config("diffusion_x4", ["data.folders=[]", *_train_sets(images)[:len(TINY_NET)], *GAN_SETS, *sets],
+                          cls.config_defaults)
+        return cls(cfg, torch.device("cpu"), DistInfo())
+
+    low = model("gan.max_s=0.25")
+    torch.manual_seed(0)
+    s = low.draw_s(400)
+    assert low.judged_count(400) == 200 and low.judged_count(5) == 3
+    assert float(s[:200].max()) <= 0.25 and float(s[200:].max()) > 0.9
+    every = model()
+    torch.manual_seed(0)
+    assert every.judged_count(400) == 400 and torch.equal(every.draw_s(400)[:200] * 0.25, s[:200])
+
+    seen = []
+    discriminate = low.adversary.discriminate
+    low.adversary.discriminate = lambda hr, sr, train=False: seen.append(len(sr)) or discriminate(hr, sr, train)
+    hr = torch.rand(4, 3, 32, 32)
+    low.optimize({"hr": hr, "lr": torch.nn.functional.avg_pool2d(hr, 4)}, step=5)
+    assert seen == [2]
+    with pytest.raises(ConfigError, match="gan.max_s"):
+        model("gan.max_s=0")

@@ -292,7 +292,9 @@ class DiffusionModel(BaseModel):
             "eval_noise": 1.0,  # noise scale used by validation (seeded)
             "init_from": "",  # a trained denoiser to start from (invsr-model/1 file or latest.pt); "" = fresh
         },
-        "gan": {"d_lr": 1e-4, "d_init_steps": 0},  # used with a [loss.*] term of type "ragan"
+        # used with a [loss.*] term of type "ragan". max_s < 1: the discriminator judges only the first half of each
+        # batch, whose timesteps are drawn in [0, max_s] (the sampler's last, low-noise levels; see judged_count)
+        "gan": {"d_lr": 1e-4, "d_init_steps": 0, "max_s": 1.0},
         "network_d": dict(NETWORK_D_DEFAULTS),
     }
 
@@ -341,6 +343,9 @@ class DiffusionModel(BaseModel):
         if adversarial:
             self.adversary = Adversary(cfg["network_d"], t, cfg["gan"]["d_lr"], self.losses, device, dist)
         self.d_init_steps = int(cfg["gan"]["d_init_steps"])
+        self.gan_max_s = float(cfg["gan"]["max_s"])
+        if not 0.0 < self.gan_max_s <= 1.0:
+            raise ConfigError("config key 'gan.max_s' must be in (0, 1]")
         if o["init_from"]:
             self.init_from(o["init_from"])
         self.opt = build_optimizer(self.net.parameters(), t)
@@ -376,7 +381,21 @@ class DiffusionModel(BaseModel):
         resumed run draws what the uninterrupted one would."""
         u = torch.rand(n, device=self.device)
         pick = torch.rand(n, device=self.device) < self.opts["log_eta_fraction"]
-        return torch.where(pick, u ** (1.0 / self.schedule.power), u)
+        s = torch.where(pick, u ** (1.0 / self.schedule.power), u)
+        k = self.judged_count(n)
+        if k < n:
+            s[:k] *= self.gan_max_s
+        return s
+
+    def judged_count(self, n: int) -> int:
+        """How many of a batch of ``n`` the discriminator judges: all of them, or with ``gan.max_s`` < 1 the first
+        half, drawn at the low noise levels. Why: the few-step sampler's image is the prediction made at its last
+        level (s = 1 / steps); asking the predictions from high noise to look real asks for detail the input
+        cannot hold, and the L1 term then pulls them back to the mean (diffusion_gan_x4 at every level changed
+        nothing measurable). The rest of the batch keeps every level's L1 training."""
+        if self.adversary is None or self.gan_max_s >= 1.0:
+            return n
+        return (n + 1) // 2
 
     def optimize(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         lr_now = self.lr_schedule.apply(self.opt, step)
@@ -412,10 +431,11 @@ class DiffusionModel(BaseModel):
     def adversarial_backward(self, pred: torch.Tensor, hr: torch.Tensor, train_g: bool,
                              out: dict[str, float]) -> dict[str, torch.Tensor]:
         """The generator's terms into the denoiser's weights (unless the discriminator is warming up) and the
-        discriminator's loss into its own, from one forward of the discriminator; the weights and the
-        discriminator's figures go into ``out``."""
+        discriminator's loss into its own, from one forward of the discriminator (on the judged part of the batch,
+        :meth:`judged_count`); the weights and the discriminator's figures go into ``out``."""
         adversary = self.adversary
-        real, fake = adversary.discriminate(hr, pred, train=True)
+        judged = self.judged_count(pred.shape[0])
+        real, fake = adversary.discriminate(hr[:judged], pred[:judged], train=True)
         if train_g:
             terms, weights = adversary.generator_backward(pred, hr, real, fake, list(self.net.parameters()))
             out.update({f"w_{k}": v for k, v in weights.items()})
