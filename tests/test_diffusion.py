@@ -949,3 +949,43 @@ def test_adversarial_stage_judges_only_the_low_noise_half(images, tmp_path):
     assert seen == [2]
     with pytest.raises(ConfigError, match="gan.max_s"):
         model("gan.max_s=0")
+
+
+def test_trajectory_stage_trains_on_the_samplers_own_image(images):
+    """gan.trajectory_steps: the judged half of each batch is the image the app's sampler makes (same noise, same
+    result as ``sample``), with the gradient reaching the denoiser; split sampling runs equal whole ones."""
+    from model_export.training.config import ConfigError
+    from model_export.training.models.diffusion import condition, initial_state, sampler_steps
+
+    cls = get_model_class("diffusion")
+
+    def model(*sets):
+        cfg = load_config("diffusion_x4", ["data.folders=[]", *_train_sets(images)[:len(TINY_NET)], *sets],
+                          cls.config_defaults)
+        return cls(cfg, torch.device("cpu"), DistInfo())
+
+    m = model(*GAN_SETS, "gan.trajectory_steps=4")
+    lr = torch.rand(2, 3, 8, 8)
+    torch.manual_seed(3)
+    whole = sample(m.denoiser, lr, m.schedule, 4)
+    y0 = condition(lr, 4)
+    torch.manual_seed(3)
+    traj = m.trajectory_prediction(y0)
+    assert traj.requires_grad and torch.allclose(traj, whole, atol=1e-6)
+    traj.mean().backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in m.net.parameters())
+
+    noise = lambda: torch.randn_like(y0)  # noqa: E731
+    torch.manual_seed(3)
+    x = sampler_steps(m.denoiser, initial_state(y0, m.schedule, 4, 1.0, noise), y0, m.schedule, 4, 0, 1, 1.0, noise)
+    split = sampler_steps(m.denoiser, x, y0, m.schedule, 4, 1, 4, 1.0, noise)
+    assert torch.allclose(split, whole, atol=1e-6)
+
+    seen = []
+    discriminate = m.adversary.discriminate
+    m.adversary.discriminate = lambda hr, sr, train=False: seen.append(len(sr)) or discriminate(hr, sr, train)
+    hr = torch.rand(4, 3, 32, 32)
+    out = m.optimize({"hr": hr, "lr": torch.nn.functional.avg_pool2d(hr, 4)}, step=5)
+    assert seen == [2] and math.isfinite(out["loss"])
+    with pytest.raises(ConfigError, match="trajectory_steps"):
+        model("gan.trajectory_steps=4")  # no adversarial term

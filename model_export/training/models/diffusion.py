@@ -245,19 +245,36 @@ class Prior:
 @torch.no_grad()
 def sample(denoiser: nn.Module, lr: torch.Tensor, schedule: Schedule, steps: int, noise_scale: float = 1.0,
            generator: torch.Generator | None = None, prior: nn.Module | None = None) -> torch.Tensor:
-    """The sampler (see the module doc) on a whole LR batch; returns x0 (N, 3, sH, sW), not clipped. ``prior``:
+    """The sampler (see the module doc) on a whole LR batch; returns x0 (N, 3, sH, sW) in [0, 1]. ``prior``:
     the frozen network whose output is ``y0`` (None: bicubic)."""
     y0 = condition(lr, denoiser.scale, prior)
+    noise = _noise_source(y0, generator)
+    x = initial_state(y0, schedule, steps, noise_scale, noise)
+    return sampler_steps(denoiser, x, y0, schedule, steps, 0, steps, noise_scale, noise)
+
+
+def _noise_source(y0: torch.Tensor, generator: torch.Generator | None):
+    return lambda: torch.randn(y0.shape, generator=generator, dtype=y0.dtype).to(y0.device)
+
+
+def initial_state(y0: torch.Tensor, schedule: Schedule, steps: int, noise_scale: float, noise) -> torch.Tensor:
+    """The sampler's start, ``x = y0 + kappa sqrt(eta(1)) eps`` (times the noise scale)."""
+    k = noise_scale * schedule.kappa
+    eta = float(schedule.eta(schedule.timesteps(steps)[0]))
+    return y0 + k * math.sqrt(eta) * noise() if k > 0 else y0.clone()
+
+
+def sampler_steps(denoiser: nn.Module, x: torch.Tensor, y0: torch.Tensor, schedule: Schedule, steps: int,
+                  first: int, stop: int, noise_scale: float, noise) -> torch.Tensor:
+    """Steps ``first`` .. ``stop - 1`` (level indices) of the ``steps``-step sampler from ``x``, the state at level
+    ``first``: the state at level ``stop``, or with ``stop == steps`` the image (the last ``x0``). Not under
+    ``no_grad`` (:func:`sample` is): the trajectory-aware adversarial stage backpropagates through its last steps."""
     ss = schedule.timesteps(steps)
     etas = [float(schedule.eta(s)) for s in ss] + [0.0]
     k = noise_scale * schedule.kappa
-
-    def noise() -> torch.Tensor:
-        return torch.randn(y0.shape, generator=generator, dtype=y0.dtype).to(y0.device)
-
-    x = y0 + k * math.sqrt(etas[0]) * noise() if k > 0 else y0.clone()
-    for i, s in enumerate(ss):
-        x0 = denoiser(x, y0, torch.full((y0.shape[0],), s, dtype=y0.dtype, device=y0.device)).clamp(0.0, 1.0)
+    for i in range(first, stop):
+        s = torch.full((y0.shape[0],), ss[i], dtype=y0.dtype, device=y0.device)
+        x0 = denoiser(x, y0, s).clamp(0.0, 1.0)
         eta, prev = etas[i], etas[i + 1]
         if prev == 0.0:
             return x0
@@ -294,7 +311,8 @@ class DiffusionModel(BaseModel):
         },
         # used with a [loss.*] term of type "ragan". max_s < 1: the discriminator judges only the first half of each
         # batch, whose timesteps are drawn in [0, max_s] (the sampler's last, low-noise levels; see judged_count)
-        "gan": {"d_lr": 1e-4, "d_init_steps": 0, "max_s": 1.0},
+        # trajectory_steps > 0: that half is instead the sampler's own image (trajectory_prediction)
+        "gan": {"d_lr": 1e-4, "d_init_steps": 0, "max_s": 1.0, "trajectory_steps": 0},
         "network_d": dict(NETWORK_D_DEFAULTS),
     }
 
@@ -346,6 +364,11 @@ class DiffusionModel(BaseModel):
         self.gan_max_s = float(cfg["gan"]["max_s"])
         if not 0.0 < self.gan_max_s <= 1.0:
             raise ConfigError("config key 'gan.max_s' must be in (0, 1]")
+        self.trajectory_steps = int(cfg["gan"]["trajectory_steps"])
+        if self.trajectory_steps < 0 or (self.trajectory_steps and self.adversary is None):
+            raise ConfigError("config key 'gan.trajectory_steps' must be >= 0, and > 0 only with a 'ragan' loss term")
+        if self.trajectory_steps and dist.enabled:
+            raise ConfigError("config key 'gan.trajectory_steps': one process only (its forwards are not DDP's)")
         if o["init_from"]:
             self.init_from(o["init_from"])
         self.opt = build_optimizer(self.net.parameters(), t)
@@ -389,13 +412,32 @@ class DiffusionModel(BaseModel):
 
     def judged_count(self, n: int) -> int:
         """How many of a batch of ``n`` the discriminator judges: all of them, or with ``gan.max_s`` < 1 the first
-        half, drawn at the low noise levels. Why: the few-step sampler's image is the prediction made at its last
-        level (s = 1 / steps); asking the predictions from high noise to look real asks for detail the input
-        cannot hold, and the L1 term then pulls them back to the mean (diffusion_gan_x4 at every level changed
-        nothing measurable). The rest of the batch keeps every level's L1 training."""
-        if self.adversary is None or self.gan_max_s >= 1.0:
+        half, drawn at the low noise levels (or with ``gan.trajectory_steps`` made by the sampler). Why: the
+        few-step sampler's image is made at its low levels (4 steps: s = 1/3, then s = 0, nearly the identity);
+        asking the predictions from high noise to look real asks for detail the input cannot hold, and the L1
+        term then pulls them back to the mean (diffusion_gan_x4 at every level changed nothing measurable). The
+        rest of the batch keeps every level's L1 training."""
+        if self.adversary is None or (self.gan_max_s >= 1.0 and not self.trajectory_steps):
             return n
         return (n + 1) // 2
+
+    def trajectory_prediction(self, y0: torch.Tensor) -> torch.Tensor:
+        """The sampler's own image for ``y0``: its ``gan.trajectory_steps`` steps at noise 1 with the denoiser being
+        trained, the gradient through the last two predictions (with the schedule's eta_min the last step, at
+        s = 0, is nearly the identity: the image is made by the one before it).
+
+        Why: at a low level the forward process hands the net ``x0`` itself plus a little noise, so the prediction
+        there is already sharp and a discriminator on it has nothing to ask for (diffusion_gan_k01_x4 with
+        ``max_s``: 4,300 steps, its output's sharpness unchanged). In sampling, that level's input is built from
+        the earlier predictions, blurred means; the net never saw such an input in training (exposure bias). Here
+        the L1 and adversarial terms judge what the app shows, made from what the sampler feeds the net."""
+        n = self.trajectory_steps
+        noise = lambda: torch.randn_like(y0)  # noqa: E731  (global RNG: a resumed run draws the same)
+        tail = min(2, n)
+        with torch.no_grad():
+            x = initial_state(y0, self.schedule, n, 1.0, noise)
+            x = sampler_steps(self.denoiser, x, y0, self.schedule, n, 0, n - tail, 1.0, noise)
+        return sampler_steps(self.denoiser, x, y0, self.schedule, n, n - tail, n, 1.0, noise)
 
     def optimize(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         lr_now = self.lr_schedule.apply(self.opt, step)
@@ -407,8 +449,11 @@ class DiffusionModel(BaseModel):
         x_t = hr + eta * (y0 - hr) + self.schedule.kappa * eta.sqrt() * torch.randn_like(hr)
         self.net.train()
         train_g = self.adversary is None or step >= self.d_init_steps
+        k = self.judged_count(hr.shape[0]) if self.trajectory_steps else 0
         with torch.set_grad_enabled(train_g):
-            pred = self.train_module(x_t, y0, s)
+            pred = self.train_module(x_t[k:], y0[k:], s[k:])
+            if k:
+                pred = torch.cat([self.trajectory_prediction(y0[:k]), pred])
         self.opt.zero_grad(set_to_none=True)
         out: dict[str, float] = {"lr": lr_now}
         if self.adversary is None:
