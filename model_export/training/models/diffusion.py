@@ -56,7 +56,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -253,11 +253,15 @@ def sample(denoiser: nn.Module, lr: torch.Tensor, schedule: Schedule, steps: int
     return sampler_steps(denoiser, x, y0, schedule, steps, 0, steps, noise_scale, noise)
 
 
-def _noise_source(y0: torch.Tensor, generator: torch.Generator | None):
+Noise = Callable[[], torch.Tensor]  # the sampler's source of standard normal noise, one y0-shaped draw per call
+
+
+def _noise_source(y0: torch.Tensor, generator: torch.Generator | None) -> Noise:
+    """Draws from ``generator`` (None: torch's global RNG)."""
     return lambda: torch.randn(y0.shape, generator=generator, dtype=y0.dtype).to(y0.device)
 
 
-def initial_state(y0: torch.Tensor, schedule: Schedule, steps: int, noise_scale: float, noise) -> torch.Tensor:
+def initial_state(y0: torch.Tensor, schedule: Schedule, steps: int, noise_scale: float, noise: Noise) -> torch.Tensor:
     """The sampler's start, ``x = y0 + kappa sqrt(eta(1)) eps`` (times the noise scale)."""
     k = noise_scale * schedule.kappa
     eta = float(schedule.eta(schedule.timesteps(steps)[0]))
@@ -265,7 +269,7 @@ def initial_state(y0: torch.Tensor, schedule: Schedule, steps: int, noise_scale:
 
 
 def sampler_steps(denoiser: nn.Module, x: torch.Tensor, y0: torch.Tensor, schedule: Schedule, steps: int,
-                  first: int, stop: int, noise_scale: float, noise) -> torch.Tensor:
+                  first: int, stop: int, noise_scale: float, noise: Noise) -> torch.Tensor:
     """Steps ``first`` .. ``stop - 1`` (level indices) of the ``steps``-step sampler from ``x``, the state at level
     ``first``: the state at level ``stop``, or with ``stop == steps`` the image (the last ``x0``). Not under
     ``no_grad`` (:func:`sample` is): the trajectory-aware adversarial stage backpropagates through its last steps."""
@@ -432,7 +436,7 @@ class DiffusionModel(BaseModel):
         the earlier predictions, blurred means; the net never saw such an input in training (exposure bias). Here
         the L1 and adversarial terms judge what the app shows, made from what the sampler feeds the net."""
         n = self.trajectory_steps
-        noise = lambda: torch.randn_like(y0)  # noqa: E731  (global RNG: a resumed run draws the same)
+        noise = _noise_source(y0, None)  # the global RNG: a resumed run draws the same
         tail = min(2, n)
         with torch.no_grad():
             x = initial_state(y0, self.schedule, n, 1.0, noise)
