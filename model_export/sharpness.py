@@ -1,4 +1,4 @@
-"""How sharp each backend's upscale is, in two numbers, so that "sharper than" needs no squinting at crop sheets.
+"""How sharp each backend's upscale is, in three numbers, so that "sharper than" needs no squinting at crop sheets.
 
     python -m model_export.sharpness --backend esrgan-faithful-x4 --backend diffusion \\
         --image ../shared/data/benchmarks/Set14/zebra.png --image ../shared/data/benchmarks/Set14/baboon.png
@@ -10,6 +10,11 @@ grey (channel mean) output and HR, with ``L`` the Laplacian:
   below it. Grain counts too, which is why the second number exists.
 - ``matched``: the correlation of ``L(output)`` with ``L(HR)``. Detail in the right place raises it; grain and
   invented texture that does not line up with the HR do not.
+- ``edge``: how steep the output is across the HR's strongest edges (the 5 % of pixels with the largest Sobel
+  gradient): the output's gradient projected on the HR's gradient direction, over the HR's gradient magnitude. 1 is
+  the HR's steepness; a blurred edge is below it, an over-sharpened one above. The projection makes grain average
+  out, and only edges count, so texture added to flat areas does not raise it: this is the number for "crisper
+  edges", which ``energy`` cannot tell from texture.
 
 Why not a published sharpness metric: NIQE (in ``invsr-eval``) judges naturalness, not whether the detail is the
 image's; the two numbers here separate detail from grain, the question the diffusion model raised.
@@ -42,6 +47,22 @@ def sharpness(out: np.ndarray, hr: np.ndarray) -> tuple[float, float]:
     return energy, matched
 
 
+def edge_contrast(out: np.ndarray, hr: np.ndarray, top: float = 0.05) -> float:
+    """``edge`` of an upscale against its HR (see the module doc)."""
+    def gradient(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        grey = np.asarray(img, dtype=np.float32)
+        grey = grey.mean(axis=2) if grey.ndim == 3 else grey
+        return cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)
+
+    (ox, oy), (hx, hy) = gradient(out), gradient(hr)
+    magnitude = np.hypot(hx, hy)
+    mask = magnitude >= max(float(np.quantile(magnitude, 1.0 - top)), 1e-6)
+    if not mask.any():
+        return 0.0
+    along = (ox * hx + oy * hy)[mask] / magnitude[mask]
+    return float(along.astype(np.float64).mean() / magnitude[mask].astype(np.float64).mean())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m model_export.sharpness", description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", action="append", required=True, help="ID or ID:NAME=VALUE,... (repeatable)")
@@ -55,18 +76,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     s = args.scale
     engine = Engine(options=EngineOptions(threads=args.threads))
-    scores: dict[str, list[tuple[float, float]]] = {b: [] for b in args.backend}
+    scores: dict[str, list[tuple[float, float, float]]] = {b: [] for b in args.backend}
     for path in args.image:
         hr, lr = bicubic_pair(path, s)
         for text in args.backend:
             backend, params = parse_backend(text)
-            scores[text].append(sharpness(engine.upscale_array(lr, backend, s, params), hr))
+            out = engine.upscale_array(lr, backend, s, params)
+            scores[text].append((*sharpness(out, hr), edge_contrast(out, hr)))
     print(f"x{s}, {len(args.image)} image(s); means over the images")
-    print("| backend | energy (HR = 1) | matched |")
-    print("|---|---|---|")
+    print("| backend | energy (HR = 1) | matched | edge (HR = 1) |")
+    print("|---|---|---|---|")
     for text, rows in scores.items():
-        energy, matched = np.mean(rows, axis=0)
-        print(f"| {text} | {energy:.3f} | {matched:.3f} |")
+        energy, matched, edge = np.mean(rows, axis=0)
+        print(f"| {text} | {energy:.3f} | {matched:.3f} | {edge:.3f} |")
     return 0
 
 
