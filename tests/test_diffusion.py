@@ -879,7 +879,8 @@ GAN_SETS = ["loss.gan.type=\"ragan\"", "loss.gan.weight=0.5", "loss.gan.adaptive
 
 def test_adversarial_stage_starts_from_a_denoiser_and_resumes_exactly(images, tmp_path):
     """diffusion.init_from + a ragan term: the denoiser starts from the trained one (model file or latest.pt), a
-    discriminator judges its x0, the first step trains the discriminator alone, and a resumed run is exact."""
+    discriminator judges its x0, the first step trains the discriminator alone, and a resumed run is exact. A
+    denoiser of another prior starts a run only with diffusion.init_new_prior."""
     _train(images, tmp_path / "base")
     init = tmp_path / "base" / "model_diffusion_unet_x4.pt"
     sets = [f"diffusion.init_from={json.dumps(str(init))}", *GAN_SETS]
@@ -918,6 +919,11 @@ def test_adversarial_stage_starts_from_a_denoiser_and_resumes_exactly(images, tm
     tiny_prior_file(tmp_path / "prior.pt")
     with pytest.raises(ConfigError, match=r"diffusion\.init_from.*another prior"):
         _prior_model(tmp_path / "prior.pt", [f"diffusion.init_from={json.dumps(str(init))}"])
+    # ... unless the run says it is a fine-tune onto a new prior
+    moved, _ = _prior_model(tmp_path / "prior.pt", [f"diffusion.init_from={json.dumps(str(init))}",
+                                                    "diffusion.init_new_prior=true"])
+    for k, v in moved.net.state_dict().items():
+        assert torch.equal(v, start[k]), k
 
 
 def test_adversarial_stage_judges_only_the_low_noise_half(images, tmp_path):

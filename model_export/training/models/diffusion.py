@@ -312,6 +312,7 @@ class DiffusionModel(BaseModel):
             "eval_steps": 4,  # steps used by validation
             "eval_noise": 1.0,  # noise scale used by validation (seeded)
             "init_from": "",  # a trained denoiser to start from (invsr-model/1 file or latest.pt); "" = fresh
+            "init_new_prior": False,  # init_from may have been trained with another prior: a fine-tune onto this one
         },
         # used with a [loss.*] term of type "ragan". max_s < 1: the discriminator judges only the first half of each
         # batch, whose timesteps are drawn in [0, max_s] (the sampler's last, low-noise levels; see judged_count)
@@ -497,7 +498,9 @@ class DiffusionModel(BaseModel):
     def init_from(self, path: str) -> None:
         """Start the denoiser and its EMA from a trained one (``diffusion.init_from``): the EMA weights of an
         ``invsr-model/1`` file of this family or of a ``latest.pt`` checkpoint. Its network and prior must be
-        this run's (the denoiser learnt to refine that prior's ``y0``; a different network does not load)."""
+        this run's (the denoiser learnt to refine that prior's ``y0``; a different network does not load), unless
+        ``diffusion.init_new_prior`` says the run is a fine-tune onto a new prior: ``y0`` is the same kind of input
+        (an upscale of the LR), so the old denoiser is a better start than fresh weights."""
         from model_export.training import checkpoint as ckpt_io
 
         key = "config key 'diffusion.init_from'"
@@ -513,7 +516,7 @@ class DiffusionModel(BaseModel):
             raise ConfigError(f"{key}: {path} is neither a diffusion model file nor a diffusion checkpoint")
         theirs = ((prior or {}).get("file") or {}).get("sha256", "")
         ours = self.prior.sha256 if self.prior is not None else ""
-        if bool(prior) != (self.prior is not None) or theirs != ours:
+        if not self.opts["init_new_prior"] and (bool(prior) != (self.prior is not None) or theirs != ours):
             raise ConfigError(f"{key}: {path} was trained with another prior ({theirs[:12] or 'none'}) than "
                               f"diffusion.prior ({ours[:12] or 'none'})")
         try:
