@@ -499,6 +499,21 @@ def test_sampler_equals_the_plain_formula(models_dir):
         assert np.abs(ours - ref).max() < 1e-5, (steps, noise, np.abs(ours - ref).max())
 
 
+def test_auto_picks_the_general_model_at_the_scale(models_dir):
+    """``model=auto`` takes ``diffusion-x<scale>`` even where another model at the scale sorts first (the photo
+    model), else the first at the scale, else the first; a named model that is missing is an error."""
+    from dataclasses import replace
+
+    (m,) = dp.find_models()
+    photo, general, x2 = replace(m, id="diffusion-photo-x4"), replace(m, id="diffusion-x4"), replace(m, id="b", scale=2)
+    assert dp.pick_model([photo, general, x2], "auto", 4) is general
+    assert dp.pick_model([x2, photo], "auto", 4) is photo
+    assert dp.pick_model([x2, photo], "auto", 3) is x2
+    assert dp.pick_model([photo, general], "diffusion-photo-x4", 4) is photo
+    with pytest.raises(ValueError, match="not installed"):
+        dp.pick_model([general], "nope", 4)
+
+
 def test_in_place_helpers_keep_the_bits():
     rng = np.random.default_rng(0)
     x = rng.random((300, 270, 3)).astype(np.float32)

@@ -225,7 +225,9 @@ def find_models(files: list | None = None) -> list[DiffusionModel]:
 
 
 def pick_model(models: list[DiffusionModel], name: str, scale: float) -> DiffusionModel:
-    """The model with id ``name``, or for ``auto`` the first at ``scale`` (else the first of any scale)."""
+    """The model with id ``name``; for ``auto``, ``diffusion-x<scale>`` (the bundled general-purpose model: other
+    models at the scale, such as ``diffusion-photo-x4``, may sort before it), else the first at ``scale``, else the
+    first of any scale."""
     if name and name != "auto":
         for m in models:
             if m.id == name:
@@ -234,7 +236,8 @@ def pick_model(models: list[DiffusionModel], name: str, scale: float) -> Diffusi
     if not models:
         raise ValueError("no diffusion model is installed")
     at_scale = [m for m in models if m.scale == int(round(scale))]
-    return (at_scale or models)[0]
+    default = [m for m in at_scale if m.id == f"diffusion-x{int(round(scale))}"]
+    return (default or at_scale or models)[0]
 
 
 # -- noise keyed by output position ----------------------------------------------------------------------------
@@ -419,7 +422,8 @@ def invsr_backends() -> list[BackendSpec]:
                       help="scale of the sampled noise: 1 = what the model was trained for, 0 = deterministic "
                            "(smoother), above 1 = more invented detail"),
                 Param("model", str, "auto", choices=("auto", *(m.id for m in models)), label="Model",
-                      help="diffusion model by id (auto: the first at the scale)"),
+                      help="diffusion model by id (auto: diffusion-x<scale> where installed, else the first at the "
+                           "scale)"),
             ),  # fmt: skip
             description="Few-step residual-shifting diffusion (ResShift-style): starts from the upscaled photo plus "
             "noise and refines it over a few steps, inventing plausible fine detail. Tiles are blended at every "
