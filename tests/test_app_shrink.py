@@ -21,9 +21,9 @@ pytestmark = pytest.mark.usefixtures("qapp")
 TIMEOUT_MS = 30_000
 
 
-def cell(window: MainWindow, job: Job, column: int) -> str:
+def cell(window: MainWindow, job: Job, column: int, role: Qt.ItemDataRole = Qt.ItemDataRole.DisplayRole) -> str:
     model = window.model
-    return model.data(model.index(model.row_of(job.id), column))
+    return model.data(model.index(model.row_of(job.id), column), role)
 
 
 def click_mode(qtbot, window: MainWindow, mode: JobMode) -> None:
@@ -84,7 +84,8 @@ def test_shrink_in_the_app_then_drop_the_small_image_back_to_restore_it(models_d
     restore = window.queue.jobs()[-1]
     assert restore.mode is JobMode.RESTORE
     assert cell(window, restore, BACKEND) == "restore x2 with inn (tiny_x2)"
-    assert "instead of upscaled" in cell(window, restore, DETAILS)
+    # the tooltip: the cell's text turns into the output's name once the (tiny) job is done, which can be by now
+    assert "instead of upscaled" in cell(window, restore, DETAILS, Qt.ItemDataRole.ToolTipRole)
     assert "restored to full size" in window.statusBar().currentMessage()
     assert finish(qtbot, restore).state is JobState.DONE, restore.error
     assert restore.result == tmp_path / "photo_shrunk_x2_restored.png"
