@@ -17,7 +17,7 @@ grey (channel mean) output and HR, with ``L`` the Laplacian:
   edges", which ``energy`` cannot tell from texture.
 
 Why not a published sharpness metric: NIQE (in ``invsr-eval``) judges naturalness, not whether the detail is the
-image's; the two numbers here separate detail from grain, the question the diffusion model raised.
+image's; the numbers here separate detail from grain and edges from texture, the questions the diffusion model raised.
 """
 
 from __future__ import annotations
