@@ -31,12 +31,21 @@ import cv2
 import numpy as np
 
 
+def _grey(img: np.ndarray) -> np.ndarray:
+    """An image's channel mean (float32)."""
+    grey = np.asarray(img, dtype=np.float32)
+    return grey.mean(axis=2) if grey.ndim == 3 else grey
+
+
 def laplacian(img: np.ndarray) -> np.ndarray:
     """The Laplacian of an image's channel mean (float32)."""
-    grey = np.asarray(img, dtype=np.float32)
-    if grey.ndim == 3:
-        grey = grey.mean(axis=2)
-    return cv2.Laplacian(grey, cv2.CV_32F)
+    return cv2.Laplacian(_grey(img), cv2.CV_32F)
+
+
+def sobel(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The x and y Sobel gradients of an image's channel mean (float32)."""
+    grey = _grey(img)
+    return cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)
 
 
 def sharpness(out: np.ndarray, hr: np.ndarray) -> tuple[float, float]:
@@ -49,12 +58,7 @@ def sharpness(out: np.ndarray, hr: np.ndarray) -> tuple[float, float]:
 
 def edge_contrast(out: np.ndarray, hr: np.ndarray, top: float = 0.05) -> float:
     """``edge`` of an upscale against its HR (see the module doc)."""
-    def gradient(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        grey = np.asarray(img, dtype=np.float32)
-        grey = grey.mean(axis=2) if grey.ndim == 3 else grey
-        return cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)
-
-    (ox, oy), (hx, hy) = gradient(out), gradient(hr)
+    (ox, oy), (hx, hy) = sobel(out), sobel(hr)
     magnitude = np.hypot(hx, hy)
     mask = magnitude >= max(float(np.quantile(magnitude, 1.0 - top)), 1e-6)
     if not mask.any():

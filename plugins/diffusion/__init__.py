@@ -235,8 +235,9 @@ def pick_model(models: list[DiffusionModel], name: str, scale: float) -> Diffusi
         raise ValueError(f"diffusion model {name!r} is not installed")
     if not models:
         raise ValueError("no diffusion model is installed")
-    at_scale = [m for m in models if m.scale == int(round(scale))]
-    default = [m for m in at_scale if m.id == f"diffusion-x{int(round(scale))}"]
+    s = int(round(scale))
+    at_scale = [m for m in models if m.scale == s]
+    default = [m for m in at_scale if m.id == f"diffusion-x{s}"]
     return (default or at_scale or models)[0]
 
 
