@@ -319,10 +319,12 @@ def run(args: argparse.Namespace) -> int:
                 t0 = time.perf_counter()
                 last_val = _validate(model, val_set, scale)
                 best_val = last_val if best_val is None else max(best_val, last_val)
+                extras = model.validation_extras(val_set)
                 excluded += time.perf_counter() - t0
                 row = row or {"step": step, "loss": None, "lr": stats["lr"], "it_s": None,
                               "wall_time_s": round(wall_now(), 1)}
                 row["val_psnr"] = round(last_val, 4)
+                row.update({k: round(v, 4) for k, v in extras.items()})
             if row is not None and logger is not None:
                 t0 = time.perf_counter()
                 logger.log(row)

@@ -77,6 +77,30 @@ def test_untrained_net_is_the_haar_transform():
     assert sr.shape == x.shape
 
 
+def test_grown_net_computes_the_small_nets_function():
+    small = _perturbed(4, hidden=[4, 6], blocks=[1, 2], depth=2)
+    big = build_arch("irn", scale=4, hidden=[6, 8], blocks=[2, 3], depth=2).eval()
+    assert big.grow_from(small.state_dict()) == len(small.state_dict())
+    x = torch.rand(1, 3, 16, 20)
+    with torch.no_grad():
+        (lr_s, z_s), (lr_b, z_b) = small(x), big(x)
+        assert torch.allclose(lr_s, lr_b, atol=1e-6) and torch.allclose(z_s, z_b, atol=1e-6)
+        assert torch.allclose(small.inverse(lr_s, z_s), big.inverse(lr_b, z_b), atol=1e-6)
+    # the new hidden units are live (fresh incoming weights), only cut off from the old units' inputs
+    w = big.stages[1].couplings[0].f[0].weight
+    assert w[6:].abs().sum() > 0
+    assert torch.count_nonzero(big.stages[1].couplings[0].f[2].weight[:, 6:]) == 0
+
+
+def test_grow_refuses_a_net_that_does_not_fit():
+    small = build_arch("irn", scale=4, hidden=[6, 8], blocks=[1, 1], depth=2)
+    with pytest.raises(ValueError, match="does not fit"):
+        build_arch("irn", scale=4, hidden=[4, 8], blocks=[1, 1], depth=2).grow_from(small.state_dict())
+    with pytest.raises(ValueError, match="not in this network"):
+        build_arch("irn", scale=4, hidden=[6, 8], blocks=[1, 1], depth=2).grow_from(
+            build_arch("irn", scale=4, hidden=[6, 8], blocks=[2, 1], depth=2).state_dict())
+
+
 def test_default_config_size():
     from model_export.training.models import get_model_class
 
@@ -135,7 +159,7 @@ def test_train_resume_and_export(images, tmp_path):
     rows = [json.loads(x) for x in (full / "log.jsonl").read_text().splitlines()]
     assert [r["sigma"] for r in rows] == [0.0, 0.0, 0.25, 0.5, 0.5, 0.5]
     assert {"l_pixel", "l_lr_pixel", "l_guide", "l_distr"} <= set(rows[0])
-    assert rows[2]["val_psnr"] is not None
+    assert rows[2]["val_psnr"] is not None and 10 < rows[2]["val_round_trip"] < 99
 
     from model_export.export_inn import export_inn, load_inn
 
@@ -157,6 +181,28 @@ def test_train_resume_and_export(images, tmp_path):
     # a training checkpoint loads too
     net2, _ = load_inn(full / "latest.pt")
     assert all(torch.equal(v, net.state_dict()[k]) for k, v in net2.state_dict().items())
+
+
+def test_init_from_grows_a_trained_small_run(images, tmp_path):
+    small = tmp_path / "small"
+    assert train_main(_args(images, small, "--stop-at", "3")) == 0
+    grow = ["--set", "network.hidden=[4, 6]", "--set", "network.blocks=[2, 2]",
+            "--set", f"inn.init_from={json.dumps(str(small / 'model_irn_x4.pt'))}", "--stop-at", "1"]
+    assert train_main(_args(images, tmp_path / "big", *grow)) == 0
+    from model_export.training.models import get_model_class
+
+    cls = get_model_class("inn")
+    cfg = load_config("inn_x4", ["network.hidden=[4, 6]", "network.blocks=[2, 2]", "network.depth=2",
+                                 f"inn.init_from={json.dumps(str(small / 'latest.pt'))}"], cls.config_defaults)
+    model = cls(cfg, torch.device("cpu"), _nodist())  # a latest.pt works too; EMA starts as the grown net
+    x = torch.rand(1, 3, 16, 16)
+    net, _ = __import__("model_export.export_inn", fromlist=["load_inn"]).load_inn(small / "latest.pt")
+    with torch.no_grad():
+        assert torch.allclose(model.eval_net()(x)[0], net(x)[0], atol=1e-6)
+    bad = load_config("inn_x4", ["network.hidden=[2, 2]", f"inn.init_from={json.dumps(str(small / 'latest.pt'))}"],
+                      cls.config_defaults)
+    with pytest.raises(ConfigError, match="inn.init_from"):
+        cls(bad, torch.device("cpu"), _nodist())
 
 
 def test_config_rejects_unknown_terms_and_non_invertible_arch(images, tmp_path):

@@ -240,3 +240,29 @@ class IRNet(nn.Module):
         for m in self.modules():
             if isinstance(m, InvConv1x1):
                 m.unfreeze_inverse()
+
+    @torch.no_grad()
+    def grow_from(self, small: dict[str, torch.Tensor]) -> int:
+        """Load a trained smaller IRNet of the same scale into this one so that both compute the same function.
+
+        Why: on two CPU cores a larger net trained from scratch would spend its first thousands of steps getting
+        back to where the small one already is. Growing works because every part of this net that the small one
+        lacks can start as the identity: a coupling block past the small net's count keeps its zero-initialised
+        last convolution (the identity coupling) and identity 1x1 mixing; a wider hidden layer keeps its new
+        units' fresh incoming weights (so they learn) while the old units' weights *from* the new units are zeroed
+        (so the old units compute what they did). Tensors are copied into the leading corner of each of ours.
+        Returns the number of tensors copied; raises ``ValueError`` where the small net does not fit inside.
+        """
+        ours = self.state_dict()
+        for name, theirs in small.items():
+            if name not in ours:
+                raise ValueError(f"{name} is not in this network (the small net has more stages or blocks)")
+            mine = ours[name]
+            if mine.dim() != theirs.dim() or any(t > m for t, m in zip(theirs.shape, mine.shape)):
+                raise ValueError(f"{name}: {tuple(theirs.shape)} does not fit in {tuple(mine.shape)}")
+            corner = tuple(slice(0, n) for n in theirs.shape)
+            if mine.dim() >= 2:
+                mine[: theirs.shape[0], theirs.shape[1] :] = 0.0  # old units ignore the new ones
+            mine[corner] = theirs.to(mine.dtype)
+        self.load_state_dict(ours)
+        return len(small)

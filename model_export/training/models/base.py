@@ -32,6 +32,11 @@ class BaseModel:
         log: at least ``loss`` (the total) and ``lr`` (the learning rate used)."""
         raise NotImplementedError
 
+    def validation_extras(self, val_set) -> dict[str, float]:
+        """Figures of a family's own to log beside ``val_psnr`` at each validation (e.g. the INN's round trip);
+        ``val_set`` is the held-out :class:`~model_export.data.dataset.ValidationSet`."""
+        return {}
+
     # -- inference / export -----------------------------------------------------------------------------------
     def eval_net(self) -> nn.Module:
         """The network validation and export use (the EMA weights)."""

@@ -17,12 +17,17 @@ is from the start, with a unit-variance z, the net fell below bicubic on this CP
 ``inn.noise_max`` over ``inn.noise_ramp`` steps, so the inverse learns to accept sampled z without losing what the
 warm-up gave. The app's "temperature" multiplies a unit normal z, so temperatures in [0, noise_max] stay within
 what training saw. Each loss term is a ``[loss.<name>]`` table (``type``, ``weight``) like every family's.
+
+``inn.init_from`` starts a larger net from a trained smaller one (:meth:`IRNet.grow_from`: the same function at
+step 0), and validation also scores the shrink-and-restore round trip (``val_round_trip``), the number the INN is
+bundled by.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -88,6 +93,7 @@ class INNModel(BaseModel):
             "lr_noise": True,  # the lr_pixel term samples z at the same sigma (else z = 0)
             "quantize_lr": True,  # round the forward LR to 8 bit (straight-through) before the inverse
             "eval_temperature": 0.0,  # validation: inverse on the bicubic LR with this z scale (0 = mean)
+            "init_from": "",  # a trained (smaller) irn of this scale to grow from: model file or latest.pt
         },
     }
 
@@ -110,6 +116,8 @@ class INNModel(BaseModel):
         if not hasattr(self.net, "inverse"):
             raise ConfigError(f"config key 'network.arch': {self.arch!r} is not invertible (the inn family needs irn)")
         self.opts = cfg["inn"]
+        if self.opts["init_from"]:
+            self.init_from(self.opts["init_from"])
         self.degradation = cfg["data"]["degradation"]
         t = cfg["train"]
         self.ema = EMA(self.net, t["ema_decay"], t["ema_warmup"])
@@ -128,6 +136,28 @@ class INNModel(BaseModel):
         self.opt = build_optimizer(self.net.parameters(), t)
         self.schedule = LRSchedule(t)
         self.grad_clip = t["grad_clip"]
+
+    def init_from(self, path: str) -> None:
+        """Grow this run's net from the EMA weights of a trained irn (``inn.init_from``), before the EMA is made."""
+        from model_export.training import checkpoint as ckpt_io
+
+        key = "config key 'inn.init_from'"
+        try:
+            state = ckpt_io.load(path)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ConfigError(f"{key}: cannot read {path}: {exc}") from None
+        if state.get("format") == ckpt_io.MODEL_FORMAT and state.get("arch") == "irn":
+            weights, scale = state["params_ema"], state.get("scale")
+        elif state.get("format") == ckpt_io.TRAIN_FORMAT and state.get("family") == "inn":
+            weights, scale = state["model"]["ema"]["params"], state["config"]["scale"]
+        else:
+            raise ConfigError(f"{key}: {path} is neither an irn model file nor an inn checkpoint")
+        if int(scale) != int(self.cfg["scale"]):
+            raise ConfigError(f"{key}: {path} is a x{scale} model, but 'scale' is {self.cfg['scale']}")
+        try:
+            self.net.grow_from(weights)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: {path} does not fit in [network]: {exc}") from None
 
     def sigma(self, step: int) -> float:
         o = self.opts
@@ -189,6 +219,16 @@ class INNModel(BaseModel):
                 return net.inverse(x, z)
 
         return upscale(_Up(), lr.to(self.device), self.cfg["scale"], 1)
+
+    def validation_extras(self, val_set) -> dict[str, float]:
+        """``val_round_trip``: mean PSNR-Y of shrink (8 bit) and restore at z = 0 over the held-out images."""
+        from model_export.training.validation import psnr_y, to_uint8
+
+        scale, scores = self.cfg["scale"], []
+        for hr in val_set.hr:
+            x = torch.tensor(hr).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+            scores.append(psnr_y(to_uint8(self.round_trip(x)), hr, scale))
+        return {"val_round_trip": float(np.mean(scores))} if scores else {}
 
     @torch.inference_mode()
     def round_trip(self, hr: torch.Tensor) -> torch.Tensor:
