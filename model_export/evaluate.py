@@ -160,6 +160,19 @@ def lpips_status() -> tuple[Callable[[np.ndarray, np.ndarray], float] | None, st
     return score, "LPIPS (AlexNet, lpips v0.1)"
 
 
+def stlpips_status() -> tuple[Callable[[np.ndarray, np.ndarray], float] | None, str]:
+    """The ST-LPIPS (alex, vST0.0) scorer if the stlpips-pytorch wheel's weights are installed, else (None, why)."""
+    try:
+        from model_export import stlpips
+
+        scorer = stlpips.ImageScorer("alex")
+    except ImportError as exc:
+        return None, f"torch is not installed ({exc})"
+    except (RuntimeError, OSError) as exc:
+        return None, str(exc)
+    return scorer, scorer.label
+
+
 def _niqe_or_none(img_y: np.ndarray, model: Any) -> float | None:
     from model_export.niqe import PATCH_SIZE
 
@@ -238,6 +251,9 @@ def evaluate(
     lpips_fn, lpips_note = lpips_status() if with_lpips else (None, "not requested")
     if lpips_fn is None and with_lpips:
         lpips_note = f"LPIPS unavailable: {lpips_note}"
+    st_fn, st_note = stlpips_status() if with_lpips else (None, "not requested")
+    if st_fn is None and with_lpips:
+        st_note = f"ST-LPIPS unavailable: {st_note}"
 
     sheet_dir = Path(out_dir) / "sheets" if (out_dir is not None and sheets) else None
     names_seen: dict[str, int] = {}
@@ -272,6 +288,9 @@ def evaluate(
             if lpips_fn is not None:
                 row["lpips"] = lpips_fn(shave(sr_img, scale), shave(case.shown_hr, scale))
                 row["bicubic_lpips"] = lpips_fn(shave(bic_img, scale), shave(case.shown_hr, scale))
+            if st_fn is not None:
+                row["stlpips"] = st_fn(shave(sr_img, scale), shave(case.shown_hr, scale))
+                row["bicubic_stlpips"] = st_fn(shave(bic_img, scale), shave(case.shown_hr, scale))
             if sheet_dir is not None:
                 row["sheet"] = str(
                     Path("sheets") / _write_sheet(sheet_dir, name, path.stem, case.shown_hr, bic_img, sr_img, row, backend)
@@ -306,13 +325,20 @@ def evaluate(
         "provider": _engine_provider(engine),
         "platform": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
         "niqe": niqe_note,
-        "lpips": lpips_note if lpips_fn is None else lpips_note + (" on the Y channel replicated to RGB" if protocol == "y" else " on RGB"),
+        "lpips": lpips_note if lpips_fn is None else lpips_note + _scored_on(protocol),
         "lpips_available": lpips_fn is not None,
+        "stlpips": st_note if st_fn is None else st_note + _scored_on(protocol),
+        "stlpips_available": st_fn is not None,
         "sets": sets,
     }
     if out_dir is not None:
         write_report(report, out_dir)
     return report
+
+
+def _scored_on(protocol: str) -> str:
+    what = "the Y channel replicated to RGB" if protocol == "y" else "RGB"
+    return f" on {what} in [-1, 1], `scale` pixels shaved; lower is better"
 
 
 # -- sheets ---------------------------------------------------------------------------------------------------------
@@ -411,6 +437,7 @@ def render_markdown(report: dict) -> str:
         f"- {report['niqe'] if report['niqe'] != 'not computed' else 'NIQE: not computed'}"
         + (", on the shaved Y; lower is better" if report["niqe"] != "not computed" else ""),
         f"- {report['lpips']}",
+        f"- {report.get('stlpips', 'ST-LPIPS: not computed')}",
         f"- Crop sheets (if written) show the scored images: "
         + ("the Y channel (grey)" if report["protocol"] == "y" else "RGB, grey for a grey image"),
         f"- invsr-desktop {report['version']}, {report['platform']}, {report['date']}",
@@ -418,12 +445,15 @@ def render_markdown(report: dict) -> str:
     ]
     has_niqe = report["niqe"] != "not computed"
     has_lpips = report["lpips_available"]
+    has_st = report.get("stlpips_available", False)
     baseline = backend != BASELINE  # a bicubic run needs no second, identical bicubic column
     head = ["Image", "W x H", f"PSNR {backend}", f"SSIM {backend}"] + (["PSNR bicubic", "SSIM bicubic"] if baseline else [])
     if has_niqe:
         head += [f"NIQE {backend}"] + (["NIQE bicubic"] if baseline else []) + ["NIQE HR"]
     if has_lpips:
         head += [f"LPIPS {backend}"] + (["LPIPS bicubic"] if baseline else [])
+    if has_st:
+        head += [f"ST-LPIPS {backend}"] + (["ST-LPIPS bicubic"] if baseline else [])
 
     def cells(r: dict) -> list[str]:
         c = [_fmt(r.get("psnr"), 3), _fmt(r.get("ssim"), 4)]
@@ -433,6 +463,8 @@ def render_markdown(report: dict) -> str:
             c += [_fmt(r.get("niqe"), 3)] + ([_fmt(r.get("bicubic_niqe"), 3)] if baseline else []) + [_fmt(r.get("hr_niqe"), 3)]
         if has_lpips:
             c += [_fmt(r.get("lpips"), 4)] + ([_fmt(r.get("bicubic_lpips"), 4)] if baseline else [])
+        if has_st:
+            c += [_fmt(r.get("stlpips"), 4)] + ([_fmt(r.get("bicubic_stlpips"), 4)] if baseline else [])
         return c
 
     lines += ["## Summary", "", "| Set | Images | " + " | ".join(head[2:]) + " |", "|" + "---|" * len(head)]
@@ -471,7 +503,7 @@ def _parse_params(items: Sequence[str]) -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="invsr-eval",
-        description="Score a backend on benchmark folders (PSNR/SSIM on Y, NIQE, LPIPS when available) through "
+        description="Score a backend on benchmark folders (PSNR/SSIM on Y, NIQE, ST-LPIPS, LPIPS when available) through "
         "the app's engine, with the literature's protocol.",
     )
     p.add_argument("--backend", required=True, help="backend id (see invsr-upscale --list-backends)")
@@ -482,6 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="y", help="y (default: the published tables) or rgb")
     p.add_argument("--no-sheets", action="store_true", help="do not write the crop sheets")
     p.add_argument("--no-niqe", action="store_true", help="skip NIQE (faster)")
+    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS and ST-LPIPS")
     p.add_argument("--provider", default="auto", help="ONNX Runtime provider: auto, cpu, cuda or tensorrt")
     p.add_argument("--quiet", action="store_true", help="no per-image lines")
     args = p.parse_args(argv)
@@ -513,6 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             out_dir=args.out,
             sheets=not args.no_sheets,
             with_niqe=not args.no_niqe,
+            with_lpips=not args.no_lpips,
             engine=engine,
             log=log,
         )

@@ -104,7 +104,9 @@ def render(model_file: Path, onnx_file: Path, reports: list[dict[str, Any]], com
     for report in reports:
         lines += eval_rows(report)
     lines += ["", "Protocols: " + "; ".join(sorted({f"`{r['protocol']}`: {r['protocol_description']}" for r in reports}))]
-    lines += ["", reports[0]["lpips"] if reports else "", ""]
+    if reports:
+        lines += ["", reports[0]["lpips"], "", reports[0].get("stlpips", "ST-LPIPS: not computed")]
+    lines += [""]
     if notes:
         lines += ["## Notes", "", notes, ""]
     return "\n".join(lines)

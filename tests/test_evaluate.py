@@ -95,6 +95,22 @@ def test_cli_writes_reports_and_sheets(tmp_path, engine, capsys):
         assert sheet.width > 3 * 96
 
 
+def test_stlpips_columns_for_the_backend_and_bicubic(tmp_path, engine):
+    pytest.importorskip("stlpips_pytorch", reason="the [train] extra's stlpips-pytorch wheel is not installed")
+    images = tmp_path / "mini"
+    _write_images(images)
+    report = ev.evaluate("inn", 2, [images], None, "rgb", out_dir=tmp_path / "o", with_niqe=False)
+    assert report["stlpips_available"] and report["stlpips"].startswith("ST-LPIPS (alex, vST0.0) on RGB")
+    (s,) = report["sets"]
+    for r in s["images"]:
+        assert 0.0 < r["stlpips"] < 1.0 and 0.0 < r["bicubic_stlpips"] < 1.0
+    assert s["mean"]["stlpips"] == pytest.approx(np.mean([r["stlpips"] for r in s["images"]]))
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "| ST-LPIPS inn | ST-LPIPS bicubic |" in md and "ST-LPIPS (alex, vST0.0)" in md
+    skipped = ev.evaluate("bicubic", 2, [images], None, "y", with_niqe=False, with_lpips=False)
+    assert "stlpips" not in skipped["sets"][0]["images"][0] and not skipped["stlpips_available"]
+
+
 def test_rgb_protocol_and_params_in_the_header(tmp_path, engine):
     images = tmp_path / "mini"
     _write_images(images)
