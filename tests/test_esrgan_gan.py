@@ -338,6 +338,26 @@ def test_adaptive_detail_band_adversarial_gradient(tmp_path, images, psnr_model)
     assert model.adversary.adversarial["gan"][0].detail_band(flat).abs().max() < 1e-6
 
 
+def test_stlpips_feature_loss_in_the_gan_step(tmp_path, images, psnr_model):
+    """``type = "stlpips"`` is one more (sr, hr) term: logged, weighted, its gradient reaches the generator (through
+    the adaptive weight's reconstruction norm too), and the frozen metric network learns nothing."""
+    pytest.importorskip("stlpips_pytorch", reason="the [train] extra's stlpips-pytorch wheel is not installed")
+    sets = ['loss.perceptual={type = "stlpips", trunk = "alex", weight = 0.5}']
+    model, _, _, _ = _frozen_gan_step_setup(tmp_path, images, psnr_model, sets)
+    metric = model.losses["perceptual"][0].metric
+    assert model.adversary.pixel_losses["perceptual"][0].metric is metric
+    hr = torch.rand(2, 3, 32, 32)
+    batch = {"lr": F.avg_pool2d(hr, 4), "hr": hr, "index": torch.arange(2)}
+    stats = model.optimize(batch, 5)
+    assert stats["l_perceptual"] > 0
+    assert not metric.training and all(p.grad is None for p in metric.parameters())
+    sr = model.net_g(batch["lr"]).detach().requires_grad_(True)
+    (model.losses["perceptual"][0](sr, hr) * 0.5).backward()
+    assert sr.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="loss.perceptual"):
+        _frozen_gan_step_setup(tmp_path, images, psnr_model, ['loss.perceptual={type = "stlpips", trunk = "resnet"}'])
+
+
 def test_config_errors_name_the_key(tmp_path, images, psnr_model):
     cls = get_model_class("esrgan_gan")
     cfg_file = _config(tmp_path, images, psnr_model)

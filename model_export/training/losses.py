@@ -49,6 +49,24 @@ class CharbonnierLoss(nn.Module):
         return torch.mean(torch.sqrt((sr - hr) ** 2 + self.eps * self.eps))
 
 
+@register_loss("stlpips")
+class STLPIPSLoss(nn.Module):
+    """ST-LPIPS (``trunk`` alex or vgg, vST0.0) as a feature-space loss: the batch mean of the metric itself.
+
+    The network is frozen and stays in eval mode (see :class:`model_export.stlpips.STLPIPS`); the family moves it
+    to the training device with the other terms. ``layer_weights`` (five numbers) stress some taps over others.
+    """
+
+    def __init__(self, trunk: str = "alex", layer_weights: list[float] | None = None):
+        super().__init__()
+        from model_export.stlpips import STLPIPS
+
+        self.metric = STLPIPS(trunk, layer_weights)
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        return self.metric(sr, hr).mean()
+
+
 def build_loss(name: str, term: dict) -> tuple[nn.Module, float]:
     """``(module, weight)`` for the config table ``[loss.<name>]``; unknown types / options name the key."""
     from model_export.training.config import ConfigError
@@ -62,4 +80,8 @@ def build_loss(name: str, term: dict) -> tuple[nn.Module, float]:
     for k in options:
         if k not in params:
             raise ConfigError(f"unknown config key 'loss.{name}.{k}' (loss {kind!r} takes: {', '.join(sorted(params)) or 'nothing'})")
-    return cls(**options), float(term.get("weight", 1.0))
+    try:
+        module = cls(**options)
+    except (ValueError, RuntimeError) as exc:  # e.g. an unknown ST-LPIPS trunk, its weights not installed
+        raise ConfigError(f"config table 'loss.{name}': {exc}") from None
+    return module, float(term.get("weight", 1.0))
