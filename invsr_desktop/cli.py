@@ -194,10 +194,18 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
                 print(f"\ninvsr-upscale: {exc}", file=sys.stderr)
                 return EXIT_BACKEND
             except (InvsrError, OSError, ValueError) as exc:
-                summary.failed.append((task.source, str(exc)))
-                tqdm.write(f"failed: {task.source}: {exc}")
+                _failed(summary, task, str(exc))
+            except MemoryError:
+                _failed(summary, task, "not enough memory for this image (try a smaller --tile or --memory-mb)")
+            except Exception as exc:  # noqa: BLE001 - a bug fails this one file, never the batch or its summary
+                _failed(summary, task, f"unexpected error: {type(exc).__name__}: {exc}")
             progress(1.0)
     return report(summary, tasks, cancelled=cancel(), engine=engine)
+
+
+def _failed(summary: Summary, task: Task, reason: str) -> None:
+    summary.failed.append((task.source, reason))
+    tqdm.write(f"failed: {task.source}: {reason}")
 
 
 def choose_mode(args: argparse.Namespace, registry: Registry) -> tuple[str, object | None]:

@@ -56,6 +56,7 @@ class OnnxRunner:
     extra_inputs: dict[str, np.ndarray] | None = None
     tta: bool = False
     colour_fix: bool = False
+    model_name: str = ""  # the model file's name, for the engine's error messages
 
     def __call__(self, tile: np.ndarray) -> np.ndarray:
         out = self.run_once(tile)

@@ -141,3 +141,45 @@ def test_ctrl_c_cancels_cleanly_and_leaves_nothing_behind(tmp_path):
     assert proc.returncode == cli.EXIT_CANCELLED, err
     assert "cancelled" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png"]
+
+
+def test_a_runner_that_fails_one_image_does_not_stop_the_batch(tmp_path, capsys):
+    """A plugin's runner raising (an ORT failure, a bug, sys.exit) or returning NaN fails that file, names the
+    backend, and the batch goes on to its summary."""
+    from invsr_desktop.engine.backend import BackendSpec
+    from invsr_desktop.engine.hookspecs import hookimpl
+    from invsr_desktop.engine.registry import Registry
+
+    class Moody:
+        """Fails on the images whose top-left pixel says so: raise, exit, NaN; upscales the rest."""
+
+        scale, multiple = 2, 1
+
+        def __call__(self, tile):
+            kind = int(round(float(tile[0, 0, 0]) * 10))
+            if kind == 1:
+                raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION")
+            if kind == 2:
+                raise SystemExit(9)
+            out = tile.repeat(2, axis=0).repeat(2, axis=1)
+            if kind == 3:
+                out[:] = np.nan
+            return out
+
+    class Plugin:
+        @hookimpl
+        def invsr_backends(self):
+            return [BackendSpec(id="moody", name="Moody", kind="gan", scales=(2,), build=lambda r: Moody())]
+
+    registry = Registry()
+    registry.register(Plugin(), "moody-plugin")
+    for i, value in enumerate([0, 25, 51, 76, 0]):  # kinds 0, 1, 2, 3, 0
+        PILImage.fromarray(np.full((12, 10, 3), value, np.uint8)).save(tmp_path / f"p{i}.png")
+    args = cli.parse_args([str(tmp_path), "--backend", "moody", "--scale", "2", "--quiet", "--tile", "64"])
+    code = cli.run(args, registry)
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_FAILED
+    assert "2 written, 3 failed" in err
+    assert 'FAILED {}: Backend "moody": the backend failed: RuntimeError'.format(tmp_path / "p1.png") in err
+    assert "SystemExit: 9" in err and "NaN or infinite" in err
+    assert sorted(p.name for p in tmp_path.glob("*_x2_moody.png")) == ["p0_x2_moody.png", "p4_x2_moody.png"]

@@ -68,6 +68,49 @@ PLUGINS = {
                 BackendSpec(id="cannot-build", name="Cannot build", kind="gan", scales=(2,), build=fail_build),
             ]
     """,
+    "thirdparty_exits": """
+        import sys
+        from invsr_desktop.engine.hookspecs import hookimpl
+
+        @hookimpl
+        def invsr_backends():
+            sys.exit(3)
+    """,
+    "thirdparty_faulty_runners": """
+        import sys
+        import numpy as np
+        from invsr_desktop.engine.backend import BackendSpec
+        from invsr_desktop.engine.hookspecs import hookimpl
+
+        class Raises:
+            scale, multiple = 2, 1
+            def __call__(self, tile):
+                raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad node")
+
+        class Exits(Raises):
+            def __call__(self, tile):
+                sys.exit(7)
+
+        class NaNs(Raises):
+            def __call__(self, tile):
+                out = tile.repeat(2, axis=0).repeat(2, axis=1)
+                out[0, 0, 0] = np.nan
+                return out
+
+        def plain_function(tile):  # the README's example: a function, no attributes
+            return tile.repeat(2, axis=0).repeat(2, axis=1)
+
+        def spec(id, runner):
+            return BackendSpec(id=id, name=id, kind="gan", scales=(2,), build=lambda request: runner)
+
+        @hookimpl
+        def invsr_backends():
+            return [spec("raises-test", Raises()), spec("exits-test", Exits()), spec("nans-test", NaNs()),
+                    spec("plain-test", plain_function),
+                    BackendSpec(id="exits-at-build", name="x", kind="gan", scales=(2,), build=lambda r: sys.exit(1)),
+                    BackendSpec(id="bicubic", name="Impostor", kind="interpolation", scales=(2,),
+                                build=lambda r: plain_function)]
+    """,
 }
 
 
@@ -169,3 +212,34 @@ def test_unknown_backend_lists_the_available_ones():
     registry.load_entry_points()
     with pytest.raises(KeyError, match="available: .*bicubic"):
         registry.get("no-such-backend")
+
+
+def test_no_plugin_can_end_the_app_or_take_a_builtin_id(installed_plugins):
+    registry = Registry()
+    registry.load_entry_points()  # thirdparty_exits calls sys.exit() while describing: reported, not the end
+    failures = {f.plugin: str(f) for f in registry.failures}
+    assert "SystemExit: 3" in failures["thirdparty_exits"]
+    assert registry.owner("bicubic") == "bicubic" and registry.get("bicubic").name != "Impostor"
+    assert "thirdparty_faulty_runners" in failures and "belongs to the built-in plugin" in failures[
+        "thirdparty_faulty_runners"]
+    with pytest.raises(BackendBuildError, match="SystemExit"):
+        registry.build("exits-at-build", BuildRequest(2, {}, None))
+
+
+@pytest.mark.parametrize("backend, message", [
+    ("raises-test", r'Backend "raises-test": the backend failed: RuntimeError: \[ONNXRuntimeError\]'),
+    ("exits-test", r'Backend "exits-test": the backend failed: SystemExit: 7'),
+    ("nans-test", r'Backend "nans-test": the backend returned a tile with NaN or infinite values'),
+])
+def test_a_failing_runner_fails_the_image_with_the_backends_name(installed_plugins, backend, message):
+    registry = Registry()
+    registry.load_entry_points()
+    with pytest.raises(BackendError, match=message):
+        Engine(registry).upscale_array(np.zeros((8, 8, 3), np.float32), backend, 2)
+
+
+def test_a_plain_function_is_a_runner(installed_plugins):
+    registry = Registry()
+    registry.load_entry_points()
+    out = Engine(registry).upscale_array(np.full((5, 6, 3), 0.5, np.float32), "plain-test", 2)
+    assert out.shape == (10, 12, 3) and np.allclose(out, 0.5)

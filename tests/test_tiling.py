@@ -92,8 +92,9 @@ def test_errors_other_than_memory_are_not_swallowed(photo):
         raise RuntimeError("shape mismatch")
 
     broken.scale, broken.multiple = 2, 1
-    with pytest.raises(RuntimeError, match="shape mismatch"):
+    with pytest.raises(BackendError, match="RuntimeError: shape mismatch") as info:  # not retried smaller either
         upscale_tiled(photo, broken, tile=64)
+    assert isinstance(info.value.__cause__, RuntimeError)
 
 
 def test_a_wrong_shaped_tile_is_a_backend_error(photo):

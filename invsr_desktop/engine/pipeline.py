@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Runner
-from invsr_desktop.engine.errors import CancelledError
+from invsr_desktop.engine.errors import BackendError, CancelledError
 from invsr_desktop.engine.imageio import Image, load_image, save_image
 from invsr_desktop.engine.registry import Registry, default_registry
 from invsr_desktop.engine.sessions import SessionPool
@@ -72,7 +72,8 @@ class Engine:
         with self._lock:
             if key not in self._runners:
                 request = BuildRequest(scale=native, params=resolved, sessions=self.sessions)
-                self._runners[key] = self.registry.build(backend_id, request)
+                runner = self.registry.build(backend_id, request)
+                self._runners[key] = runner if hasattr(runner, "scale") else FunctionRunner(runner, float(native))
             return spec, self._runners[key]
 
     # -- arrays ------------------------------------------------------------------------------------------------
@@ -151,16 +152,21 @@ class Engine:
         A ``whole_image`` runner gets the whole image and the engine's tiler instead (it tiles each model pass).
         """
         run = run_whole_image if getattr(runner, "whole_image", False) else upscale_tiled
-        out = run(
-            rgb,
-            runner,
-            tile=self.options.tile,
-            overlap=self.options.overlap,
-            budget_bytes=self.options.memory_budget_mb << 20,
-            bytes_per_pixel=spec.bytes_per_pixel,
-            progress=progress,
-            cancel=cancel,
-        )
+        try:
+            out = run(
+                rgb,
+                runner,
+                tile=self.options.tile,
+                overlap=self.options.overlap,
+                budget_bytes=self.options.memory_budget_mb << 20,
+                bytes_per_pixel=spec.bytes_per_pixel,
+                progress=progress,
+                cancel=cancel,
+            )
+        except BackendError as exc:
+            model = getattr(runner, "model_name", "")
+            who = f'Backend "{spec.id}"' + (f" (model {model})" if model else "")
+            raise BackendError(f"{who}: {exc}") from exc
         return resample(out, target) if out.shape[:2] != target else out
 
     # -- images and files --------------------------------------------------------------------------------------
@@ -196,6 +202,19 @@ class Engine:
         if cancel and cancel():
             raise CancelledError("cancelled")
         return save_image(result, destination, quality=quality, lossless=lossless)
+
+
+@dataclass
+class FunctionRunner:
+    """A plain function a plugin gave as its runner (``build=lambda request: my_function``, as the README's example
+    allows): it runs at the scale it was built for, with no tile-size multiple."""
+
+    fn: Callable[[np.ndarray], np.ndarray]
+    scale: float
+    multiple: int = 1
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        return self.fn(tile)
 
 
 def resample(pixels: np.ndarray, target: tuple[int, int]) -> np.ndarray:

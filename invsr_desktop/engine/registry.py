@@ -63,6 +63,7 @@ class Registry:
         self.manager.add_hookspecs(hookspecs)
         self._backends: dict[str, BackendSpec] = {}
         self._owner: dict[str, str] = {}
+        self._builtin: set[str] = set()  # names of the plugins that ship with the app: they keep their ids
         self.failures: list[PluginFailure] = []
         # Problems a working plugin reported while describing itself (e.g. an unreadable model file it skipped).
         self.warnings: list[PluginFailure] = []
@@ -88,13 +89,20 @@ class Registry:
                     raise
                 self._fail(ep.name, "import", exc)
                 continue
-            self.register(plugin, ep.name)
+            self.register(plugin, ep.name, builtin=_is_builtin(ep))
 
-    def register(self, plugin: Any, name: str) -> None:
-        """Register one plugin object (module or instance) and collect its backends, isolated from the others."""
+    def register(self, plugin: Any, name: str, builtin: bool = False) -> None:
+        """Register one plugin object (module or instance) and collect its backends, isolated from the others.
+
+        A built-in plugin's backend ids are its own: a third-party plugin that offers one of them is refused (with
+        its own name in the message) whichever of the two loads first."""
+        if builtin:
+            self._builtin.add(name)
         try:
             self.manager.register(plugin, name=name)
-        except Exception as exc:  # noqa: BLE001 - e.g. a hookimpl with an unknown name
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - e.g. a hookimpl with an unknown name; SystemExit too
             self._fail(name, "import", exc)
             return
         for impl in self.manager.hook.invsr_backends.get_hookimpls():
@@ -108,7 +116,9 @@ class Registry:
                 specs = list(describe() or [])
             for spec in specs:
                 _check_spec(spec)
-        except Exception as exc:  # noqa: BLE001
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a plugin's sys.exit() must not end the app either
             self._fail(name, "describe", exc)
             return
         finally:
@@ -116,10 +126,14 @@ class Registry:
         for spec in specs:
             if spec.id in self._backends:
                 other = self._owner[spec.id]
-                self.failures.append(
-                    PluginFailure(name, "describe", f"backend id {spec.id!r} is already provided by plugin {other!r}")
-                )
-                continue
+                if name in self._builtin and other not in self._builtin:
+                    self.failures.append(PluginFailure(
+                        other, "describe", f"backend id {spec.id!r} belongs to the built-in plugin {name!r}; "
+                        f"plugin {other!r}'s backend of that id was refused (give it another id)"))
+                else:
+                    self.failures.append(PluginFailure(
+                        name, "describe", f"backend id {spec.id!r} is already provided by plugin {other!r}"))
+                    continue
             self._backends[spec.id] = spec
             self._owner[spec.id] = name
 
@@ -147,7 +161,9 @@ class Registry:
         spec = self.get(backend_id)
         try:
             runner = spec.build(request)
-        except Exception as exc:  # noqa: BLE001
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - SystemExit included: a plugin never ends the app
             raise BackendBuildError(self._owner[backend_id], backend_id, exc) from exc
         return runner
 

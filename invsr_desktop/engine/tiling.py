@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from invsr_desktop.engine.backend import Runner
-from invsr_desktop.engine.errors import BackendError, CancelledError
+from invsr_desktop.engine.errors import BackendError, CancelledError, InvsrError
 from invsr_desktop.engine.sessions import is_out_of_memory
 
 Progress = Callable[[float], None]
@@ -99,16 +99,38 @@ def _ramp(length: int, ramp: int, left: bool, right: bool) -> np.ndarray:
     return w
 
 
+def call_plugin(fn: Callable[..., object], *args: object, **kwargs: object) -> object:
+    """Call into a runner (plugin code): whatever it raises, ``SystemExit`` included, becomes a
+    :class:`BackendError` for this one image, except the engine's own errors, Ctrl-C and out-of-memory (which the
+    tiler answers by halving the tile). A plugin can fail an image; it can never end the batch or the app."""
+    try:
+        return fn(*args, **kwargs)
+    except (InvsrError, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - see the docstring
+        if is_out_of_memory(exc):
+            raise
+        raise BackendError(f"the backend failed: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
+
+
+def check_output(out: object, expected: tuple[int, int, int], what: str) -> np.ndarray:
+    """The runner's result as float32, after checking its shape and that every value is finite (a NaN or an
+    infinity would be written as black or white pixels without a word)."""
+    if not isinstance(out, np.ndarray) or out.shape != expected:
+        got = getattr(out, "shape", type(out).__name__)
+        raise BackendError(f"the backend returned {what} of shape {got}; expected {expected}")
+    out = out.astype(np.float32, copy=False)
+    if not np.isfinite(out).all():
+        raise BackendError(f"the backend returned {what} with NaN or infinite values")
+    return out
+
+
 def _run_tile(runner: Runner, tile: np.ndarray, grid: Grid, origin: tuple[int, int]) -> np.ndarray:
     tile = np.ascontiguousarray(tile, dtype=np.float32)
     if not tile.flags.writeable:  # a read-only view of the image: a runner may work on its tile in place
         tile = tile.copy()
-    out = runner(tile, origin=origin) if getattr(runner, "positional", False) else runner(tile)
-    expected = (grid.up(tile.shape[0]), grid.up(tile.shape[1]), 3)
-    if not isinstance(out, np.ndarray) or out.shape != expected:
-        got = getattr(out, "shape", type(out).__name__)
-        raise BackendError(f"the backend returned a tile of shape {got}; expected {expected}")
-    return out.astype(np.float32, copy=False)
+    out = call_plugin(runner, tile, origin=origin) if getattr(runner, "positional", False) else call_plugin(runner, tile)
+    return check_output(out, (grid.up(tile.shape[0]), grid.up(tile.shape[1]), 3), "a tile")
 
 
 def upscale_tiled(
@@ -408,10 +430,7 @@ def run_whole_image(
     """Run a whole-image runner (``runner.whole_image``) on float32 RGB ``pixels``: ``runner.run_whole(pixels,
     tiler)`` with a :class:`Tiler` built from the engine's settings; checks the result's shape."""
     tiler = Tiler(tile, overlap, budget_bytes, bytes_per_pixel, progress, cancel)
-    out = runner.run_whole(np.ascontiguousarray(pixels, dtype=np.float32), tiler)
+    out = call_plugin(runner.run_whole, np.ascontiguousarray(pixels, dtype=np.float32), tiler)
     scale = float(runner.scale)
     expected = (int(round(pixels.shape[0] * scale)), int(round(pixels.shape[1] * scale)), 3)
-    if not isinstance(out, np.ndarray) or out.shape != expected:
-        got = getattr(out, "shape", type(out).__name__)
-        raise BackendError(f"the backend returned an image of shape {got}; expected {expected}")
-    return out.astype(np.float32, copy=False)
+    return check_output(out, expected, "an image")

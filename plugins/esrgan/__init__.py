@@ -61,7 +61,7 @@ def _builder(path: Path, scale: int, multiple: int):
             )
         p = request.params
         return OnnxRunner(session=session, scale=float(scale), multiple=multiple, tta=bool(p.get("tta", False)),
-                          colour_fix=bool(p.get("colour_fix", False)))
+                          colour_fix=bool(p.get("colour_fix", False)), model_name=path.name)
 
     return build
 
