@@ -13,20 +13,21 @@ import argparse
 import signal
 import sys
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
 from invsr_desktop import __version__
 from invsr_desktop.engine.errors import CancelledError, InvsrError
+from invsr_desktop.engine.formats import WRITE_EXTENSIONS, readable
 from invsr_desktop.engine.output import RESTORE_SUFFIX, output_path, shrink_suffix
 from invsr_desktop.engine.registry import BackendBuildError, Registry, default_registry, describe_backends
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_BACKEND, EXIT_NO_ORT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
-FORMATS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "tif": ".tif"}
+FORMATS = WRITE_EXTENSIONS
 
 
 @dataclass(frozen=True)
@@ -79,22 +80,57 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def find_tasks(inputs: Iterable[Path], output: Path | None, recursive: bool) -> tuple[list[Task], list[str]]:
-    """Expand files and folders into tasks; returns (tasks, problems such as missing paths)."""
-    tasks: list[Task] = []
-    problems: list[str] = []
+@dataclass
+class Scan:
+    """What a scan of the inputs found: the tasks, missing paths, and every file or folder it left out, by reason
+    (so a summary can say "30 skipped: .gif is not a supported image type" instead of dropping them silently)."""
+
+    tasks: list[Task] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+def find_tasks(inputs: Iterable[Path], output: Path | None, recursive: bool) -> Scan:
+    """Expand files and folders into tasks. Folders are walked without following symbolic links (no loops); with
+    ``-r`` the output folder itself is not descended into, so earlier results are not upscaled again."""
+    scan = Scan()
+    out_dir = output.resolve() if output is not None else None
     for item in inputs:
         if item.is_dir():
-            pattern = "**/*" if recursive else "*"
-            for path in sorted(item.glob(pattern)):
-                if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+            for path, reason in _walk(item, recursive, out_dir):
+                if reason:
+                    scan.skipped[reason] += 1
+                else:
                     relative_dir = path.parent.relative_to(item)
-                    tasks.append(Task(path, (output / relative_dir) if output else path.parent))
+                    scan.tasks.append(Task(path, (output / relative_dir) if output else path.parent))
         elif item.is_file():
-            tasks.append(Task(item, output or item.parent))
+            scan.tasks.append(Task(item, output or item.parent))
         else:
-            problems.append(f"{item}: no such file or folder")
-    return tasks, problems
+            scan.problems.append(f"{item}: no such file or folder")
+    return scan
+
+
+def _walk(folder: Path, recursive: bool, out_dir: Path | None) -> Iterator[tuple[Path, str]]:
+    """``(path, "")`` for each image under ``folder`` in sorted order, ``(path, reason)`` for what is left out."""
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink() and entry.is_dir():
+            yield entry, "symbolic link to a folder, not followed"
+        elif entry.is_dir():
+            if readable(entry.suffix):
+                yield entry, "folder named like an image"
+            if not recursive:
+                continue
+            if out_dir is not None and entry.resolve() == out_dir:
+                yield entry, "the output folder (its images are results)"
+                continue
+            yield from _walk(entry, recursive, out_dir)
+        elif not entry.is_file():
+            yield entry, "not a regular file"
+        elif not readable(entry.suffix):
+            yield entry, (f"{entry.suffix.lower()} is not a supported image type" if entry.suffix
+                          else "no file type (suffix)")
+        else:
+            yield entry, ""
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, str]:
@@ -166,11 +202,13 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     if not args.inputs:
         print("invsr-upscale: give at least one image file or folder (or --list-backends)", file=sys.stderr)
         return EXIT_USAGE
-    tasks, problems = find_tasks(args.inputs, args.output, args.recursive)
-    for problem in problems:
+    scan = find_tasks(args.inputs, args.output, args.recursive)
+    tasks = scan.tasks
+    for problem in scan.problems:
         print(f"invsr-upscale: {problem}", file=sys.stderr)
     if not tasks:
-        print("invsr-upscale: no images found", file=sys.stderr)
+        print("invsr-upscale: no images found" + "".join(f"; {line}" for line in skipped_lines(scan)),
+              file=sys.stderr)
         return EXIT_NO_INPUT
 
     options = EngineOptions(args.provider, args.threads, args.tile, args.overlap, args.memory_mb, args.alpha)
@@ -200,7 +238,7 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
             except Exception as exc:  # noqa: BLE001 - a bug fails this one file, never the batch or its summary
                 _failed(summary, task, f"unexpected error: {type(exc).__name__}: {exc}")
             progress(1.0)
-    return report(summary, tasks, cancelled=cancel(), engine=engine)
+    return report(summary, tasks, cancelled=cancel(), engine=engine, skipped=skipped_lines(scan))
 
 
 def _failed(summary: Summary, task: Task, reason: str) -> None:
@@ -264,8 +302,14 @@ def _bar_progress(bar: tqdm, index: int):
     return update
 
 
-def report(summary: Summary, tasks: list[Task], cancelled: bool, engine: object) -> int:
-    """Print what was written and what failed; return the exit code."""
+def skipped_lines(scan: Scan) -> list[str]:
+    """``"30 skipped: .gif is not a supported image type"``, one line per reason, most frequent first."""
+    return [f"{n} skipped: {reason}" for reason, n in scan.skipped.most_common()]
+
+
+def report(summary: Summary, tasks: list[Task], cancelled: bool, engine: object,
+           skipped: Sequence[str] = ()) -> int:
+    """Print what was written, what failed and what the scan left out; return the exit code."""
     for source, written in summary.written:
         print(f"wrote {written}  (from {source})")
     for source, reason in summary.failed:
@@ -277,6 +321,8 @@ def report(summary: Summary, tasks: list[Task], cancelled: bool, engine: object)
         f"(provider: {providers})",
         file=sys.stderr,
     )
+    for line in skipped:
+        print(line, file=sys.stderr)
     if cancelled:
         print("cancelled: no partial file was left behind", file=sys.stderr)
         return EXIT_CANCELLED

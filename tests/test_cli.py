@@ -183,3 +183,33 @@ def test_a_runner_that_fails_one_image_does_not_stop_the_batch(tmp_path, capsys)
     assert 'FAILED {}: Backend "moody": the backend failed: RuntimeError'.format(tmp_path / "p1.png") in err
     assert "SystemExit: 9" in err and "NaN or infinite" in err
     assert sorted(p.name for p in tmp_path.glob("*_x2_moody.png")) == ["p0_x2_moody.png", "p4_x2_moody.png"]
+
+
+def test_every_file_the_scan_leaves_out_is_counted(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    write_photo(photos / "a.png")
+    write_photo(photos / "sub" / "b.png")
+    PILImage.fromarray(np.zeros((6, 6, 3), np.uint8)).save(photos / "c.gif")
+    for i in range(3):
+        (photos / f"notes{i}.txt").write_text("x")
+    (photos / "dir.png").mkdir()
+    (photos / "loop").symlink_to(photos, target_is_directory=True)
+    code = cli.main([str(photos), "-r", "-o", str(photos / "sub"), "--scale", "2", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_OK, err
+    assert "2 written, 0 failed" in err  # a.png and the GIF (its first frame); sub/ is the output folder
+    assert "3 skipped: .txt is not a supported image type" in err
+    assert "1 skipped: folder named like an image" in err
+    assert "1 skipped: symbolic link to a folder, not followed" in err
+    assert "1 skipped: the output folder (its images are results)" in err
+    assert (photos / "sub" / "c_x2_bicubic.png").is_file()
+    assert not (photos / "sub" / "sub").exists()
+
+
+def test_an_animated_gif_is_read_as_its_first_frame(tmp_path):
+    frames = [PILImage.fromarray(np.full((8, 10, 3), v, np.uint8)) for v in (40, 200)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    image = load_image(tmp_path / "anim.gif")
+    assert image.size == (10, 8) and abs(float(image.pixels.mean()) - 40 / 255) < 0.02
+    assert any("animation is not kept" in note for note in image.notes)

@@ -576,3 +576,20 @@ def test_multi_picture_jpeg_reads_the_first_image(tmp_path: Path) -> None:
     image = load_image(path)
     assert image.source_format == "JPEG" and image.pixels.max() < 0.05
     assert any("2 images" in note for note in image.notes)
+
+
+def test_decoder_warnings_become_notes_not_terminal_lines(tmp_path, recwarn):
+    """A JPEG whose EXIF tag claims more bytes than the file holds: Pillow warns; the warning lands in the
+    image's notes and nowhere else."""
+    import io
+    import struct
+
+    ifd = struct.pack("<2sHI", b"II", 42, 8) + struct.pack("<H", 1)
+    ifd += struct.pack("<HHII", 0x010E, 2, 5000, 26) + struct.pack("<I", 0)
+    buf = io.BytesIO()
+    PILImage.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "JPEG", exif=b"Exif\x00\x00" + ifd + b"short")
+    path = tmp_path / "bad_exif.jpg"
+    path.write_bytes(buf.getvalue())
+    image = load_image(path)
+    assert any("Tag data larger than file" in n for n in image.notes)
+    assert not [w for w in recwarn if "Tag data" in str(w.message)]

@@ -67,8 +67,8 @@ __all__ = [
 
 # Formats Pillow may identify a file as. Restricting Image.open to these keeps it from handing a file to a plug-in
 # such as EPS (Ghostscript). The JPEG opener also returns the multi-picture JPEGs (format "MPO") of many phones.
-READ_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "TIFF", "BMP")
-SUPPORTED_READ_TEXT = "PNG, JPEG, WebP, TIFF, BMP"
+READ_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")
+SUPPORTED_READ_TEXT = "PNG, JPEG, WebP, TIFF, BMP, GIF"
 # Output formats and their preferred suffix.
 WRITE_FORMATS: dict[str, str] = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif"}
 _SUFFIX_FORMATS = {
@@ -214,6 +214,18 @@ def load_image(path: str | os.PathLike[str], max_pixels: int | None = None) -> I
     path = Path(path)
     limit = max_pixels_limit(max_pixels)
     data = _read_bytes(path)
+    # Pillow warns about damaged metadata ("Tag data larger than file"); those lines belong to this file's notes
+    # and the log, not between a progress bar's lines on the user's terminal.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = _decode_or_raise(path, data, limit)
+    for message in dict.fromkeys(str(w.message) for w in caught):
+        log.info("%s: the decoder warned: %s", path.name, message)
+        image.notes.append(f"the decoder warned: {message}")
+    return image
+
+
+def _decode_or_raise(path: Path, data: bytes, limit: int) -> Image:
     try:
         return _decode(path, data, limit)
     except InvsrError:
@@ -261,7 +273,9 @@ def _decode(path: Path, data: bytes, limit: int) -> Image:
     source_format = "JPEG" if pil.format == "MPO" else str(pil.format)
     notes: list[str] = []
     frames = getattr(pil, "n_frames", 1)
-    if frames > 1:
+    if frames > 1 and pil.format == "GIF":
+        notes.append(f"the GIF is animated ({frames} frames): the first frame was read, animation is not kept")
+    elif frames > 1:
         notes.append(f"the file holds {frames} images; the first one was read")
     icc = pil.info.get("icc_profile") or None
     exif_obj, orientation = _read_exif(pil)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 from invsr_desktop.engine.errors import CancelledError, InvsrError, OutputExistsError
+from invsr_desktop.engine.formats import READ_SUFFIXES
 from invsr_desktop.engine.output import RESTORE_SUFFIX, check_writable, default_suffix, output_path, shrink_suffix
 from invsr_desktop.engine.registry import BackendBuildError
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:  # the pipeline pulls in OpenCV and ONNX Runtime; the queue mo
     from invsr_desktop.engine.shrink import ShrinkMarker
 
 #: File name suffixes the queue accepts when files or folders are added (what the image loader reads).
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp"})
+IMAGE_SUFFIXES = READ_SUFFIXES
 #: Output formats offered to the user; ``same`` keeps the original's format where it can be written (else PNG).
 FORMATS: tuple[str, ...] = ("png", "jpeg", "webp", "tiff", "same")
 #: Progress must pass this fraction before an ETA is guessed from it (earlier guesses are noise).

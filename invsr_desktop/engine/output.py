@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Collection
 
 from invsr_desktop.engine.errors import ImageWriteError
+from invsr_desktop.engine.formats import WRITE_EXTENSIONS as _EXTENSIONS
 
 __all__ = ["RESTORE_SUFFIX", "check_writable", "default_suffix", "output_path", "shrink_suffix"]
 
-_EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "tif": ".tif"}
 _MAX_COPIES = 100_000
 #: The suffix of an image restored from a shrunk one (``photo_shrunk_x4_restored.png``).
 RESTORE_SUFFIX = "_restored"

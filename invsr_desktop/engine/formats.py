@@ -1,0 +1,19 @@
+"""The image file types the app reads and writes, in one place (the loader, the queue, the CLI's folder scan and
+the output namer all read these, so a type is either supported everywhere or nowhere)."""
+
+from __future__ import annotations
+
+#: Suffixes of the files the loader reads (Pillow's PNG, JPEG, WebP, TIFF, BMP and GIF decoders). A GIF is read as
+#: its first frame: animation is not kept, and the image's notes say so.
+READ_SUFFIXES: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+)
+#: Output format names (as the CLI's ``--format`` and the app take them) and the suffix each writes.
+WRITE_EXTENSIONS: dict[str, str] = {
+    "png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "tif": ".tif",
+}  # fmt: skip
+
+
+def readable(suffix: str) -> bool:
+    """Whether a file with this suffix is one the loader reads (case-insensitive)."""
+    return suffix.lower() in READ_SUFFIXES
