@@ -222,6 +222,11 @@ def run(args: argparse.Namespace) -> int:
     stop = _StopRequest()
     stop.install()
     log_cfg = cfg["log"]
+    perceptual = None
+    if log_cfg["val_stlpips"] and info.is_main:
+        from model_export.stlpips import ImageScorer
+
+        perceptual = ImageScorer("alex")
     last_val = None
     best_val = state["log"].get("best_val_psnr") if state is not None else None
     pbar = _progress(info.is_main and log_cfg["progress"], total, step)
@@ -317,9 +322,9 @@ def run(args: argparse.Namespace) -> int:
                 sums, count = {}, 0
             if do_val and info.is_main and val_set is not None:
                 t0 = time.perf_counter()
-                last_val = _validate(model, val_set, scale)
+                last_val, extras = _validate(model, val_set, scale, perceptual)
                 best_val = last_val if best_val is None else max(best_val, last_val)
-                extras = model.validation_extras(val_set)
+                extras.update(model.validation_extras(val_set))
                 excluded += time.perf_counter() - t0
                 row = row or {"step": step, "loss": None, "lr": stats["lr"], "it_s": None,
                               "wall_time_s": round(wall_now(), 1)}
@@ -366,10 +371,12 @@ def _seed_rank(seed: int, rank: int) -> None:
         torch.manual_seed(mixed)
 
 
-def _validate(model, val_set, scale: int) -> float:
+def _validate(model, val_set, scale: int, perceptual) -> tuple[float, dict[str, float]]:
+    """``(PSNR-Y, extra figures)``: ``val_stlpips`` when ``perceptual`` scores the same outputs."""
     from model_export.training.validation import validate
 
-    return validate(model.run_eval, val_set, scale)["psnr"]
+    result = validate(model.run_eval, val_set, scale, perceptual)
+    return result["psnr"], ({"val_stlpips": result["stlpips"]} if "stlpips" in result else {})
 
 
 def _printer(enabled: bool):

@@ -199,6 +199,14 @@ def test_existing_run_needs_resume(images, tmp_path, capsys):
     assert "--resume auto" in capsys.readouterr().err
 
 
+def test_validation_scores_st_lpips_when_asked(images, tmp_path):
+    pytest.importorskip("stlpips_pytorch", reason="the [train] extra's stlpips-pytorch wheel is not installed")
+    _run(images, tmp_path / "run", "--set", "log.val_stlpips=true", "--stop-at", "3")
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    scored = [r for r in rows if r.get("val_psnr") is not None]
+    assert scored and all(0.0 < r["val_stlpips"] < 1.0 for r in scored)
+
+
 def test_max_minutes_stops_with_checkpoint(images, tmp_path):
     _run(images, tmp_path / "r", "--max-minutes", "0.000001", "--set", "train.total_steps=1000")
     state = ckpt_io.load(tmp_path / "r" / "latest.pt")

@@ -67,6 +67,7 @@ DEFAULTS: dict[str, Any] = {
         "save_every": 1000,  # steps between checkpoints
         "keep_every": 0,  # also keep ckpt_<step>.pt every N steps (0 = only latest.pt)
         "progress": True,  # tqdm progress bar
+        "val_stlpips": False,  # also score validation with ST-LPIPS (alex; the [train] extra's weights)
     },
 }
 
