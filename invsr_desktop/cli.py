@@ -23,7 +23,8 @@ from tqdm import tqdm
 from invsr_desktop import __version__
 from invsr_desktop.engine.errors import CancelledError, InvsrError
 from invsr_desktop.engine.formats import WRITE_EXTENSIONS, readable
-from invsr_desktop.engine.output import RESTORE_SUFFIX, output_path, shrink_suffix
+from invsr_desktop.engine.output import RESTORE_SUFFIX, first_name, output_path, shrink_suffix
+from invsr_desktop.engine.provenance import find_done, read_file
 from invsr_desktop.engine.registry import BackendBuildError, Registry, default_registry, describe_backends
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_BACKEND, EXIT_NO_ORT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
@@ -42,6 +43,11 @@ class Task:
 class Summary:
     written: list[tuple[Path, Path]] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    done_before: list[tuple[Path, Path]] = field(default_factory=list)
+
+
+class AlreadyDone(Exception):
+    """``--skip-existing`` found this input's result (``args[0]``, its path) from an earlier run."""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -74,6 +80,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--alpha", choices=("bicubic", "backend"), default="bicubic", help="how alpha is upscaled")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse inputs larger than this many pixels")
     p.add_argument("--suffix", default=None, help="output name suffix (default _x<scale>_<backend>)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="resume a batch: skip an image whose result with the same backend, scale and parameters "
+                   "already exists (and decodes) in the output folder")
     p.add_argument("--list-backends", action="store_true", help="list backends and broken plugins, then exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -129,6 +138,8 @@ def _walk(folder: Path, recursive: bool, out_dir: Path | None) -> Iterator[tuple
         elif not readable(entry.suffix):
             yield entry, (f"{entry.suffix.lower()} is not a supported image type" if entry.suffix
                           else "no file type (suffix)")
+        elif read_file(entry) is not None:
+            yield entry, "a result of this program (name it on its own to process it again)"
         else:
             yield entry, ""
 
@@ -226,6 +237,8 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
                 task.out_dir.mkdir(parents=True, exist_ok=True)
                 written = process(engine, args, mode, spec, params, task, ext, progress, cancel)
                 summary.written.append((task.source, written))
+            except AlreadyDone as done:
+                summary.done_before.append((task.source, done.args[0]))
             except CancelledError:
                 break
             except BackendBuildError as exc:
@@ -285,6 +298,11 @@ def process(engine, args, mode, spec, params, task: Task, ext: str, progress, ca
         destination = output_path(task.source, task.out_dir, suffix, ext)
         return restore_file(engine, task.source, destination, params, lossless=args.lossless, **common)
     suffix = args.suffix if args.suffix is not None else f"_x{scale_label(args.scale)}_{spec.id}"
+    if args.skip_existing:
+        record = engine.provenance(task.source, spec.id, args.scale, params)
+        done = find_done(first_name(task.source, task.out_dir, suffix, ext), record)
+        if done is not None:
+            raise AlreadyDone(done)
     destination = output_path(task.source, task.out_dir, suffix, ext)
     return engine.upscale_file(task.source, destination, spec.id, args.scale, params, lossless=args.lossless, **common)
 
@@ -315,12 +333,14 @@ def report(summary: Summary, tasks: list[Task], cancelled: bool, engine: object,
     for source, reason in summary.failed:
         print(f"FAILED {source}: {reason}", file=sys.stderr)
     providers = ", ".join(engine.sessions.providers_in_use()) or "none"  # type: ignore[attr-defined]
-    done = len(summary.written) + len(summary.failed)
+    done = len(summary.written) + len(summary.failed) + len(summary.done_before)
     print(
         f"{len(summary.written)} written, {len(summary.failed)} failed, {len(tasks) - done} not started "
         f"(provider: {providers})",
         file=sys.stderr,
     )
+    if summary.done_before:
+        print(f"{len(summary.done_before)} skipped: done before (--skip-existing found the result)", file=sys.stderr)
     for line in skipped:
         print(line, file=sys.stderr)
     if cancelled:

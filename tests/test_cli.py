@@ -213,3 +213,34 @@ def test_an_animated_gif_is_read_as_its_first_frame(tmp_path):
     image = load_image(tmp_path / "anim.gif")
     assert image.size == (10, 8) and abs(float(image.pixels.mean()) - 40 / 255) < 0.02
     assert any("animation is not kept" in note for note in image.notes)
+
+
+def test_skip_existing_resumes_a_batch_without_redoing_or_duplicating(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        write_photo(photos / f"p{i}.png", size=(30 + i, 20))
+    out = tmp_path / "out"
+    assert cli.main([str(photos), "-o", str(out), "--scale", "2", "--quiet"]) == cli.EXIT_OK
+    first = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    # a crash left p2's result cut short: it is not "done", so it is redone under a free name, never overwritten
+    (out / "p2_x2_bicubic.png").write_bytes((out / "p2_x2_bicubic.png").read_bytes()[:200])
+    capsys.readouterr()
+    assert cli.main([str(photos), "-o", str(out), "--scale", "2", "--quiet", "--skip-existing"]) == cli.EXIT_OK
+    err = capsys.readouterr().err
+    assert "1 written, 0 failed" in err and "2 skipped: done before" in err
+    assert {p.name for p in out.iterdir()} == set(first) | {"p2_x2_bicubic (1).png"}
+    assert all(out.joinpath(n).stat().st_mtime_ns == t for n, t in first.items() if not n.startswith("p2"))
+    # other settings are another result: a new scale is done, not skipped
+    assert cli.main([str(photos), "-o", str(out), "--scale", "3", "--quiet", "--skip-existing"]) == cli.EXIT_OK
+    assert "3 written" in capsys.readouterr().err
+
+
+def test_a_folder_scan_leaves_out_this_programs_results(tmp_path, capsys):
+    write_photo(tmp_path / "a.png")
+    assert cli.main([str(tmp_path / "a.png"), "--scale", "2", "--quiet"]) == cli.EXIT_OK
+    capsys.readouterr()
+    assert cli.main([str(tmp_path), "--scale", "2", "--quiet"]) == cli.EXIT_OK
+    err = capsys.readouterr().err
+    assert "1 written" in err and "1 skipped: a result of this program" in err
+    assert not list(tmp_path.glob("a_x2_bicubic_x2_bicubic*"))

@@ -17,7 +17,7 @@ from typing import Collection
 from invsr_desktop.engine.errors import ImageWriteError
 from invsr_desktop.engine.formats import WRITE_EXTENSIONS as _EXTENSIONS
 
-__all__ = ["RESTORE_SUFFIX", "check_writable", "default_suffix", "output_path", "shrink_suffix"]
+__all__ = ["RESTORE_SUFFIX", "check_writable", "default_suffix", "first_name", "output_path", "shrink_suffix"]
 
 _MAX_COPIES = 100_000
 #: The suffix of an image restored from a shrunk one (``photo_shrunk_x4_restored.png``).
@@ -83,6 +83,15 @@ def output_path(
             continue
         return candidate
     raise ImageWriteError(folder / f"{base}{extension}", f"more than {_MAX_COPIES} files with this name exist")
+
+
+def first_name(input_path: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None, suffix: str,
+               fmt: str | None = "png") -> Path:
+    """The name :func:`output_path` gives when nothing is taken (``<out_dir>/<stem><suffix><ext>``): where an
+    earlier run's result, or its numbered copies, would be."""
+    source = Path(input_path)
+    folder = source.parent if out_dir is None else Path(out_dir)
+    return folder / f"{source.stem}{suffix}{_extension(fmt, source)}"
 
 
 def _key(path: Path) -> str:

@@ -17,6 +17,7 @@ import numpy as np
 from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Runner
 from invsr_desktop.engine.errors import BackendError, CancelledError
 from invsr_desktop.engine.imageio import Image, load_image, save_image
+from invsr_desktop.engine.provenance import Provenance, stamp
 from invsr_desktop.engine.registry import Registry, default_registry
 from invsr_desktop.engine.sessions import SessionPool
 from invsr_desktop.engine.tiling import Cancel, Progress, run_whole_image, upscale_tiled
@@ -196,12 +197,21 @@ class Engine:
         progress: Progress | None = None,
         cancel: Cancel | None = None,
     ) -> Path:
-        """Load ``source``, upscale it and write ``destination`` atomically (never over an existing file)."""
+        """Load ``source``, upscale it and write ``destination`` atomically (never over an existing file). The
+        result carries its :class:`~invsr_desktop.engine.provenance.Provenance` record."""
         image = load_image(source, max_pixels=max_pixels)
         result = self.upscale_image(image, backend_id, scale, params, progress, cancel)
         if cancel and cancel():
             raise CancelledError("cancelled")
+        result.exif = stamp(result.exif, self.provenance(source, backend_id, scale, params))
         return save_image(result, destination, quality=quality, lossless=lossless)
+
+    def provenance(self, source: str | Path, backend_id: str, scale: float,
+                   params: dict[str, Any] | None = None) -> Provenance:
+        """The record an upscale of ``source`` with these settings writes (parameters resolved: a default given
+        or left out is the same setting)."""
+        resolved = self.registry.get(backend_id).resolve_params(params)
+        return Provenance.of("upscale", backend_id, scale, resolved, source)
 
 
 @dataclass
