@@ -23,7 +23,7 @@ from tqdm import tqdm
 from invsr_desktop import __version__
 from invsr_desktop.engine.errors import CancelledError, InvsrError
 from invsr_desktop.engine.formats import WRITE_EXTENSIONS, readable
-from invsr_desktop.engine.output import RESTORE_SUFFIX, first_name, output_path, shrink_suffix
+from invsr_desktop.engine.output import RESTORE_SUFFIX, first_name, output_path, remove_stale_parts, shrink_suffix
 from invsr_desktop.engine.provenance import find_done, read_file
 from invsr_desktop.engine.registry import BackendBuildError, Registry, default_registry, describe_backends
 
@@ -159,24 +159,30 @@ def scale_label(scale: float) -> str:
 
 
 class CancelOnSigint:
-    """First Ctrl-C asks the engine to stop after the current tile; a second one aborts at once."""
+    """The first Ctrl-C (or SIGTERM, as a logout or ``kill`` sends) asks the engine to stop after the current tile;
+    a second one aborts the current image at once. Either way the summary is printed and no partial file stays."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.event = threading.Event()
-        self._previous = None
+        self._previous: dict[int, object] = {}
 
     def __enter__(self) -> CancelOnSigint:
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.event.is_set():
             raise KeyboardInterrupt
         self.event.set()
-        print("\nCancelling after the current tile (Ctrl-C again to abort)...", file=sys.stderr)
+        what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        print(f"\n{what}: cancelling after the current tile (Ctrl-C again to abort this image)...", file=sys.stderr)
 
     def __call__(self) -> bool:
         return self.event.is_set()
@@ -227,6 +233,9 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     engine = Engine(registry, options, on_message=lambda m: (messages.append(m), tqdm.write(f"note: {m}")))
     ext = FORMATS[args.format]
     summary = Summary()
+    stale = sum(remove_stale_parts(folder) for folder in {t.out_dir for t in tasks} if folder.is_dir())
+    if stale:
+        print(f"note: removed {stale} unfinished temporary file(s) that an interrupted run left behind", file=sys.stderr)
     with CancelOnSigint() as cancel, tqdm(
         total=len(tasks), unit="img", disable=args.quiet, dynamic_ncols=True, bar_format=BAR
     ) as bar:
@@ -239,7 +248,8 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
                 summary.written.append((task.source, written))
             except AlreadyDone as done:
                 summary.done_before.append((task.source, done.args[0]))
-            except CancelledError:
+            except (CancelledError, KeyboardInterrupt):
+                cancel.event.set()
                 break
             except BackendBuildError as exc:
                 print(f"\ninvsr-upscale: {exc}", file=sys.stderr)

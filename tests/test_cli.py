@@ -244,3 +244,50 @@ def test_a_folder_scan_leaves_out_this_programs_results(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "1 written" in err and "1 skipped: a result of this program" in err
     assert not list(tmp_path.glob("a_x2_bicubic_x2_bicubic*"))
+
+
+def test_sigterm_cancels_like_ctrl_c_with_a_summary(tmp_path):
+    photo = write_photo(tmp_path / "big.png", size=(1200, 900))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invsr_desktop.cli", str(photo), "--tile", "16", "--scale", "4", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )  # fmt: skip
+    err_head = _read_until(proc.stderr, " img [", timeout=120)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    err = err_head + err
+    assert proc.returncode == cli.EXIT_CANCELLED, err
+    assert "SIGTERM: cancelling" in err and "0 written, 0 failed" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.png"]
+
+
+def test_a_killed_runs_temporary_files_are_removed_and_live_ones_kept(tmp_path, capsys):
+    write_photo(tmp_path / "a.png")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".a_x2_bicubic.png.{dead.pid}-0123abcd.part"
+    live = tmp_path / f".other.png.{os.getppid()}-89abcdef.part"  # the test runner's parent: alive
+    stale.write_bytes(b"")
+    live.write_bytes(b"")
+    assert cli.main([str(tmp_path / "a.png"), "--scale", "2", "--quiet"]) == cli.EXIT_OK
+    assert "removed 1 unfinished temporary file" in capsys.readouterr().err
+    assert not stale.exists() and live.exists()
+
+
+def test_a_name_taken_while_computing_gets_the_next_copy_not_an_error(tmp_path, monkeypatch):
+    """Two processes writing the same folder: the one that finishes second keeps its work under a free name."""
+    from invsr_desktop.engine import pipeline
+
+    write_photo(tmp_path / "a.png")
+    real = pipeline.Engine.upscale_image
+
+    def slow_rival(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        (tmp_path / "a_x2_bicubic.png").write_bytes(b"the other process's result")
+        return out
+
+    monkeypatch.setattr(pipeline.Engine, "upscale_image", slow_rival)
+    assert cli.main([str(tmp_path / "a.png"), "--scale", "2", "--quiet"]) == cli.EXIT_OK
+    assert (tmp_path / "a_x2_bicubic.png").read_bytes() == b"the other process's result"
+    assert load_image(tmp_path / "a_x2_bicubic (1).png").size == (80, 60)

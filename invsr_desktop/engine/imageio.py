@@ -46,6 +46,7 @@ from invsr_desktop.engine.errors import (
     InvsrError,
     OutputExistsError,
 )
+from invsr_desktop.engine.output import next_copy, part_name
 
 try:  # ImageCms needs Pillow built with LittleCMS; without it CMYK is converted without the profile.
     from PIL import ImageCms
@@ -612,8 +613,12 @@ def save_image(
     format: str | None = None,
     quality: int = 95,
     lossless: bool = False,
+    renumber: bool = False,
 ) -> Path:
     """Write ``image`` to ``path`` as PNG, JPEG, WebP or TIFF (``format``, or from the suffix); returns the path.
+
+    With ``renumber``, a name that another program took meanwhile is not an error: the finished file gets the next
+    free numbered name (``photo_x4 (1).png``) instead, so the work is never thrown away.
 
     EXIF is kept with its orientation set to 1 and its pixel dimensions set to the new size; the ICC profile is
     kept; alpha is kept (JPEG: flattened onto white, see :func:`save_notes`); 16-bit images stay 16-bit in PNG
@@ -629,8 +634,7 @@ def save_image(
         raise ValueError(f"quality must be between 1 and 100, got {quality}")
     for note in save_notes(image, fmt):
         log.warning("%s: %s", path.name, note)
-    _atomic_write(path, lambda fp: _encode(image, fmt, fp, int(quality), lossless))
-    return path
+    return _atomic_write(path, lambda fp: _encode(image, fmt, fp, int(quality), lossless), renumber)
 
 
 def _encode(image: Image, fmt: str, fp: IO[bytes], quality: int, lossless: bool) -> None:
@@ -857,21 +861,23 @@ def _tiff_bytes(array: np.ndarray, exif: PILImage.Exif | None, icc: bytes | None
 
 # -- atomic, no-clobber writing --------------------------------------------------------------------------------
 
+_RENUMBER_ATTEMPTS = 1000
 # errno values meaning "this file system cannot make hard links" (FAT/exFAT, some network shares).
 _NO_HARD_LINKS = {errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 
-def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Run ``write`` on a temporary file next to ``path``, then give it the final name without overwriting.
+def _atomic_write(path: Path, write: Callable[[IO[bytes]], None], renumber: bool = False) -> Path:
+    """Run ``write`` on a temporary file next to ``path``, then give it the final name without overwriting;
+    returns the final name (with ``renumber``, the next free numbered one when ``path`` was taken).
 
     ``os.link`` creates the final name only if it does not exist, atomically, and the full file appears at once.
     Where hard links are unsupported, the name is reserved with an exclusive create and the temporary file then
     renamed over that (empty, ours) placeholder.
     """
-    if os.path.lexists(path):
+    if os.path.lexists(path) and not renumber:
         raise OutputExistsError(path)
     folder = path.parent
-    temporary = folder / f".{path.name}.{secrets.token_hex(4)}.part"
+    temporary = part_name(path)
     try:
         # 0o666 minus the umask: the result gets the same permissions as any file the user creates.
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
@@ -886,7 +892,15 @@ def _atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             except OSError as exc:
                 if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
                     raise
-        _publish(temporary, path)
+        for _ in range(_RENUMBER_ATTEMPTS):
+            try:
+                _publish(temporary, path)
+                return path
+            except OutputExistsError:
+                if not renumber:
+                    raise
+                path = next_copy(path)
+        raise OutputExistsError(path)
     except BaseException as exc:
         _remove_quietly(temporary)
         if isinstance(exc, InvsrError):

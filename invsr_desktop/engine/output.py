@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Collection
@@ -17,7 +18,8 @@ from typing import Collection
 from invsr_desktop.engine.errors import ImageWriteError
 from invsr_desktop.engine.formats import WRITE_EXTENSIONS as _EXTENSIONS
 
-__all__ = ["RESTORE_SUFFIX", "check_writable", "default_suffix", "first_name", "output_path", "shrink_suffix"]
+__all__ = ["RESTORE_SUFFIX", "check_writable", "default_suffix", "first_name", "next_copy", "output_path", "part_name",
+           "remove_stale_parts", "shrink_suffix"]
 
 _MAX_COPIES = 100_000
 #: The suffix of an image restored from a shrunk one (``photo_shrunk_x4_restored.png``).
@@ -83,6 +85,57 @@ def output_path(
             continue
         return candidate
     raise ImageWriteError(folder / f"{base}{extension}", f"more than {_MAX_COPIES} files with this name exist")
+
+
+_COPY = re.compile(r"^(?P<base>.*) \((?P<n>\d+)\)$")
+#: Temporary files of :func:`~invsr_desktop.engine.imageio.save_image`: ``.<name>.<pid>-<hex>.part``.
+PART_FILE = re.compile(r"^\..+\.(?P<pid>\d+)-[0-9a-f]{8}\.part$")
+
+
+def next_copy(path: Path) -> Path:
+    """``photo_x4.png`` -> ``photo_x4 (1).png``, ``photo_x4 (1).png`` -> ``photo_x4 (2).png``: the name a
+    result takes when another program took the one it was given while it was computed."""
+    match = _COPY.match(path.stem)
+    base, n = (match["base"], int(match["n"])) if match else (path.stem, 0)
+    return path.with_name(f"{base} ({n + 1}){path.suffix}")
+
+
+def part_name(path: Path) -> Path:
+    """The temporary file a result is written to before it gets its name; it names the writing process, so a
+    later run can tell a crashed run's leftovers from another live process's file (:func:`remove_stale_parts`)."""
+    return path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part"
+
+
+def remove_stale_parts(folder: str | os.PathLike[str]) -> int:
+    """Remove the temporary files that a killed run of this program left in ``folder`` (their process is gone);
+    returns how many. Another running process's files are left alone."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        match = PART_FILE.match(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False) or _alive(int(match["pid"])):
+            continue
+        try:
+            os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process: not ours to judge
+    return True
 
 
 def first_name(input_path: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None, suffix: str,

@@ -197,14 +197,14 @@ class Engine:
         progress: Progress | None = None,
         cancel: Cancel | None = None,
     ) -> Path:
-        """Load ``source``, upscale it and write ``destination`` atomically (never over an existing file). The
-        result carries its :class:`~invsr_desktop.engine.provenance.Provenance` record."""
+        """Load ``source``, upscale it and write ``destination`` atomically (never over an existing file: if another
+        program took the name meanwhile, the next numbered copy's name); returns the path written. The result carries its :class:`~invsr_desktop.engine.provenance.Provenance` record."""
         image = load_image(source, max_pixels=max_pixels)
         result = self.upscale_image(image, backend_id, scale, params, progress, cancel)
         if cancel and cancel():
             raise CancelledError("cancelled")
         result.exif = stamp(result.exif, self.provenance(source, backend_id, scale, params))
-        return save_image(result, destination, quality=quality, lossless=lossless)
+        return save_image(result, destination, quality=quality, lossless=lossless, renumber=True)
 
     def provenance(self, source: str | Path, backend_id: str, scale: float,
                    params: dict[str, Any] | None = None) -> Provenance:

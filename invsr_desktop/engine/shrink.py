@@ -222,7 +222,7 @@ def shrink_file(
     small = shrink_image(engine, image, backend_id, factor, params, progress, cancel)
     if cancel and cancel():
         raise CancelledError("cancelled")
-    return save_image(small, destination, quality=quality)
+    return save_image(small, destination, quality=quality, renumber=True)
 
 
 def restore_file(
@@ -241,4 +241,4 @@ def restore_file(
     full = restore_image(engine, image, params, progress, cancel)
     if cancel and cancel():
         raise CancelledError("cancelled")
-    return save_image(full, destination, quality=quality, lossless=lossless)
+    return save_image(full, destination, quality=quality, lossless=lossless, renumber=True)
