@@ -39,6 +39,7 @@ from invsr_desktop.app.settings import AppSettings
 from invsr_desktop.engine.backend import BackendSpec
 from invsr_desktop.engine.jobs import FORMATS, SHRINK_FORMATS, JobMode, OutputSettings
 from invsr_desktop.engine.pipeline import EngineOptions
+from invsr_desktop.engine.quality import user_line
 from invsr_desktop.engine.registry import Registry
 
 FORMAT_LABELS = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP", "tiff": "TIFF", "same": "Same as original"}
@@ -341,7 +342,10 @@ class BackendPanel(QWidget):
             self.param_form.set_params(())
             return
         owner = self.registry.owner(spec.id)
-        self.description.setText(f"{spec.description}\nPlugin: {owner}" if spec.description else f"Plugin: {owner}")
+        technical = f"{spec.description}\nPlugin: {owner}" if spec.description else f"Plugin: {owner}"
+        measured = user_line(spec.info)  # what it is for and how it measured, from the model's metadata
+        self.description.setText(measured or technical)
+        self.description.setToolTip(technical if measured else "")
         self.scale_picker.set_spec(spec)
         self.scale_picker.set_value(self.settings.scale(spec))
         self.param_form.set_params(spec.params)

@@ -57,6 +57,7 @@ import numpy as np
 
 from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Param
 from invsr_desktop.engine.hookspecs import hookimpl
+from invsr_desktop.engine.quality import quality_info
 
 BACKEND = "diffusion"
 NOISE_BLOCK = 256
@@ -430,6 +431,7 @@ def invsr_backends() -> list[BackendSpec]:
             "noise and refines it over a few steps, inventing plausible fine detail. Tiles are blended at every "
             "step, so large images show no seams.",
             bytes_per_pixel=max(run_bytes_per_pixel(m) for m in models),
-            info={"models": ", ".join(m.id for m in models)},
+            info={"models": ", ".join(m.id for m in models),
+                  **quality_info(pick_model(models, "auto", max(m.scale for m in models)).metadata)},
         )
     ]

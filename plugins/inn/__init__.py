@@ -25,6 +25,7 @@ import numpy as np
 
 from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Param
 from invsr_desktop.engine.hookspecs import hookimpl
+from invsr_desktop.engine.quality import quality_info
 
 UP_SUFFIX, DOWN_SUFFIX = "_up.onnx", "_down.onnx"
 
@@ -208,7 +209,8 @@ def invsr_backends() -> list[BackendSpec]:
             "INN shrink almost exactly; on an ordinary photo it upscales like a small PSNR-oriented SR net, "
             "with an optional sampled latent (temperature) for detail.",
             bytes_per_pixel=12288,
-            info={"models": ", ".join(m.name for m in models)},
+            info={"models": ", ".join(m.name for m in models),
+                  **quality_info(pick_model(models, "auto", max(m.scale for m in models)).metadata)},
         )
     ]
     shrinkable = [m for m in models if m.down is not None]
