@@ -20,6 +20,7 @@ This module is part of the runtime: it never imports torch or model_export.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 import warnings
@@ -270,7 +271,7 @@ def metadata_scale(meta: dict[str, str], path: Path) -> int:
         value = float(raw)
     except ValueError:
         raise ModelFileError(f"{path}: invsr.scale is {raw!r}, not a number") from None
-    if value < 1 or value != int(value):
+    if not math.isfinite(value) or value < 1 or value != int(value):
         raise ModelFileError(f"{path}: invsr.scale is {raw!r}; expected a whole number >= 1")
     return int(value)
 
@@ -282,7 +283,7 @@ def metadata_int(meta: dict[str, str], key: str, default: int, path: Path, minim
         return default
     try:
         value = int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):  # "x", "nan", "inf"
         raise ModelFileError(f"{path}: {key} is {raw!r}, not a whole number") from None
     if value < minimum:
         raise ModelFileError(f"{path}: {key} is {raw!r}; expected >= {minimum}")

@@ -73,3 +73,20 @@ def test_the_backend_picker_shows_the_measured_line(measured_model, qtbot, tmp_p
     panel.select_backend("measured-x4")
     assert "ST-LPIPS 0.112" in panel.description.text() and "Sharper detail" in panel.description.text()
     assert "File:" in panel.description.toolTip()  # the technical description stays one hover away
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "-3", "four"])
+def test_one_model_with_bad_metadata_hides_no_other(tmp_path, monkeypatch, bad):
+    import plugins.esrgan
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(BUNDLED, folder / "bad-x4.onnx")
+    write_metadata(folder / "bad-x4.onnx", {"invsr.scale": bad})
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
+    registry = Registry()
+    registry.register(plugins.esrgan, "esrgan")
+    ids = {s.id for s in registry.backends()}
+    assert "esrgan-sharp-x4" in ids and "bad-x4" not in ids  # the bundled ones are still there
+    assert not registry.failures
+    assert any("bad-x4.onnx" in str(w) and "invsr.scale" in str(w) for w in registry.warnings)

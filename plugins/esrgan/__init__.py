@@ -99,4 +99,6 @@ def invsr_backends() -> list[BackendSpec]:
             specs.append(spec_for(model))
         except ModelFileError as exc:
             model_folder.report_problem(model.path, str(exc))
+        except Exception as exc:  # noqa: BLE001 - one odd file's metadata never hides the other models
+            model_folder.report_problem(model.path, f"unreadable metadata ({type(exc).__name__}: {exc})")
     return specs
