@@ -21,9 +21,16 @@ from typing import Iterable, Iterator, Sequence
 from tqdm import tqdm
 
 from invsr_desktop import __version__
-from invsr_desktop.engine.errors import CancelledError, InvsrError
+from invsr_desktop.engine.errors import CancelledError, ImageWriteError, InvsrError
 from invsr_desktop.engine.formats import WRITE_EXTENSIONS, readable
-from invsr_desktop.engine.output import RESTORE_SUFFIX, first_name, output_path, remove_stale_parts, shrink_suffix
+from invsr_desktop.engine.output import (
+    RESTORE_SUFFIX,
+    check_writable,
+    first_name,
+    output_path,
+    remove_stale_parts,
+    shrink_suffix,
+)
 from invsr_desktop.engine.provenance import find_done, read_file
 from invsr_desktop.engine.registry import BackendBuildError, Registry, default_registry, describe_backends
 
@@ -219,6 +226,10 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     if not args.inputs:
         print("invsr-upscale: give at least one image file or folder (or --list-backends)", file=sys.stderr)
         return EXIT_USAGE
+    if args.output is not None and args.output.exists() and not args.output.is_dir():
+        print(f"invsr-upscale: -o {args.output}: that is a file; -o takes a folder (it is created if missing)",
+              file=sys.stderr)
+        return EXIT_USAGE
     scan = find_tasks(args.inputs, args.output, args.recursive)
     tasks = scan.tasks
     for problem in scan.problems:
@@ -236,6 +247,7 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     stale = sum(remove_stale_parts(folder) for folder in {t.out_dir for t in tasks} if folder.is_dir())
     if stale:
         print(f"note: removed {stale} unfinished temporary file(s) that an interrupted run left behind", file=sys.stderr)
+    writable: dict[Path, str] = {}  # output folder -> "" or why it cannot take results, checked before any work
     with CancelOnSigint() as cancel, tqdm(
         total=len(tasks), unit="img", disable=args.quiet, dynamic_ncols=True, bar_format=BAR
     ) as bar:
@@ -243,7 +255,7 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
             bar.set_postfix_str(task.source.name, refresh=False)
             progress = _bar_progress(bar, index)
             try:
-                task.out_dir.mkdir(parents=True, exist_ok=True)
+                _check_folder(task.out_dir, writable)
                 written = process(engine, args, mode, spec, params, task, ext, progress, cancel)
                 summary.written.append((task.source, written))
             except AlreadyDone as done:
@@ -262,6 +274,19 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
                 _failed(summary, task, f"unexpected error: {type(exc).__name__}: {exc}")
             progress(1.0)
     return report(summary, tasks, cancelled=cancel(), engine=engine, skipped=skipped_lines(scan))
+
+
+def _check_folder(folder: Path, known: dict[Path, str]) -> None:
+    """Create ``folder`` if needed and prove it takes a file (a real probe), once per folder, before an image is
+    computed for it: a read-only folder fails every image at once instead of after each one's work."""
+    if folder not in known:
+        try:
+            check_writable(folder, create=True)
+            known[folder] = ""
+        except ImageWriteError as exc:
+            known[folder] = str(exc)
+    if known[folder]:
+        raise ImageWriteError(folder, known[folder].partition(": ")[2] or known[folder])
 
 
 def _failed(summary: Summary, task: Task, reason: str) -> None:

@@ -94,11 +94,12 @@ def test_unwritable_output_folder_is_a_clear_failure(tmp_path, capsys):
 
 
 def test_an_output_folder_that_cannot_be_made_is_a_clear_failure(tmp_path, capsys):
-    """Runs as root too: a regular file where the output folder should be."""
+    """Runs as root too: a regular file where a folder of the output path should be (-o at a file itself is a
+    usage error, tested below)."""
     photo = write_photo(tmp_path / "p.png")
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file")
-    assert cli.main([str(photo), "-o", str(blocker), "--quiet"]) == cli.EXIT_FAILED
+    assert cli.main([str(photo), "-o", str(blocker / "sub"), "--quiet"]) == cli.EXIT_FAILED
     assert f"FAILED {photo}" in capsys.readouterr().err
     assert blocker.read_text() == "a file"
 
@@ -291,3 +292,38 @@ def test_a_name_taken_while_computing_gets_the_next_copy_not_an_error(tmp_path, 
     assert cli.main([str(tmp_path / "a.png"), "--scale", "2", "--quiet"]) == cli.EXIT_OK
     assert (tmp_path / "a_x2_bicubic.png").read_bytes() == b"the other process's result"
     assert load_image(tmp_path / "a_x2_bicubic (1).png").size == (80, 60)
+
+
+def test_output_at_an_existing_file_is_a_usage_error(tmp_path, capsys):
+    write_photo(tmp_path / "a.png")
+    (tmp_path / "taken").write_text("a file")
+    assert cli.main([str(tmp_path / "a.png"), "-o", str(tmp_path / "taken"), "--quiet"]) == cli.EXIT_USAGE
+    assert "-o takes a folder" in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text() == "a file"
+
+
+def test_an_output_folder_that_cannot_take_files_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    """A read-only mount (an injected EROFS: root ignores permission bits): every image fails at once, naming the
+    reason, and no image is computed."""
+    import errno
+
+    from invsr_desktop.engine import pipeline
+
+    for i in range(3):
+        write_photo(tmp_path / f"p{i}.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if str(path).startswith(str(out)) and flags & os.O_CREAT:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_open(path, flags, *args)
+
+    computed = []
+    monkeypatch.setattr(os, "open", read_only)
+    monkeypatch.setattr(pipeline.Engine, "upscale_image", lambda *a, **k: computed.append(1))
+    assert cli.main([str(tmp_path), "-o", str(out), "--scale", "2", "--quiet"]) == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert "0 written, 3 failed" in err and "read-only file system" in err
+    assert computed == []
