@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from invsr_desktop.engine.errors import ModelFileError
+from invsr_desktop.engine.errors import ModelFileError, ModelFileWarning
 
 ENV_MODELS_DIR = "INVSR_MODELS_DIR"
 MODEL_SUFFIX = ".onnx"
@@ -38,8 +38,8 @@ _F_GRAPH = 7
 _F_METADATA_PROPS = 14
 
 
-class ModelFolderWarning(UserWarning):
-    """A file in a model folder was skipped (unreadable, corrupt, or no ``invsr.*`` metadata)."""
+#: A file in a model folder was skipped (unreadable, corrupt, or no ``invsr.*`` metadata).
+ModelFolderWarning = ModelFileWarning
 
 
 def user_models_dir() -> Path:

@@ -243,3 +243,21 @@ def test_a_plain_function_is_a_runner(installed_plugins):
     registry.load_entry_points()
     out = Engine(registry).upscale_array(np.full((5, 6, 3), 0.5, np.float32), "plain-test", 2)
     assert out.shape == (10, 12, 3) and np.allclose(out, 0.5)
+
+
+def test_listing_escapes_terminal_codes_and_blames_no_plugin_for_a_bad_model_file(tmp_path, monkeypatch):
+    import shutil
+
+    from model_export.quality_metadata import write_metadata
+
+    bundled = Path(__file__).resolve().parents[1] / "resources" / "models" / "esrgan-sharp-x4.onnx"
+    shutil.copy(bundled, tmp_path / "evil-x4.onnx")
+    write_metadata(tmp_path / "evil-x4.onnx", {"invsr.name": "Evil \x1b[2J\x1b[31mred"})
+    (tmp_path / "broken.onnx").write_bytes(b"not onnx at all")
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path))
+    registry = Registry()
+    registry.load_entry_points()
+    listing = "\n".join(describe_backends(registry))
+    assert "\x1b" not in listing and "Evil \\x1b[2J\\x1b[31mred" in listing
+    skipped = [line for line in listing.splitlines() if "broken.onnx" in line]
+    assert len(skipped) == 1 and 'plugin "' not in skipped[0], skipped

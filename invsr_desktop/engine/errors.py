@@ -100,6 +100,11 @@ class ModelFileError(InvsrError):
     """
 
 
+class ModelFileWarning(UserWarning):
+    """A model file was skipped (unreadable, or metadata that cannot be used). Whichever plugin looked at the file
+    first raises it, so the registry reports it as the model folder's, not as that plugin's fault."""
+
+
 def _megapixels(pixels: int) -> str:
     """``200000000`` -> ``'200'``, ``1500000`` -> ``'1.5'``: megapixels without a trailing ``.0``."""
     value = pixels / 1e6

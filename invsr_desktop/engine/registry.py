@@ -22,8 +22,10 @@ import pluggy
 
 from invsr_desktop.engine import hookspecs
 from invsr_desktop.engine.backend import KINDS, BackendSpec, BuildRequest, Runner
+from invsr_desktop.engine.errors import ModelFileWarning
 
 BUILTIN_MODULE_PREFIX = "plugins."
+MODEL_FILES = "model files"  # who a skipped model file's warning is from
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class PluginFailure:
     details: str = ""
 
     def __str__(self) -> str:
+        if self.stage == "warning" and self.plugin == MODEL_FILES:
+            return self.message[:1].upper() + self.message[1:]
         if self.stage == "warning":
             return f'Warning from plugin "{self.plugin}": {self.message}'
         return f'Error {self.stage_verb} plugin "{self.plugin}": {self.message}'
@@ -122,7 +126,11 @@ class Registry:
             self._fail(name, "describe", exc)
             return
         finally:
-            self.warnings.extend(PluginFailure(name, "warning", str(w.message)) for w in caught)
+            for w in caught:  # a skipped model file is the folder's problem, whichever plugin met it first
+                source = MODEL_FILES if issubclass(w.category, ModelFileWarning) else name
+                failure = PluginFailure(source, "warning", str(w.message))
+                if failure not in self.warnings:
+                    self.warnings.append(failure)
         for spec in specs:
             if spec.id in self._backends:
                 other = self._owner[spec.id]
@@ -202,8 +210,20 @@ def default_registry(reload: bool = False) -> Registry:
     return _default
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\x1b``...): a model's name or a plugin's message comes from a
+    file or third-party code, and raw escape codes would drive the user's terminal."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
+
+
 def describe_backends(registry: Registry) -> Iterable[str]:
-    """Human-readable lines for ``--list-backends``: each backend, then each broken plugin with its error."""
+    """Human-readable lines for ``--list-backends``: each backend, then each broken plugin with its error. Every
+    line is :func:`printable`."""
+    for line in _backend_lines(registry):
+        yield printable(line)
+
+
+def _backend_lines(registry: Registry) -> Iterable[str]:
     for spec in registry.backends():
         scales = "any" if spec.any_scale else ", ".join(f"x{s}" for s in spec.scales)
         yield f"{spec.id:<20} {spec.name} [{spec.kind}] scales: {scales}"
