@@ -1,7 +1,7 @@
 """Render the documentation screenshots offscreen: the main window with a queue, shrink and restore with the
 bundled INN, and the compare view at 400%.
 
-    QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--icon]
+    QT_QPA_PLATFORM=offscreen .venv/bin/python -m invsr_desktop.app.screenshots [--out docs/screenshots] [--icon]
 
 The queue is real: the bundled sample photo is upscaled with bicubic (x4 and x2) by the installed backends, a
 larger generated photo is paused half-way, one more waits, and an unreadable file shows how a failure looks. The
@@ -26,7 +26,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt  # noqa: E402
 from PySide6.QtGui import QImage, QPainter  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (docs/, resources/)
 SAMPLE = ROOT / "resources" / "samples" / "astronaut.png"
 FACE = QPointF(98, 44)  # the astronaut's eyes, in the sample's pixels
 WINDOW_SIZE = (1360, 820)
