@@ -327,3 +327,23 @@ def test_an_output_folder_that_cannot_take_files_fails_before_any_work(tmp_path,
     err = capsys.readouterr().err
     assert "0 written, 3 failed" in err and "read-only file system" in err
     assert computed == []
+
+
+def test_a_small_file_holding_a_huge_image_is_refused_before_decoding(tmp_path, capsys):
+    """A 14000 x 14000 PNG (tens of KB, under the pixel limit) at x4 would need over 100 GB: that file fails with
+    the figures, the rest of the batch runs, the summary is printed."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    side = 14000
+    row = b"\x00" + bytes(side)  # filter byte + grey pixels
+    body = zlib.compress(row * side, 1)
+    ihdr = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])
+    (tmp_path / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    write_photo(tmp_path / "small.png")
+    code = cli.main([str(tmp_path), "--scale", "4", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_FAILED
+    assert "56000 x 56000 pixels" in err and "1 written, 1 failed" in err

@@ -69,3 +69,11 @@ def test_a_shrinking_backend_is_refused_as_an_upscaler():
     registry.register(Down(), "down")
     with pytest.raises(ValueError, match="shrinks images"):
         Engine(registry).upscale_array(np.zeros((4, 4, 3), np.float32), "down", 2)
+
+
+def test_a_result_too_large_for_memory_is_refused_before_any_work():
+    from invsr_desktop.engine.pipeline import ImageTooLargeForMemoryError, check_memory
+
+    with pytest.raises(ImageTooLargeForMemoryError, match=r"56000 x 56000 pixels \(3136 megapixels\).*GB is free"):
+        check_memory((56000, 56000), available=16 * 2**30)  # a 14000 x 14000 PNG at x4
+    check_memory((6000, 8000), available=16 * 2**30)  # a 12 MP photo x2 fits

@@ -237,6 +237,16 @@ def _decode_or_raise(path: Path, data: bytes, limit: int) -> Image:
         raise ImageReadError(path, f"corrupt or truncated image data ({_describe(exc)})") from exc
 
 
+def header_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """``(width, height)`` from the file's header, nothing decoded (None if Pillow cannot tell): lets a caller
+    refuse work that cannot fit before spending memory on the pixels."""
+    try:
+        with PILImage.open(path, formats=READ_FORMATS) as pil:
+            return int(pil.size[0]), int(pil.size[1])
+    except Exception:  # noqa: BLE001 - load_image will say what is wrong with the file
+        return None
+
+
 def _read_bytes(path: Path) -> bytes:
     try:
         data = path.read_bytes()

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Runner
-from invsr_desktop.engine.errors import BackendError, CancelledError
-from invsr_desktop.engine.imageio import Image, load_image, save_image
+from invsr_desktop.engine.errors import BackendError, CancelledError, InvsrError
+from invsr_desktop.engine.imageio import Image, header_size, load_image, save_image
 from invsr_desktop.engine.provenance import Provenance, stamp
 from invsr_desktop.engine.registry import Registry, default_registry
 from invsr_desktop.engine.sessions import SessionPool
@@ -115,6 +115,7 @@ class Engine:
         """
         if pixels.ndim == 2:
             pixels = pixels[..., None]
+        check_memory(target)
         channels = pixels.shape[2]
         if channels not in (1, 2, 3, 4):
             raise ValueError(f"expected 1 to 4 channels, got {channels}")
@@ -199,6 +200,9 @@ class Engine:
     ) -> Path:
         """Load ``source``, upscale it and write ``destination`` atomically (never over an existing file: if another
         program took the name meanwhile, the next numbered copy's name); returns the path written. The result carries its :class:`~invsr_desktop.engine.provenance.Provenance` record."""
+        size = header_size(source)
+        if size is not None:  # before the pixels are decoded: a small file can hold a huge image
+            check_memory((int(round(size[1] * scale)), int(round(size[0] * scale))))
         image = load_image(source, max_pixels=max_pixels)
         result = self.upscale_image(image, backend_id, scale, params, progress, cancel)
         if cancel and cancel():
@@ -214,6 +218,37 @@ class Engine:
         return Provenance.of("upscale", backend_id, scale, resolved, source)
 
 
+#: Bytes of memory one output pixel costs at the peak of a run: the float32 RGB accumulator, the clipped result,
+#: a resample or alpha merge, and the encoder's 8/16-bit copy (measured peak on a 4000 x 3000 x2 run: about 30).
+BYTES_PER_OUTPUT_PIXEL = 40
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux's MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory(target: tuple[int, int], available: int | None = None) -> None:
+    """Refuse, before any work, a result that cannot fit in memory (a 196-megapixel PNG upscaled x4 is a 3.1
+    gigapixel result, 125 GB at this pipeline's peak), with the figures and what to do."""
+    free = available_memory() if available is None else available
+    need = target[0] * target[1] * BYTES_PER_OUTPUT_PIXEL
+    if free is None or need <= free:
+        return
+    raise ImageTooLargeForMemoryError(
+        f"the result would be {target[1]} x {target[0]} pixels ({target[0] * target[1] / 1e6:.0f} megapixels), "
+        f"which needs about {need / 2**30:.1f} GB of memory; {free / 2**30:.1f} GB is free. Choose a smaller "
+        "scale, or shrink the photo first."
+    )
+
+
 @dataclass
 class FunctionRunner:
     """A plain function a plugin gave as its runner (``build=lambda request: my_function``, as the README's example
@@ -225,6 +260,10 @@ class FunctionRunner:
 
     def __call__(self, tile: np.ndarray) -> np.ndarray:
         return self.fn(tile)
+
+
+class ImageTooLargeForMemoryError(InvsrError):
+    """The result of this image at this scale would not fit in the memory the machine has free."""
 
 
 def resample(pixels: np.ndarray, target: tuple[int, int]) -> np.ndarray:
