@@ -56,6 +56,17 @@ def _safe_globals() -> list:
     return extra
 
 
+def is_torchscript(path: Path) -> bool:
+    """A TorchScript archive: a zip whose entries include the compiled ``code/`` (a weights file has none)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any("/code/" in f"/{name}" or name.endswith("constants.pkl") for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def load_untrusted(path: str | os.PathLike) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with errors a user can act on.
 
@@ -65,6 +76,12 @@ def load_untrusted(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if is_torchscript(path):
+        raise CheckpointError(
+            f"{path}: this is a TorchScript model (torch.jit.save), not a checkpoint of weights. If you trust it, "
+            "load it in Python with torch.jit.load(...) and save its weights with torch.save(model.state_dict(), "
+            "'weights.pth'), then export that file (TorchScript holds code, which is never run here)."
+        )
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)

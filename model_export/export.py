@@ -489,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPU threads for PyTorch and ONNX Runtime (default 0: all cores; 1 is faster on a busy "
                    "machine)")
     p.add_argument("--install", action="store_true", help="also copy the model into the user model folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing output file (and an installed model of that name); without it they "
+                   "are never overwritten")
     return p
 
 
@@ -517,6 +520,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--opset must be 17 or newer")
     if args.output.suffix.lower() != ".onnx":
         parser.error(f"the output file must end in .onnx (the app only scans *.onnx): {args.output}")
+    if args.output.exists() and not args.force:
+        parser.error(f"{args.output} exists; choose another name or add --force to replace it")
+    if args.install and not args.force:
+        from plugins.model_folder import user_models_dir
+
+        installed = user_models_dir() / args.output.name
+        if installed.exists() and installed.resolve() != args.output.resolve():
+            parser.error(f"a model named {installed.name} is already installed ({installed}); "
+                         "add --force to replace it")
     try:
         return _run(args, size)
     except (CheckpointError, ExportError) as exc:

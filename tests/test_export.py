@@ -422,6 +422,36 @@ def test_install_copies_into_user_model_folder(tmp_path, capsys, monkeypatch):
     assert f"installed {installed}" in stdout
 
 
+def test_an_existing_model_is_never_replaced_without_force(tmp_path, capsys, monkeypatch):
+    models = tmp_path / "user-models"
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(models))
+    options = {**TINY, "scale": 4}
+    ckpt = save_ours(make_net(**options), tmp_path / "model_rrdbnet_x4.pt", options)
+    out = tmp_path / "esrgan-mine-x4.onnx"
+    out.write_bytes(b"the user's own model")
+    with pytest.raises(SystemExit) as exc:
+        export.main([str(ckpt), "-o", str(out)])
+    assert exc.value.code == 2 and "--force" in capsys.readouterr().err
+    assert out.read_bytes() == b"the user's own model"
+    models.mkdir()
+    (models / "esrgan-other-x4.onnx").write_bytes(b"installed earlier")
+    with pytest.raises(SystemExit):
+        export.main([str(ckpt), "-o", str(tmp_path / "esrgan-other-x4.onnx"), "--install"])
+    assert "already installed" in capsys.readouterr().err
+    assert (models / "esrgan-other-x4.onnx").read_bytes() == b"installed earlier"
+    code, _, stderr = run([ckpt, "-o", out, "--force"], capsys)
+    assert code == 0, stderr and out.read_bytes() != b"the user's own model"
+
+
+def test_a_torchscript_file_is_named_and_never_run(tmp_path, capsys):
+    scripted = torch.jit.trace(make_net(scale=2, **TINY), torch.rand(1, 3, 8, 8))
+    path = tmp_path / "model.pt"
+    torch.jit.save(scripted, str(path))
+    code, _, stderr = run([path, "-o", tmp_path / "x.onnx"], capsys)
+    assert code == 2 and "TorchScript model" in stderr and "state_dict" in stderr
+    assert not (tmp_path / "x.onnx").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("INVSR_TEST_DYNAMO") != "1",
                     reason="the dynamo exporter (not the default) takes 10-20 s here; INVSR_TEST_DYNAMO=1 runs it")
