@@ -57,11 +57,27 @@ class AlreadyDone(Exception):
     """``--skip-existing`` found this input's result (``args[0]``, its path) from an earlier run."""
 
 
+EPILOG = """examples:
+  invsr-upscale photo.jpg                                  bicubic x4, writes photo_x4_bicubic.png next to it
+  invsr-upscale photos/ -r -o big/ -b esrgan-faithful-x4   a folder tree, mirrored under big/
+  invsr-upscale photos/ -o big/ --skip-existing            resume a batch that was interrupted
+  invsr-upscale photo.png -b esrgan-sharp-x4 -p tta=on     a backend parameter (see --list-backends)
+  invsr-upscale --shrink -s 4 photo.png -f jpeg -q 90      a small image that --restore brings back
+  invsr-upscale photo_shrunk_x4.png                        restores it (a marked image is recognised)
+
+exit codes:
+  0 all written   1 some images failed   2 bad usage   3 no images found
+  4 the backend could not start   5 ONNX Runtime missing   130 cancelled (Ctrl-C or SIGTERM)
+"""
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="invsr-upscale",
         description="Upscale photos with InvSR Desktop's backends. Results are written next to the originals "
         "(or under --output), never over an existing file.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="*", type=Path, help="image files and/or folders")
     p.add_argument("-o", "--output", type=Path, help="output folder (default: next to each original)")

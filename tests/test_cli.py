@@ -347,3 +347,16 @@ def test_a_small_file_holding_a_huge_image_is_refused_before_decoding(tmp_path, 
     err = capsys.readouterr().err
     assert code == cli.EXIT_FAILED
     assert "56000 x 56000 pixels" in err and "1 written, 1 failed" in err
+
+
+def test_help_has_examples_and_exit_codes_and_the_listing_uses_flag_values(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--skip-existing" in out and "130 cancelled" in out
+    from invsr_desktop.engine.registry import flag_value
+
+    assert [flag_value(v) for v in (True, False, 0.5, 4, "auto")] == ["on", "off", "0.5", "4", "auto"]
+    assert cli.main(["--list-backends"]) == cli.EXIT_OK
+    listing = capsys.readouterr().out
+    assert "tta=off" in listing and "tta=False" not in listing

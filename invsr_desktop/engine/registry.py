@@ -216,6 +216,15 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
 
 
+def flag_value(value: Any) -> str:
+    """A parameter's value the way ``--param`` takes it: ``on`` / ``off`` for booleans, ``4``, ``0.5``, ``auto``."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def describe_backends(registry: Registry) -> Iterable[str]:
     """Human-readable lines for ``--list-backends``: each backend, then each broken plugin with its error. Every
     line is :func:`printable`."""
@@ -230,7 +239,7 @@ def _backend_lines(registry: Registry) -> Iterable[str]:
         for p in spec.params:
             extra = f" choices: {', '.join(p.choices)}" if p.choices else ""
             rng = f" range: {p.minimum}..{p.maximum}" if p.minimum is not None or p.maximum is not None else ""
-            yield f"{'':<22}--param {p.name}={p.default!r} ({p.type.__name__}{rng}{extra}) {p.help}"
+            yield f"{'':<22}--param {p.name}={flag_value(p.default)} ({p.type.__name__}{rng}{extra}) {p.help}"
     for failure in registry.failures:
         yield f"BROKEN  {failure}"
     for warning in registry.warnings:
