@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image as PILImage
 from PySide6.QtCore import QByteArray, Qt
-from PySide6.QtGui import QGuiApplication, QImage
+from PySide6.QtGui import QGuiApplication, QImage, QKeySequence
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
 from invsr_desktop.app._testsupport import drop_files, make_photo, open_window, registry_for_tests
@@ -335,3 +335,31 @@ def test_open_files_and_open_folder_dialogs(make_window, tmp_path, monkeypatch):
     window.actions_["open_folder"].trigger()
     assert [job.source for job in window.queue.jobs()] == [one, two]
     assert window.settings.last_folder() == str(two.parent)
+
+
+def test_quitting_with_work_left_asks_first_and_ctrl_q_quits(make_window, qtbot, tmp_path):
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    window = make_window(delay=0.5)
+    window.ask_before_quit = True
+    assert window.actions_["quit"].shortcut().matches(QKeySequence(QKeySequence.StandardKey.Quit)) \
+        == QKeySequence.SequenceMatch.ExactMatch
+    window.queue.pause()  # the photos stay in the queue
+    drop_files(window, [make_photo(tmp_path / "a.png", 64, 48), make_photo(tmp_path / "b.png", 64, 48)])
+    answers = []
+
+    def answer(button_text: str):
+        def click():
+            box = QApplication.activeModalWidget()
+            assert isinstance(box, QMessageBox) and "2 photos are still in the queue" in box.text()
+            answers.append(box.text())
+            next(b for b in box.buttons() if b.text().replace("&", "") == button_text).click()
+        QTimer.singleShot(100, click)
+
+    answer("Cancel")
+    window.actions_["quit"].trigger()
+    assert answers and window.isVisible() and not window._shut_down  # still there, queue intact
+    answer("Quit")
+    window.actions_["quit"].trigger()
+    assert len(answers) == 2 and not window.isVisible() and window._shut_down

@@ -144,6 +144,7 @@ def open_window(
 
     registry, _ = registry_for_tests(delay, inn)
     window = MainWindow(AppSettings(settings or folder / "settings.ini"), registry, folder / "pasted")
+    window.ask_before_quit = False  # pytest-qt closes windows with work left; a test of the question turns it on
     qtbot.addWidget(window)  # type: ignore[attr-defined]
     window.show()
     return window

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QFileDialog,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QScrollArea,
     QSplitter,
     QTabWidget,
@@ -129,6 +130,7 @@ class MainWindow(QMainWindow):
         self._restore_geometry()
         self.setAcceptDrops(True)
         self._shut_down = False
+        self.ask_before_quit = True  # tests that close windows with a queue turn it off
         QApplication.instance().aboutToQuit.connect(self.shutdown)
         QApplication.instance().installEventFilter(self)  # "drop anywhere": also over widgets that take drops
         self.status_timer = QTimer(self, interval=1000)  # the queue-wide time left moves between events too
@@ -152,6 +154,8 @@ class MainWindow(QMainWindow):
             ("cancel_all", "Cancel all", None, "Cancel every image that has not finished", self.queue.cancel_all),
             (None, None, None, None, None),
             ("plugins", "Plugins…", None, "Installed backends and plugins that failed to load", self.show_plugins),
+            ("quit", "Quit", QKeySequence.StandardKey.Quit, "Quit InvSR Desktop (asks first while photos are "
+             "being upscaled)", self.close),
         ):  # fmt: skip
             if key is None:
                 toolbar.addSeparator()
@@ -163,7 +167,10 @@ class MainWindow(QMainWindow):
                 action.setShortcut(shortcut)
             if slot is not None:
                 action.triggered.connect(slot)
-            toolbar.addAction(action)
+            if key == "quit":
+                self.addAction(action)  # the shortcut works everywhere in the window; no toolbar button
+            else:
+                toolbar.addAction(action)
             self.actions_[key] = action
         pause = self.actions_["pause"]
         pause.setCheckable(True)
@@ -409,8 +416,32 @@ class MainWindow(QMainWindow):
 
     # -- closing -----------------------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:
+        if not self._shut_down and not self.confirm_quit():
+            event.ignore()
+            return
         self.shutdown()
         super().closeEvent(event)
+
+    def unfinished(self) -> int:
+        """Photos running, paused or waiting in the queue: what quitting would stop."""
+        counts = self.queue.counts()
+        return counts[JobState.RUNNING] + counts[JobState.PAUSED] + counts[JobState.QUEUED]
+
+    def confirm_quit(self) -> bool:
+        """Ask before quitting with work left (a silent quit used to drop the queue); True to go ahead."""
+        left = self.unfinished()
+        if not left or not self.ask_before_quit:
+            return True
+        box = QMessageBox(QMessageBox.Icon.Question, "Quit InvSR Desktop?",
+                          f"{left} photo{'s are' if left != 1 else ' is'} still in the queue. Quit and stop "
+                          f"{'them' if left != 1 else 'it'}?", parent=self)  # fmt: skip
+        box.setObjectName("quit_dialog")
+        box.setInformativeText("The running image stops between two tiles; nothing half-written is left behind.")
+        quit_button = box.addButton("Quit", QMessageBox.ButtonRole.AcceptRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return box.clickedButton() is quit_button
 
     def shutdown(self) -> None:
         """Save the settings and stop the worker: a running image is cancelled (it leaves no partial file).

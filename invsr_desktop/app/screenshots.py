@@ -83,6 +83,7 @@ def shrink_and_restore(app: QApplication, work: Path, sample: Path, out: Path) -
     from invsr_desktop.engine.jobs import JobMode
 
     window = MainWindow(AppSettings(work / "settings-shrink.ini"), paste_dir=work / "pasted")
+    window.ask_before_quit = False
     window.resize(*WINDOW_SIZE)
     window.show()
     window.panel.set_mode(JobMode.SHRINK)
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         files = photos(work)
         window = MainWindow(AppSettings(work / "settings.ini"), paste_dir=work / "pasted")
+        window.ask_before_quit = False
         window.resize(*WINDOW_SIZE)
         window.show()
         panel = window.panel
