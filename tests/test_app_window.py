@@ -284,6 +284,7 @@ def test_files_on_the_command_line_go_straight_into_the_queue(tmp_path, monkeypa
         (window,) = [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
         window.queue.pause()
         seen["sources"] = [job.source for job in window.queue.jobs()]
+        window.ask_before_quit = False  # the question on quitting is tested on its own
         window.close()
         return 0
 
