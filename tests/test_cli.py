@@ -354,7 +354,7 @@ def test_help_has_examples_and_exit_codes_and_the_listing_uses_flag_values(capsy
         cli.main(["--help"])
     out = capsys.readouterr().out
     assert "examples:" in out and "--skip-existing" in out and "130 cancelled" in out
-    from invsr_desktop.engine.registry import flag_value
+    from invsr_desktop.engine.backend import flag_value
 
     assert [flag_value(v) for v in (True, False, 0.5, 4, "auto")] == ["on", "off", "0.5", "4", "auto"]
     assert cli.main(["--list-backends"]) == cli.EXIT_OK

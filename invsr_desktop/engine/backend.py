@@ -15,6 +15,15 @@ Kind = Literal["interpolation", "inn", "gan", "diffusion"]
 KINDS: tuple[str, ...] = ("interpolation", "inn", "gan", "diffusion")
 
 
+def flag_value(value: Any) -> str:
+    """A parameter's value the way ``--param`` takes it: ``on`` / ``off`` for booleans, ``4``, ``0.5``, ``auto``."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 @dataclass(frozen=True)
 class Param:
     """One user-tunable parameter of a backend (e.g. steps, seed, temperature).

@@ -23,23 +23,16 @@ from urllib.parse import quote, unquote
 from PIL import Image as PILImage
 
 from invsr_desktop import __version__
+from invsr_desktop.engine.backend import flag_value
 
 MARKER = "invsr-made:"
 SOFTWARE = 0x0131
 _FIELD = re.compile(r"\s*([a-z_]+)\s*=\s*([^;]*?)\s*(?:;|$)")
 
 
-def _value_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
 def params_text(params: Mapping[str, Any]) -> str:
     """Parameters in one canonical form (sorted, booleans as on/off): equal settings give equal text."""
-    return ",".join(f"{k}={_value_text(v)}" for k, v in sorted(params.items()))
+    return ",".join(f"{k}={flag_value(v)}" for k, v in sorted(params.items()))
 
 
 @dataclass(frozen=True)

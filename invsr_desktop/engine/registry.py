@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import pluggy
 
 from invsr_desktop.engine import hookspecs
-from invsr_desktop.engine.backend import KINDS, BackendSpec, BuildRequest, Runner
+from invsr_desktop.engine.backend import KINDS, BackendSpec, BuildRequest, Runner, flag_value
 from invsr_desktop.engine.errors import ModelFileWarning
 
 BUILTIN_MODULE_PREFIX = "plugins."
@@ -214,15 +214,6 @@ def printable(text: str) -> str:
     """``text`` with control characters escaped (``\x1b``...): a model's name or a plugin's message comes from a
     file or third-party code, and raw escape codes would drive the user's terminal."""
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(text))
-
-
-def flag_value(value: Any) -> str:
-    """A parameter's value the way ``--param`` takes it: ``on`` / ``off`` for booleans, ``4``, ``0.5``, ``auto``."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 def describe_backends(registry: Registry) -> Iterable[str]:
