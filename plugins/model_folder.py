@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from invsr_desktop.engine.errors import ModelFileError, ModelFileWarning
+from invsr_desktop.engine.errors import ModelFileError, ModelFileWarning, ModelReplacedWarning
 
 ENV_MODELS_DIR = "INVSR_MODELS_DIR"
 MODEL_SUFFIX = ".onnx"
@@ -249,6 +249,11 @@ def scan(backend: str) -> list[ModelFile]:
                 _problems.pop(path, None)
             if meta["invsr.backend"] != backend:
                 continue
+            earlier = found.get(path.stem)
+            if earlier is not None and earlier.origin == "bundled" and origin == "user":
+                warnings.warn(f"the user model {path} is used instead of the bundled model of the same name "
+                              f"({earlier.path.name}); rename or remove it to get the bundled one back",
+                              ModelReplacedWarning, stacklevel=2)
             found[path.stem] = ModelFile(path=path, origin=origin, metadata=meta)
     return list(found.values())
 

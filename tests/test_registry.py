@@ -261,3 +261,16 @@ def test_listing_escapes_terminal_codes_and_blames_no_plugin_for_a_bad_model_fil
     assert "\x1b" not in listing and "Evil \\x1b[2J\\x1b[31mred" in listing
     skipped = [line for line in listing.splitlines() if "broken.onnx" in line]
     assert len(skipped) == 1 and 'plugin "' not in skipped[0], skipped
+
+
+def test_a_user_model_with_a_bundled_models_name_is_said_to_replace_it(tmp_path, monkeypatch):
+    import shutil
+
+    bundled = Path(__file__).resolve().parents[1] / "resources" / "models" / "esrgan-sharp-x4.onnx"
+    shutil.copy(bundled, tmp_path / "esrgan-sharp-x4.onnx")
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path))
+    registry = Registry()
+    registry.load_entry_points()
+    assert registry.get("esrgan-sharp-x4").info["origin"] == "user"
+    notes = [line for line in describe_backends(registry) if line.startswith("NOTE")]
+    assert len(notes) == 1 and "used instead of the bundled model" in notes[0] and "SKIPPED" not in notes[0]

@@ -105,6 +105,11 @@ class ModelFileWarning(UserWarning):
     first raises it, so the registry reports it as the model folder's, not as that plugin's fault."""
 
 
+class ModelReplacedWarning(ModelFileWarning):
+    """A user's model file has a bundled model's name and is used instead of it: not an error, but the user should
+    know which of the two runs."""
+
+
 def _megapixels(pixels: int) -> str:
     """``200000000`` -> ``'200'``, ``1500000`` -> ``'1.5'``: megapixels without a trailing ``.0``."""
     value = pixels / 1e6

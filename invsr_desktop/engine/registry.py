@@ -22,7 +22,7 @@ import pluggy
 
 from invsr_desktop.engine import hookspecs
 from invsr_desktop.engine.backend import KINDS, BackendSpec, BuildRequest, Runner, flag_value
-from invsr_desktop.engine.errors import ModelFileWarning
+from invsr_desktop.engine.errors import ModelFileWarning, ModelReplacedWarning
 
 BUILTIN_MODULE_PREFIX = "plugins."
 MODEL_FILES = "model files"  # who a skipped model file's warning is from
@@ -38,7 +38,7 @@ class PluginFailure:
     details: str = ""
 
     def __str__(self) -> str:
-        if self.stage == "warning" and self.plugin == MODEL_FILES:
+        if self.stage in ("warning", "note") and self.plugin == MODEL_FILES:
             return self.message[:1].upper() + self.message[1:]
         if self.stage == "warning":
             return f'Warning from plugin "{self.plugin}": {self.message}'
@@ -128,7 +128,8 @@ class Registry:
         finally:
             for w in caught:  # a skipped model file is the folder's problem, whichever plugin met it first
                 source = MODEL_FILES if issubclass(w.category, ModelFileWarning) else name
-                failure = PluginFailure(source, "warning", str(w.message))
+                stage = "note" if issubclass(w.category, ModelReplacedWarning) else "warning"
+                failure = PluginFailure(source, stage, str(w.message))
                 if failure not in self.warnings:
                     self.warnings.append(failure)
         for spec in specs:
@@ -234,4 +235,4 @@ def _backend_lines(registry: Registry) -> Iterable[str]:
     for failure in registry.failures:
         yield f"BROKEN  {failure}"
     for warning in registry.warnings:
-        yield f"SKIPPED {warning}"
+        yield f"{'NOTE' if warning.stage == 'note' else 'SKIPPED'} {warning}"
