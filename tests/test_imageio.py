@@ -593,3 +593,26 @@ def test_decoder_warnings_become_notes_not_terminal_lines(tmp_path, recwarn):
     image = load_image(path)
     assert any("Tag data larger than file" in n for n in image.notes)
     assert not [w for w in recwarn if "Tag data" in str(w.message)]
+
+
+def test_a_0x0_png_and_a_negative_width_bmp_are_called_damaged(tmp_path):
+    import io
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", bytes(8) + bytes([8, 2, 0, 0, 0]))
+                      + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    buf = io.BytesIO()
+    PILImage.fromarray(np.zeros((4, 4, 3), np.uint8)).save(buf, "BMP")
+    bmp = bytearray(buf.getvalue())
+    bmp[18:22] = struct.pack("<i", -4)
+    (tmp_path / "neg.bmp").write_bytes(bytes(bmp))
+    with pytest.raises(ImageReadError, match=r"empty size \(0 x 0\)"):
+        load_image(empty)
+    with pytest.raises(ImageReadError, match=r"impossible size \(-4 x 4\)") as info:
+        load_image(tmp_path / "neg.bmp")
+    assert not isinstance(info.value, ImageTooLargeError)

@@ -266,6 +266,9 @@ def _read_bytes(path: Path) -> bytes:
 def _decode(path: Path, data: bytes, limit: int) -> Image:
     PILImage.init()  # register every plug-in, so that open(formats=...) knows WEBP and TIFF
     _allow_pillow_up_to(limit)
+    problem = _header_problem(data)
+    if problem:
+        raise ImageReadError(path, problem)
     with warnings.catch_warnings():
         # Our own limit (just below) replaces Pillow's warning.
         warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
@@ -360,6 +363,20 @@ def _read_tiff_strips(data: bytes, tags: PILImage.Exif, size: tuple[int, int]) -
     if predictor == 2:
         array = np.cumsum(array, axis=1, dtype=np.uint16)  # undo horizontal differencing (wraps mod 2**16)
     return array
+
+
+def _header_problem(data: bytes) -> str:
+    """What is wrong with a PNG or BMP header that Pillow would misreport ("" if nothing): a 0 x 0 PNG is "not an
+    image" to Pillow, and a BMP's negative width reads as a 4-billion-pixel bomb."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24 and data[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", data[16:24])
+        if width == 0 or height == 0:
+            return f"the PNG header gives an empty size ({width} x {height}): the file is damaged"
+    if data[:2] == b"BM" and len(data) >= 26 and struct.unpack("<I", data[14:18])[0] >= 40:
+        width, height = struct.unpack("<ii", data[18:26])
+        if width <= 0 or height == 0:
+            return f"the BMP header gives an impossible size ({width} x {abs(height)}): the file is damaged"
+    return ""
 
 
 def _check_size(path: Path, size: tuple[int, int], limit: int) -> None:
