@@ -360,3 +360,29 @@ def test_help_has_examples_and_exit_codes_and_the_listing_uses_flag_values(capsy
     assert cli.main(["--list-backends"]) == cli.EXIT_OK
     listing = capsys.readouterr().out
     assert "tta=off" in listing and "tta=False" not in listing
+
+
+@pytest.mark.slow
+def test_a_batch_killed_half_way_resumes_without_redoing_or_duplicating(tmp_path):
+    """SIGKILL (no handler can run) after some results exist, then the same command with --skip-existing."""
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
+    for i in range(6):
+        write_photo(photos / f"p{i}.png", size=(300, 200 + i))
+    command = [sys.executable, "-m", "invsr_desktop.cli", str(photos), "-o", str(out), "--scale", "2",
+               "--tile", "16", "--threads", "1", "--quiet", "--skip-existing"]  # fmt: skip
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list(out.glob("*.png"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the batch finished before it could be killed; make it slower"
+    proc.kill()
+    proc.wait()
+    first = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert 2 <= len(first) < 6
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == cli.EXIT_OK, done.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"p{i}_x2_bicubic.png" for i in range(6)]  # no " (1)" copies, no .part left
+    assert all((out / n).stat().st_mtime_ns == t for n, t in first.items())  # nothing redone
+    assert f"{len(first)} skipped: done before" in done.stderr
