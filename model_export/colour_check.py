@@ -26,7 +26,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp")
+from invsr_desktop.engine.formats import READ_SUFFIXES
+
+IMAGE_SUFFIXES = tuple(sorted(READ_SUFFIXES))  # what the app reads (engine.formats)
 Upscaler = Callable[[np.ndarray], np.ndarray]  # float32 (h, w, 3) in [0, 1] -> float (sh, sw, 3)
 
 

@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from invsr_desktop.engine.formats import READ_SUFFIXES
 from model_export.degradations.matlab_resize import imresize
 from model_export.metrics import psnr, rgb_to_y, shave, ssim, to_y
 
@@ -50,7 +51,7 @@ PROTOCOLS = {
     "rgb": "LR = MATLAB bicubic imresize of the RGB HR, rounded to 8 bit (as a user's photo); the backend upscales "
     "RGB; output rounded to 8 bit; Y computed afterwards (RGB-model papers such as EDSR)",
 }
-IMAGE_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp")
+IMAGE_SUFFIXES = tuple(sorted(READ_SUFFIXES))  # what the app reads (engine.formats)
 NIQE_LABEL = "NIQE (this project's pristine fit; not comparable with published NIQE values)"
 BASELINE = "bicubic"
 EXIT_OK, EXIT_USAGE, EXIT_NO_INPUT, EXIT_BACKEND = 0, 2, 3, 4

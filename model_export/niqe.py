@@ -38,6 +38,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
+from invsr_desktop.engine.formats import READ_SUFFIXES
 from model_export.degradations.matlab_resize import imresize
 from model_export.metrics import to_y
 
@@ -57,7 +58,7 @@ __all__ = [
 PATCH_SIZE = 96
 SHARPNESS_THRESHOLD = 0.75
 DEFAULT_MODEL = Path(__file__).with_name("niqe_pristine.npz")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = tuple(sorted(READ_SUFFIXES))  # what the app reads (engine.formats)
 
 _SHAPES = np.arange(0.2, 10.0 + 5e-4, 0.001)  # 0.2:0.001:10
 _LOG_G1 = np.array([math.lgamma(1.0 / a) for a in _SHAPES])
