@@ -263,7 +263,7 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     stale = sum(remove_stale_parts(folder) for folder in {t.out_dir for t in tasks} if folder.is_dir())
     if stale:
         print(f"note: removed {stale} unfinished temporary file(s) that an interrupted run left behind", file=sys.stderr)
-    writable: dict[Path, str] = {}  # output folder -> "" or why it cannot take results, checked before any work
+    writable: dict[Path, ImageWriteError | None] = {}  # output folder -> why it cannot take results (None: it can)
     with CancelOnSigint() as cancel, tqdm(
         total=len(tasks), unit="img", disable=args.quiet, dynamic_ncols=True, bar_format=BAR
     ) as bar:
@@ -292,17 +292,18 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     return report(summary, tasks, cancelled=cancel(), engine=engine, skipped=skipped_lines(scan))
 
 
-def _check_folder(folder: Path, known: dict[Path, str]) -> None:
+def _check_folder(folder: Path, known: dict[Path, ImageWriteError | None]) -> None:
     """Create ``folder`` if needed and prove it takes a file (a real probe), once per folder, before an image is
     computed for it: a read-only folder fails every image at once instead of after each one's work."""
     if folder not in known:
         try:
             check_writable(folder, create=True)
-            known[folder] = ""
+            known[folder] = None
         except ImageWriteError as exc:
-            known[folder] = str(exc)
-    if known[folder]:
-        raise ImageWriteError(folder, known[folder].partition(": ")[2] or known[folder])
+            known[folder] = exc
+    problem = known[folder]
+    if problem is not None:
+        raise ImageWriteError(problem.path, problem.reason)
 
 
 def _failed(summary: Summary, task: Task, reason: str) -> None:

@@ -70,14 +70,21 @@ class Provenance:
             return None
 
 
+def load_exif(raw: bytes | None) -> PILImage.Exif:
+    """An editable EXIF block: ``raw`` parsed, or a fresh one when it is absent or unreadable (a record written
+    into a fresh block beats losing the record)."""
+    exif = PILImage.Exif()
+    if raw:
+        try:
+            exif.load(raw)
+        except Exception:  # noqa: BLE001 - damaged EXIF
+            exif = PILImage.Exif()
+    return exif
+
+
 def stamp(exif_bytes: bytes | None, record: Provenance) -> bytes:
     """EXIF bytes (the original's, or a new block) with ``record`` in its ``Software`` tag."""
-    exif = PILImage.Exif()
-    if exif_bytes:
-        try:
-            exif.load(exif_bytes)
-        except Exception:  # noqa: BLE001 - unreadable EXIF: a fresh block rather than no record
-            exif = PILImage.Exif()
+    exif = load_exif(exif_bytes)
     exif[SOFTWARE] = record.text()
     return exif.tobytes()
 

@@ -28,6 +28,7 @@ from PIL import Image as PILImage
 from invsr_desktop.engine.errors import CancelledError
 from invsr_desktop.engine.imageio import Image, load_image, save_image
 from invsr_desktop.engine.pipeline import Engine
+from invsr_desktop.engine.provenance import load_exif
 from invsr_desktop.engine.tiling import Cancel, Progress, reflect_pad
 
 __all__ = ["MARKER", "ShrinkMarker", "read_marker", "read_file_marker", "with_marker", "shrink_image", "restore_image", "shrink_file",
@@ -72,22 +73,12 @@ class ShrinkMarker:
         return marker
 
 
-def _exif(raw: bytes | None) -> PILImage.Exif:
-    exif = PILImage.Exif()
-    if raw:
-        try:
-            exif.load(raw)
-        except Exception:  # noqa: BLE001 - unreadable EXIF: start a fresh one rather than lose the marker
-            exif = PILImage.Exif()
-    return exif
-
-
 def read_marker(image: Image) -> ShrinkMarker | None:
     """The shrink marker of a loaded image, or None (no EXIF, no UserComment, or another comment)."""
     if not image.exif:
         return None
     try:
-        comment = _exif(image.exif).get_ifd(EXIF_IFD).get(USER_COMMENT)
+        comment = load_exif(image.exif).get_ifd(EXIF_IFD).get(USER_COMMENT)
     except Exception:  # noqa: BLE001
         return None
     if isinstance(comment, bytes):
@@ -115,7 +106,7 @@ def read_file_marker(path: str | Path) -> ShrinkMarker | None:
 
 def with_marker(image: Image, marker: ShrinkMarker) -> Image:
     """A copy of ``image`` whose EXIF (the original's, if any) carries ``marker`` in its UserComment."""
-    exif = _exif(image.exif)
+    exif = load_exif(image.exif)
     exif.get_ifd(EXIF_IFD)[USER_COMMENT] = _ASCII + marker.text().encode("ascii")
     out = image.with_pixels(image.pixels)
     out.exif = exif.tobytes()
@@ -198,7 +189,7 @@ def restore_image(
     full = engine.run_array(image.pixels, spec, runner, (h * marker.scale, w * marker.scale), progress, cancel)
     full = np.ascontiguousarray(full[: marker.height, : marker.width])
     out = image.with_pixels(full)
-    exif = _exif(image.exif)
+    exif = load_exif(image.exif)
     sub = exif.get_ifd(EXIF_IFD)
     sub.pop(USER_COMMENT, None)
     out.exif = exif.tobytes() if len(exif) or sub else None
