@@ -33,6 +33,15 @@ from invsr_desktop.engine.output import (
 )
 from invsr_desktop.engine.provenance import find_done, read_file
 from invsr_desktop.engine.registry import BackendBuildError, Registry, default_registry, describe_backends
+from invsr_desktop.engine.sessions import (
+    PREFERENCE,
+    PRECISIONS,
+    Precision,
+    available_providers,
+    path_note,
+    planned_path,
+    short_name,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_BACKEND, EXIT_NO_ORT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
 FORMATS = WRITE_EXTENSIONS
@@ -98,8 +107,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--tile", type=int, default=None, help="tile size in input pixels (default: from --memory-mb)")
     p.add_argument("--overlap", type=int, default=None, help="tile overlap in input pixels (default 16)")
     p.add_argument("--memory-mb", type=int, default=1024, help="memory budget that sizes tiles (default 1024)")
-    p.add_argument("--provider", default="auto", help="auto, cpu, cuda or tensorrt (default auto)")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--provider", default="auto",
+                   help="auto, cpu, openvino, cuda or tensorrt (default auto: a GPU if there is one, else OpenVINO "
+                   "where installed, else ONNX Runtime's CPU provider)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fast",
+                   help="fast (default): bf16 on CPUs that run it natively (AMX, AVX-512 bf16), fp32 elsewhere; "
+                   "fp32: never trade accuracy for speed. Shrink and restore always run fp32")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
     p.add_argument("--alpha", choices=("bicubic", "backend"), default="bicubic", help="how alpha is upscaled")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse inputs larger than this many pixels")
     p.add_argument("--suffix", default=None, help="output name suffix (default _x<scale>_<backend>)")
@@ -224,8 +238,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.list_backends:
         for line in describe_backends(registry):
             print(line)
+        print(runs_on_line(args.provider, args.precision))
         return EXIT_OK
     return run(args, registry)
+
+
+def runs_on_line(provider: str, precision: Precision) -> str:
+    """``Runs on: OpenVINO f32 (available: OpenVINO, CPU; ...)`` for ``--list-backends``."""
+    try:
+        available = available_providers()
+        planned = planned_path(provider, precision, available)
+    except ValueError as exc:
+        return f"Runs on: {exc}"
+    offered = ", ".join(short_name(name) for name in available if name in PREFERENCE)
+    return f"Runs on: {planned} (--provider {provider}, --precision {precision}; offered: {offered}; {path_note()})"
 
 
 def run(args: argparse.Namespace, registry: Registry) -> int:
@@ -255,7 +281,8 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
               file=sys.stderr)
         return EXIT_NO_INPUT
 
-    options = EngineOptions(args.provider, args.threads, args.tile, args.overlap, args.memory_mb, args.alpha)
+    options = EngineOptions(provider=args.provider, threads=args.threads, precision=args.precision, tile=args.tile,
+                            overlap=args.overlap, memory_budget_mb=args.memory_mb, alpha=args.alpha)
     messages: list[str] = []
     engine = Engine(registry, options, on_message=lambda m: (messages.append(m), tqdm.write(f"note: {m}")))
     ext = FORMATS[args.format]
@@ -384,11 +411,11 @@ def report(summary: Summary, tasks: list[Task], cancelled: bool, engine: object,
         print(f"wrote {written}  (from {source})")
     for source, reason in summary.failed:
         print(f"FAILED {source}: {reason}", file=sys.stderr)
-    providers = ", ".join(engine.sessions.providers_in_use()) or "none"  # type: ignore[attr-defined]
+    paths = ", ".join(engine.sessions.paths_in_use()) or "none"  # type: ignore[attr-defined]
     done = len(summary.written) + len(summary.failed) + len(summary.done_before)
     print(
         f"{len(summary.written)} written, {len(summary.failed)} failed, {len(tasks) - done} not started "
-        f"(provider: {providers})",
+        f"(ran on: {paths})",
         file=sys.stderr,
     )
     if summary.done_before:

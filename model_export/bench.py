@@ -1,41 +1,107 @@
-"""Speed benchmark: output megapixels per second of each model, ONNX Runtime against PyTorch eager, in one run.
+"""``invsr-bench``: how fast every backend runs on this machine, on each inference path, in one run.
 
 ::
 
-    python -m model_export.bench [MODEL.onnx ...] [--size 128] [--threads 2] [--repeat 3]
+    invsr-bench [--backend ID ...] [--model FILE.onnx ...] [--size 512] [--threads 1] [--repeat 3] [--peers]
+                [--json FILE]
 
-Without arguments it measures every bundled ONNX model that has an ``invsr.arch`` this package can rebuild. For each
-model it times, on the same random LR image and with the same number of threads:
+For every registered backend (or those named) and every ``--model`` file, on a random ``--size`` square input at
+the backend's native scale, through the app's own engine (tiling and the backend's loops included, file I/O not):
 
-- PyTorch eager: the architecture rebuilt from the file's ``invsr.arch`` / ``invsr.arch_options`` metadata, its
-  weights copied from the ONNX initializers where the names match (speed does not depend on the values);
-- ONNX Runtime: one session run on the whole image (what the model costs);
-- the app's engine: ``Engine.upscale_array`` on the same image, tiling and blending included (what a user gets).
+- output megapixels per second, the median of ``--repeat`` runs after one warm-up run, on each path this machine
+  offers: ONNX Runtime fp32 on the CPU (the baseline every ratio is against), OpenVINO f32, OpenVINO bf16 where the
+  CPU runs it natively, and ONNX Runtime's GPU providers where installed;
+- each path's agreement with the baseline (PSNR of the outputs, dB);
+- the achieved GFLOP/s (FLOPs of every model call, counted from the ONNX graph by :mod:`model_export.flops`)
+  against this machine's attainable peak, measured in the same run by a large matrix product on the fastest CPU
+  path with the same threads;
+- with ``--peers``, the same network in PyTorch eager (what chaiNNer runs; needs the ``[train]`` extra) where its
+  architecture can be rebuilt from the model's metadata.
 
-It prints megapixels of output per second and the ratios to PyTorch. The median of ``--repeat`` runs after one
-warm-up run is reported.
+It ends with the peak resident memory of the process. ``--json`` writes everything as JSON. Imports torch only for
+``--peers``: the command works with the app's own install.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
+import resource
 import statistics
 import sys
 import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
-import onnx
-import torch
-from onnx import numpy_helper
 
-from model_export.archs import build_arch
+from invsr_desktop.engine import openvino_sessions
+from invsr_desktop.engine.pipeline import Engine, EngineOptions
+from invsr_desktop.engine.registry import Registry, default_registry
+from invsr_desktop.engine.sessions import SessionPool, available_providers
+from model_export.flops import model_flops, shapes_of
+
+PEAK_N = 2048  # the matrix product's side: 17 GFLOP, large enough to reach the kernels' steady state
+
+
+@dataclass(frozen=True)
+class InferencePath:
+    """One inference path: what the engine is configured with, and the name the table prints."""
+
+    name: str
+    provider: str
+    precision: str
+
+
+def inference_paths(available: Sequence[str] | None = None, bf16: bool | None = None) -> list[InferencePath]:
+    """The paths this machine offers, the ONNX Runtime CPU baseline first."""
+    available = list(available if available is not None else available_providers())
+    core = openvino_sessions.openvino_core()
+    bf16 = bf16 if bf16 is not None else (core is not None and openvino_sessions.bf16_supported(core))
+    paths = [InferencePath("ONNX Runtime CPU fp32", "cpu", "fp32")]
+    if "OpenVINO" in available:
+        paths.append(InferencePath("OpenVINO f32", "openvino", "fp32"))
+        if bf16:
+            paths.append(InferencePath("OpenVINO bf16", "openvino", "fast"))
+    if "CUDAExecutionProvider" in available:
+        paths.append(InferencePath("ONNX Runtime CUDA fp32", "cuda", "fp32"))
+    if "TensorrtExecutionProvider" in available:
+        paths.append(InferencePath("ONNX Runtime TensorRT fp16", "tensorrt", "fast"))
+    return paths
+
+
+class _CountedSession:
+    """A session that records the input shapes of every call, so the FLOPs of a backend's run can be counted
+    (a diffusion backend calls its model once per step; a tiled run once per tile)."""
+
+    def __init__(self, session: Any, model: str, calls: Counter) -> None:
+        self._session, self._model, self._calls = session, model, calls
+
+    def run(self, output_names: Any, feeds: dict[str, np.ndarray]) -> Any:
+        self._calls[(self._model, shapes_of(feeds))] += 1
+        return self._session.run(output_names, feeds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+@dataclass
+class CountingPool(SessionPool):
+    """The engine's session pool, its sessions wrapped to count calls per (model file, input shapes)."""
+
+    calls: Counter = field(default_factory=Counter)
+
+    def session(self, model: Any, precision: Any = None) -> Any:
+        inner = super().session(model, precision)
+        key = model if isinstance(model, bytes) else str(Path(model).resolve())
+        return _CountedSession(inner, key, self.calls)
 
 
 def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up: session creation, allocator growth, oneDNN kernel selection
+    fn()  # warm-up: compilation, allocator growth, kernel selection
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -44,87 +110,234 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> float:
     return statistics.median(times)
 
 
-def torch_net(model: onnx.ModelProto) -> tuple[torch.nn.Module, int]:
-    """The PyTorch twin of an exported model: same architecture and options, initializers copied by name."""
-    meta = {p.key: p.value for p in model.metadata_props}
-    net = build_arch(meta["invsr.arch"], **json.loads(meta.get("invsr.arch_options", "{}")))
-    state = net.state_dict()
-    for init in model.graph.initializer:
-        if init.name in state and tuple(state[init.name].shape) == tuple(init.dims):
-            state[init.name] = torch.from_numpy(numpy_helper.to_array(init).copy()).to(state[init.name].dtype)
-    net.load_state_dict(state)
-    return net.eval(), int(float(meta["invsr.scale"]))
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.clip(a, 0, 1).astype(np.float64) - np.clip(b, 0, 1)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
-def bench_model(path: Path, size: int, threads: int, repeat: int) -> dict[str, float | str]:
-    from invsr_desktop.engine.pipeline import Engine, EngineOptions
-    from invsr_desktop.engine.registry import default_registry
-    from invsr_desktop.engine.sessions import SessionPool
-    from plugins.model_folder import read_metadata
+@dataclass
+class Row:
+    backend: str
+    path: str
+    seconds: float
+    output_mp_s: float
+    vs_baseline: float
+    psnr_vs_fp32: float | None
+    gflop: float | None
+    gflop_s: float | None
+    of_peak: float | None
+    note: str = ""
 
-    model = onnx.load(str(path))
-    net, scale = torch_net(model)
+
+def gflop_of(calls: Counter, runs: int) -> float | None:
+    """GFLOPs of one run from the calls recorded over ``runs`` runs (None when a model was held in memory)."""
+    total = 0.0
+    for (model, shapes), n in calls.items():
+        if isinstance(model, bytes):
+            return None
+        total += model_flops(model, shapes).total * n
+    return total / runs / 1e9
+
+
+def measure_backend(
+    registry: Registry, backend: str, size: int, threads: int, repeat: int, paths: Sequence[InferencePath], peak: float
+) -> list[Row]:
+    """One row per path for one backend, the first path being the baseline of the ratios and the PSNR."""
+    spec = registry.get(backend)
+    scale = spec.scales[-1] if spec.direction == "up" else spec.scales[0]
+    target = (size * scale, size * scale) if spec.direction == "up" else (size // scale, size // scale)
+    image = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
+    rows: list[Row] = []
+    reference: np.ndarray | None = None
+    for path in paths:
+        engine = Engine(registry, EngineOptions(provider=path.provider, threads=threads, precision=path.precision))
+        engine.sessions = pool = CountingPool(path.provider, threads, precision=path.precision)  # type: ignore[arg-type]
+        try:
+            _, runner = engine.runner(backend, scale)
+            run = lambda: engine.run_array(image, spec, runner, target)  # noqa: E731
+            output = run()
+            pool.calls.clear()
+            seconds = median_seconds(run, repeat)
+        except Exception as exc:  # a path that cannot run this backend is a row that says why, not a crash
+            rows.append(Row(backend, path.name, float("nan"), float("nan"), float("nan"), None, None, None, None,
+                            f"failed: {exc}"))  # fmt: skip
+            continue
+        out_mp = output.shape[0] * output.shape[1] / 1e6
+        gflop = gflop_of(pool.calls, repeat + 1)
+        gflop_s = gflop / seconds if gflop is not None else None
+        if reference is None:
+            reference, baseline = output, seconds
+        rows.append(Row(
+            backend, path.name, seconds, out_mp / seconds, baseline / seconds,
+            None if output is reference else psnr(output, reference), gflop, gflop_s,
+            gflop_s / peak if gflop_s is not None and peak else None,
+            ", ".join(pool.paths_in_use()),
+        ))  # fmt: skip
+    return rows
+
+
+def peak_gflops(threads: int, repeat: int = 3) -> tuple[float, str]:
+    """Attainable GFLOP/s of this machine: one large float32 matrix product on the fastest CPU path."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "peak",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [PEAK_N, PEAK_N]) for n in ("a", "b")],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [PEAK_N, PEAK_N])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    pool = SessionPool("auto", threads, precision="fp32", available=lambda: [
+        p for p in available_providers() if p in ("OpenVINO", "CPUExecutionProvider")])  # fmt: skip
+    session = pool.session(model.SerializeToString())
     rng = np.random.default_rng(0)
-    lr = rng.random((size, size, 3), dtype=np.float32)
-    x = torch.from_numpy(lr.transpose(2, 0, 1)[None].copy())
-    out_mp = (size * scale) ** 2 / 1e6
+    feeds = {n: rng.random((PEAK_N, PEAK_N), dtype=np.float32) for n in ("a", "b")}
+    seconds = median_seconds(lambda: session.run(["c"], feeds), repeat)
+    return 2.0 * PEAK_N**3 / seconds / 1e9, ", ".join(pool.paths_in_use())
 
+
+def register_models(registry: Registry, models: Sequence[Path]) -> list[str]:
+    """``--model`` files as backends of their own (the esrgan plugin's runner: ``lr`` -> ``sr``)."""
+    from invsr_desktop.engine.backend import BackendSpec
+    from invsr_desktop.engine.hookspecs import hookimpl
+    from plugins.model_folder import metadata_scale, read_metadata
+    from plugins.onnx_runner import OnnxRunner
+
+    ids = []
+    for path in models:
+        meta = read_metadata(path)
+        scale = metadata_scale(meta, path)
+        backend_id = f"file:{path.name}"
+
+        def build(request: Any, path: Path = path, scale: int = scale) -> OnnxRunner:
+            return OnnxRunner(session=request.sessions.session(path), scale=float(scale), model_name=path.name)
+
+        spec = BackendSpec(id=backend_id, name=path.name, kind="gan", scales=(scale,), build=build)
+
+        class Plugin:
+            @staticmethod
+            @hookimpl
+            def invsr_backends(spec: BackendSpec = spec) -> list[BackendSpec]:
+                return [spec]
+
+        registry.register(Plugin(), backend_id)
+        ids.append(backend_id)
+    return ids
+
+
+def torch_rows(registry: Registry, backends: Sequence[str], size: int, threads: int, repeat: int,
+               baseline: dict[str, float]) -> list[Row]:
+    """PyTorch eager on the same weights, for models whose architecture ``model_export.archs`` rebuilds."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from model_export.archs import build_arch
+    from plugins.model_folder import scan
+
+    files = {m.id: m.path for m in scan("esrgan")}
+    rows = []
     torch.set_num_threads(threads)
-    with torch.inference_mode():
-        t_torch = median_seconds(lambda: net(x), repeat)
+    for backend in backends:
+        path = files.get(backend) or (Path(backend.removeprefix("file:")) if backend.startswith("file:") else None)
+        if path is None or not path.is_file():
+            continue
+        model = onnx.load(str(path))
+        meta = {p.key: p.value for p in model.metadata_props}
+        try:
+            net = build_arch(meta["invsr.arch"], **json.loads(meta.get("invsr.arch_options", "{}"))).eval()
+        except (KeyError, ValueError):
+            continue
+        state = net.state_dict()
+        for init in model.graph.initializer:
+            if init.name in state and tuple(state[init.name].shape) == tuple(init.dims):
+                state[init.name] = torch.from_numpy(numpy_helper.to_array(init).copy())
+        net.load_state_dict(state)
+        x = torch.from_numpy(np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32))
+        with torch.inference_mode():
+            seconds = median_seconds(lambda: net(x), repeat)
+            out_mp = net(x).shape[-1] * net(x).shape[-2] / 1e6
+        rows.append(Row(backend, "PyTorch eager fp32 (peer)", seconds, out_mp / seconds,
+                        baseline.get(backend, float("nan")) / seconds, None, None, None, None, "whole image"))
+    return rows
 
-    session = SessionPool(provider="cpu", threads=threads).session(path)
-    t_ort = median_seconds(lambda: session.run(["sr"], {"lr": x.numpy()}), repeat)
 
-    backend_id = path.stem
-    engine = Engine(default_registry(), EngineOptions(provider="cpu", threads=threads))
-    meta = read_metadata(path)
-    if backend_id in {s.id for s in engine.registry.backends()}:
-        t_engine = median_seconds(lambda: engine.upscale_array(lr, backend_id, scale), repeat)
-    else:
-        t_engine = float("nan")
-    return {
-        "model": path.name,
-        "name": meta.get("invsr.name", path.stem),
-        "torch_mp_s": out_mp / t_torch,
-        "ort_mp_s": out_mp / t_ort,
-        "engine_mp_s": out_mp / t_engine,
-        "ort_vs_torch": t_torch / t_ort,
-        "engine_vs_torch": t_torch / t_engine,
-    }
+def machine() -> dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    core = openvino_sessions.openvino_core()
+    caps = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")) if core is not None else "no OpenVINO"
+    return {"cpu": cpu, "openvino_capabilities": caps, "python": platform.python_version()}
 
 
-def bundled_models() -> list[Path]:
-    from invsr_desktop.resources import MODELS
+def table(rows: Sequence[Row]) -> list[str]:
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None or value != value else format(value, fmt)
 
-    found = []
-    for path in sorted(MODELS.glob("*.onnx")):
-        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        if meta.get("invsr.arch") in ("rrdbnet",):
-            found.append(path)
-    return found
+    lines = ["| backend | path | output MP/s | vs ORT fp32 | PSNR vs fp32 (dB) | GFLOP/run | GFLOP/s | of peak |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r.backend} | {r.path} | {num(r.output_mp_s, '.3f')} | {num(r.vs_baseline, '.2f')}x "
+            f"| {num(r.psnr_vs_fp32, '.1f')} | {num(r.gflop, '.1f')} | {num(r.gflop_s, '.1f')} "
+            f"| {num(None if r.of_peak is None else 100 * r.of_peak, '.0f')}% |"
+            + (f" {r.note}" if r.note.startswith("failed") else "")
+        )
+    return lines
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="invsr-bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", action="append", default=[], help="measure only this backend (repeatable)")
+    p.add_argument("--model", action="append", default=[], type=Path, metavar="FILE.onnx",
+                   help="also measure this ONNX model (lr -> sr, invsr.scale metadata), e.g. from invsr-export")
+    p.add_argument("--size", type=int, default=512, help="input side in pixels (default 512)")
+    p.add_argument("--threads", type=int, default=1, help="inference threads for every path (default 1)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs after a warm-up (default 3)")
+    p.add_argument("--peers", action="store_true", help="add PyTorch eager on the same weights (needs [train])")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON")
+    return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model_export.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="*", type=Path, help="ONNX files (default: the bundled feed-forward models)")
-    parser.add_argument("--size", type=int, default=128, help="LR side in pixels (default 128)")
-    parser.add_argument("--threads", type=int, default=2, help="threads for both runtimes (default 2)")
-    parser.add_argument("--repeat", type=int, default=3, help="timed runs after a warm-up (default 3)")
-    args = parser.parse_args(argv)
-    models = args.models or bundled_models()
-    if not models:
-        print("no models to measure", file=sys.stderr)
-        return 3
-    print(f"LR {args.size}x{args.size}, {args.threads} thread(s), median of {args.repeat}; output MP/s")
-    print(f"| model | PyTorch eager | ONNX Runtime | engine (tiled) | ORT / PyTorch | engine / PyTorch |")
-    print("|---|---|---|---|---|---|")
-    for path in models:
-        r = bench_model(path, args.size, args.threads, args.repeat)
-        print(
-            f"| {r['name']} | {r['torch_mp_s']:.3f} | {r['ort_mp_s']:.3f} | {r['engine_mp_s']:.3f} "
-            f"| {r['ort_vs_torch']:.2f}x | {r['engine_vs_torch']:.2f}x |"
-        )
+    args = parse_args(argv)
+    registry = default_registry()
+    extra = register_models(registry, args.model)
+    backends = args.backend + extra if args.backend else [s.id for s in registry.backends()]
+    unknown = [b for b in backends if b not in {s.id for s in registry.backends()}]
+    if unknown:
+        print(f"invsr-bench: unknown backend(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    paths = inference_paths()
+    peak, peak_path = peak_gflops(args.threads)
+    info = machine()
+    print(f"{info['cpu']} ({info['openvino_capabilities']}); {args.threads} thread(s); "
+          f"{args.size}x{args.size} input; median of {args.repeat} after a warm-up")
+    print(f"attainable peak: {peak:.1f} GFLOP/s ({PEAK_N}x{PEAK_N} float32 matrix product on {peak_path})")
+    rows: list[Row] = []
+    for backend in backends:
+        rows += measure_backend(registry, backend, args.size, args.threads, args.repeat, paths, peak)
+        print("\n".join(table([r for r in rows if r.backend == backend])[2 if len(rows) > len(paths) else 0:]))
+    if args.peers:
+        baseline = {r.backend: r.seconds for r in rows if r.path == paths[0].name}
+        peers = torch_rows(registry, backends, args.size, args.threads, args.repeat, baseline)
+        print("\n".join(table(peers)[2:]))
+        rows += peers
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak resident memory of this run: {peak_rss:.0f} MB")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": info, "threads": args.threads, "size": args.size,
+                                         "peak_gflop_s": peak, "peak_path": peak_path, "peak_rss_mb": peak_rss,
+                                         "rows": [asdict(r) for r in rows]}, indent=2) + "\n")  # fmt: skip
     return 0
 
 

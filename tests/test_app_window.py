@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
 from invsr_desktop.app._testsupport import drop_files, make_photo, open_window, registry_for_tests
 from invsr_desktop.app.main_window import MainWindow
+from invsr_desktop.engine.sessions import planned_path
 from invsr_desktop.app.plugins_dialog import PluginsDialog
 from invsr_desktop.app.queue_model import DETAILS, STATE
 from invsr_desktop.app.settings import AppSettings
@@ -67,7 +68,7 @@ def test_dropping_photos_and_a_folder_runs_bicubic_to_the_end(make_window, qtbot
         assert result.size == (80, 60)
     assert cell(window, jobs[0].id, STATE) == "Done" and cell(window, jobs[0].id, DETAILS) == "first_x2_bicubic.png"
     qtbot.waitUntil(lambda: "2 done" in window.summary_label.text())
-    assert window.provider_label.text() == "Provider: CPU"
+    assert window.provider_label.text() == "Runs on: " + planned_path()  # OpenVINO f32 here; ONNX Runtime CPU without it
 
 
 def test_drop_lands_anywhere_even_on_widgets_that_take_drops_themselves(make_window, tmp_path):
@@ -300,6 +301,7 @@ def test_a_full_disk_and_a_provider_fallback_are_shown_and_the_window_stays(make
 
     fallback = "CUDAExecutionProvider was requested but ONNX Runtime could not use it; running on CPU instead."
     monkeypatch.setattr(sessions, "fallback_message", lambda requested, got: fallback)
+    monkeypatch.setattr(sessions, "available_providers", lambda: ["CPUExecutionProvider"])  # the ORT path
     real_save = pipeline.save_image
     full = {"disk": True}
 

@@ -6,9 +6,10 @@ import pytest
 
 from invsr_desktop.engine.errors import ModelFileError
 from invsr_desktop.engine.sessions import SessionPool, fallback_message, provider_chain
-from plugins.bicubic import bicubic_model
+from plugins.bicubic import MODEL as BICUBIC
 
 ALL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+WITH_OPENVINO = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "OpenVINO", "CPUExecutionProvider"]
 
 
 def names(chain):
@@ -22,6 +23,15 @@ def test_auto_prefers_tensorrt_then_cuda_then_cpu():
         "CPUExecutionProvider",
     ]
     assert names(provider_chain(["AzureExecutionProvider", "CPUExecutionProvider"])) == ["CPUExecutionProvider"]
+
+
+def test_openvino_comes_after_the_gpus_and_is_never_asked_of_onnxruntime():
+    assert names(provider_chain(WITH_OPENVINO)) == ALL  # a GPU first: OpenVINO is not in ORT's chain
+    assert names(provider_chain(["OpenVINO", "CPUExecutionProvider"])) == ["OpenVINO", "CPUExecutionProvider"]
+    assert names(provider_chain(WITH_OPENVINO, "openvino")) == ["OpenVINO", "CPUExecutionProvider"]
+    assert names(provider_chain(WITH_OPENVINO, "cpu")) == ["CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="not available"):
+        provider_chain(ALL, "openvino")
 
 
 def test_tensorrt_asks_for_fp16_and_an_engine_cache():
@@ -54,17 +64,17 @@ def test_a_session_asked_for_cuda_on_a_cpu_build_reports_the_fallback():
     """This machine's onnxruntime has no CUDA: ORT silently gives CPU, and the pool must say so."""
     heard: list[str] = []
     pool = SessionPool(available=lambda: ALL[1:], on_message=heard.append)
-    session = pool.session(bicubic_model(2.0))
+    session = pool.session(BICUBIC)
     assert session.get_providers()[0] == "CPUExecutionProvider"
     assert pool.providers_in_use() == ["CPUExecutionProvider"]
     assert heard and "CUDAExecutionProvider was requested" in heard[0]
 
 
 def test_sessions_are_cached_per_model_and_threads_are_set():
-    pool = SessionPool(threads=1)
-    first = pool.session(bicubic_model(2.0))
-    assert pool.session(bicubic_model(2.0)) is first
-    assert pool.session(bicubic_model(3.0)) is not first
+    pool = SessionPool(provider="cpu", threads=1)
+    first = pool.session(BICUBIC)
+    assert pool.session(BICUBIC) is first
+    assert pool.session(BICUBIC.read_bytes()) is not first
     assert first.get_session_options().intra_op_num_threads == 1
 
 

@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from invsr_desktop.app.param_form import ParamForm
 from invsr_desktop.app.settings import AppSettings
+from invsr_desktop.engine import sessions
 from invsr_desktop.engine.backend import BackendSpec
 from invsr_desktop.engine.jobs import FORMATS, SHRINK_FORMATS, JobMode, OutputSettings
 from invsr_desktop.engine.pipeline import EngineOptions
@@ -69,11 +70,10 @@ NO_SHRINK_TIP = (
 
 
 def available_providers() -> list[str]:
-    """What this ONNX Runtime offers (empty when it is not installed: the engine reports that itself)."""
+    """What this machine offers (ONNX Runtime's providers and OpenVINO; empty when ONNX Runtime is not installed:
+    the engine reports that itself)."""
     try:
-        from invsr_desktop.engine.sessions import import_onnxruntime
-
-        return list(import_onnxruntime().get_available_providers())
+        return [name for name in sessions.available_providers() if name in sessions.PREFERENCE]
     except ImportError:
         return []
 
@@ -224,8 +224,18 @@ class BackendPanel(QWidget):
         self.provider_combo = QComboBox(objectName="provider_combo")
         self.provider_combo.addItem("Automatic (best available)", "auto")
         for name in available_providers():
-            self.provider_combo.addItem(name.removesuffix("ExecutionProvider"), name)
+            self.provider_combo.addItem(sessions.short_name(name), name)
+        self.provider_combo.setToolTip("Automatic: a GPU where ONNX Runtime has one, else OpenVINO (the fast CPU "
+                                       "path), else ONNX Runtime on the CPU")
         form.addRow("Provider", self.provider_combo)
+        self.precision_combo = QComboBox(objectName="precision_combo")
+        self.precision_combo.addItem("Fast", "fast")
+        self.precision_combo.addItem("Full (fp32)", "fp32")
+        self.precision_combo.setToolTip("Fast runs bf16 on CPUs that do so natively (AMX, AVX-512 bf16), with "
+                                        "results a viewer cannot tell apart; Full never trades accuracy for speed. "
+                                        "Shrink and restore always run at full precision.\n"
+                                        + sessions.path_note())
+        form.addRow("Precision", self.precision_combo)
         self.tile_spin = QSpinBox(objectName="tile_spin", minimum=0, maximum=4096, singleStep=64)
         self.tile_spin.setSpecialValueText("Automatic")
         self.tile_spin.setToolTip("Tile side in input pixels; automatic sizes tiles from the memory budget")
@@ -233,8 +243,8 @@ class BackendPanel(QWidget):
         self.memory_spin = QSpinBox(objectName="memory_spin", minimum=64, maximum=1 << 20, singleStep=256)
         self.memory_spin.setSuffix(" MB")
         form.addRow("Memory budget", self.memory_spin)
-        for signal in (self.provider_combo.currentIndexChanged, self.tile_spin.valueChanged,
-                       self.memory_spin.valueChanged):  # fmt: skip
+        for signal in (self.provider_combo.currentIndexChanged, self.precision_combo.currentIndexChanged,
+                       self.tile_spin.valueChanged, self.memory_spin.valueChanged):  # fmt: skip
             signal.connect(self.engineOptionsChanged)
         return group
 
@@ -264,6 +274,7 @@ class BackendPanel(QWidget):
         self.lossless_check.setChecked(output.lossless)
         options = self.settings.engine_options()
         self.provider_combo.setCurrentIndex(max(0, self.provider_combo.findData(options.provider)))
+        self.precision_combo.setCurrentIndex(max(0, self.precision_combo.findData(options.precision)))
         self.tile_spin.setValue(options.tile or 0)
         self.memory_spin.setValue(options.memory_budget_mb)
         self.set_mode(self.settings.mode())
@@ -398,6 +409,7 @@ class BackendPanel(QWidget):
         return EngineOptions(
             provider=self.provider_combo.currentData() or "auto",
             threads=base.threads,
+            precision=self.precision_combo.currentData() or "fast",
             tile=self.tile_spin.value() or None,
             overlap=base.overlap,
             memory_budget_mb=self.memory_spin.value(),

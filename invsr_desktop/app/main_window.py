@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
 )
 
 from invsr_desktop.app import APPLICATION
-from invsr_desktop.app.backend_panel import BackendPanel, available_providers
+from invsr_desktop.app.backend_panel import BackendPanel
 from invsr_desktop.app.compare import CompareView
 from invsr_desktop.app.plugins_dialog import PluginsDialog
 from invsr_desktop.app.queue_model import JobTableModel, QueueBridge, format_duration
@@ -47,7 +47,7 @@ from invsr_desktop.app.worker import WorkerThread
 from invsr_desktop.engine.jobs import Job, JobMode, JobQueue, JobState, QueueEvent, expand_sources
 from invsr_desktop.engine.pipeline import Engine
 from invsr_desktop.engine.registry import Registry, default_registry
-from invsr_desktop.engine.sessions import provider_chain
+from invsr_desktop.engine.sessions import planned_path
 from invsr_desktop.resources import ICONS
 
 DRAG_EVENTS = (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop)
@@ -383,21 +383,23 @@ class MainWindow(QMainWindow):
         self._update_provider()
 
     def _update_provider(self) -> None:
-        """The provider sessions really run on; before the first session, the one that will be asked for."""
+        """Which path sessions really run on (``OpenVINO f32``, ``ONNX Runtime CUDA``); before the first session,
+        the one that will be asked for."""
         try:
-            in_use = self.engine.sessions.providers_in_use()
+            in_use = self.engine.sessions.paths_in_use()
         except RuntimeError:  # the worker added a session while we looked: the next update shows it
             return
         if in_use:
-            text = "Provider: " + ", ".join(name.removesuffix("ExecutionProvider") for name in in_use)
+            text = "Runs on: " + ", ".join(in_use)
         else:
+            options = self.panel.engine_options()
             try:
-                first = provider_chain(available_providers(), self.panel.engine_options().provider)[0][0]
-                text = f"Provider: {first.removesuffix('ExecutionProvider')} (no model loaded yet)"
-            except ValueError as exc:
-                text = f"Provider: {exc}"
+                text = f"Runs on: {planned_path(options.provider, options.precision)} (no model loaded yet)"
+            except (ValueError, ImportError) as exc:
+                text = f"Runs on: {exc}"
         self.provider_label.setText(text)
-        self.provider_label.setToolTip("\n".join(self.engine_messages) or "ONNX Runtime execution provider in use")
+        self.provider_label.setToolTip("\n".join(self.engine_messages) or "The inference path in use: ONNX Runtime's "
+                                       "provider or OpenVINO, and OpenVINO's precision")
 
     # -- other windows -----------------------------------------------------------------------------------------
     def show_plugins(self) -> PluginsDialog:

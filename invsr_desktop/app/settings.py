@@ -125,6 +125,7 @@ class AppSettings:
         return EngineOptions(
             provider=self._get("engine/provider", "auto", str),
             threads=max(0, self._get("engine/threads", 0, int)),
+            precision="fp32" if self._get("engine/precision", "fast", str) == "fp32" else "fast",
             tile=tile if tile > 0 else None,
             memory_budget_mb=max(64, self._get("engine/memory_mb", 1024, int)),
         )
@@ -132,6 +133,7 @@ class AppSettings:
     def set_engine_options(self, options: EngineOptions) -> None:
         self.qsettings.setValue("engine/provider", options.provider)
         self.qsettings.setValue("engine/threads", options.threads)
+        self.qsettings.setValue("engine/precision", options.precision)
         self.qsettings.setValue("engine/tile", options.tile or 0)
         self.qsettings.setValue("engine/memory_mb", options.memory_budget_mb)
 

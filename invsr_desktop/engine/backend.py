@@ -7,9 +7,12 @@ from ``BackendSpec.params`` and the CLI its ``--param`` help, so a new backend n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from invsr_desktop.engine.sessions import SessionPool
 
 Kind = Literal["interpolation", "inn", "gan", "diffusion"]
 KINDS: tuple[str, ...] = ("interpolation", "inn", "gan", "diffusion")
@@ -98,13 +101,15 @@ class Runner(Protocol):
 class BuildRequest:
     """Everything a backend needs to build its runner.
 
-    ``sessions`` is the engine's :class:`~invsr_desktop.engine.sessions.SessionPool`: runners get their ONNX Runtime
-    sessions from it so that sessions are cached per model file and the provider choice is the user's.
+    ``sessions`` is the engine's :class:`~invsr_desktop.engine.sessions.SessionPool`: runners get their sessions
+    from it (``sessions.session(path_or_bytes)``, called like ``onnxruntime.InferenceSession``: ``run``,
+    ``get_inputs``, ``get_outputs``) so that sessions are cached per model file and the provider and precision
+    are the user's. A model whose output must stay exact passes ``precision="fp32"``.
     """
 
     scale: float
     params: dict[str, Any]
-    sessions: Any
+    sessions: SessionPool
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from invsr_desktop.engine.errors import BackendError, CancelledError, InvsrError
 from invsr_desktop.engine.imageio import Image, header_size, load_image, save_image
 from invsr_desktop.engine.provenance import Provenance, stamp
 from invsr_desktop.engine.registry import Registry, default_registry
-from invsr_desktop.engine.sessions import SessionPool
+from invsr_desktop.engine.sessions import Precision, SessionPool
 from invsr_desktop.engine.tiling import Cancel, Progress, run_whole_image, upscale_tiled
 
 AlphaMode = Literal["bicubic", "backend"]
@@ -33,6 +33,7 @@ class EngineOptions:
 
     provider: str = "auto"
     threads: int = 0
+    precision: Precision = "fast"  # "fp32" never trades accuracy for speed (see engine.sessions)
     tile: int | None = None
     overlap: int | None = None
     memory_budget_mb: int = 1024
@@ -55,12 +56,19 @@ class Engine:
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.sessions = SessionPool(self.options.provider, self.options.threads, on_message=self.on_message)
+        self.sessions = self._pool(self.options)
+
+    def _pool(self, options: EngineOptions) -> SessionPool:
+        return SessionPool(options.provider, options.threads, on_message=self.on_message, precision=options.precision)
 
     def configure(self, options: EngineOptions) -> None:
-        """Apply new settings; sessions and runners are rebuilt lazily when the provider or threads change."""
-        if (options.provider, options.threads) != (self.options.provider, self.options.threads):
-            self.sessions = SessionPool(options.provider, options.threads, on_message=self.on_message)
+        """Apply new settings; sessions and runners are rebuilt lazily when the provider, threads or precision
+        change."""
+        def session_settings(o: EngineOptions) -> tuple:
+            return o.provider, o.threads, o.precision
+
+        if session_settings(options) != session_settings(self.options):
+            self.sessions = self._pool(options)
             self._runners.clear()
         self.options = options
 

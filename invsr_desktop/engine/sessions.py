@@ -1,8 +1,13 @@
-"""ONNX Runtime sessions: the provider chain, the user's override, and a cache of sessions per model file.
+"""Inference sessions: the provider chain, the user's override, and a cache of sessions per model file.
 
-Preference: TensorRT (fp16, engine cache) > CUDA > CPU, among what ``onnxruntime.get_available_providers()``
-reports. Asking ORT for CUDA can silently give CPU (missing cuDNN, driver mismatch), so the providers a session
-really got are read back with ``session.get_providers()`` and any fallback is reported in words.
+Preference: TensorRT (fp16, engine cache) > CUDA > OpenVINO (x86 CPUs, when installed) > ONNX Runtime's CPU
+provider, among what ``onnxruntime.get_available_providers()`` reports plus OpenVINO (see
+:mod:`~invsr_desktop.engine.openvino_sessions`). Asking ORT for CUDA can silently give CPU (missing cuDNN, driver
+mismatch), so the providers a session really got are read back with ``session.get_providers()`` and any fallback
+is reported in words; a model OpenVINO cannot compile falls back to ONNX Runtime the same way.
+
+Precision: ``fast`` (the default) lets OpenVINO run bf16 where the CPU does so natively; ``fp32`` never trades
+accuracy. A backend whose result must be exact (the INN's shrink / restore round trip) asks for ``fp32`` per model.
 """
 
 from __future__ import annotations
@@ -15,14 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from invsr_desktop.engine import openvino_sessions
 from invsr_desktop.engine.errors import ModelFileError
+from invsr_desktop.engine.openvino_sessions import PROVIDER as OPENVINO
+from invsr_desktop.engine.openvino_sessions import Precision
 
 PROVIDER_ALIASES = {
     "tensorrt": "TensorrtExecutionProvider",
     "cuda": "CUDAExecutionProvider",
+    "openvino": OPENVINO,
     "cpu": "CPUExecutionProvider",
 }
-PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", OPENVINO, "CPUExecutionProvider")
+PRECISIONS = ("fast", "fp32")
 ONNXRUNTIME_MISSING = (
     "ONNX Runtime is not installed. Install exactly one of: pip install 'invsr-desktop[cpu]' (CPU) or "
     "pip install 'invsr-desktop[gpu]' (NVIDIA GPU). Never both: they write the same 'onnxruntime' folder."
@@ -44,6 +54,15 @@ def cache_dir() -> Path:
     return Path(base) / "invsr-desktop"
 
 
+def available_providers() -> list[str]:
+    """What this machine offers: ONNX Runtime's providers, plus OpenVINO where it is installed on an x86 CPU."""
+    available = list(import_onnxruntime().get_available_providers())
+    if openvino_sessions.openvino_core() is not None:
+        available.insert(available.index("CPUExecutionProvider") if "CPUExecutionProvider" in available else 0,
+                         OPENVINO)
+    return available
+
+
 def resolve_provider_name(name: str) -> str:
     """Accept ``cpu``/``cuda``/``tensorrt`` or ORT's own names."""
     if name.lower() in PROVIDER_ALIASES:
@@ -53,11 +72,17 @@ def resolve_provider_name(name: str) -> str:
     raise ValueError(f"unknown provider {name!r}; use one of: auto, {', '.join(PROVIDER_ALIASES)}")
 
 
+def short_name(provider: str) -> str:
+    """``CUDAExecutionProvider`` -> ``CUDA``: what the status line and the summary print."""
+    return provider.removesuffix("ExecutionProvider")
+
+
 def provider_chain(available: Sequence[str], override: str | None = None) -> list[tuple[str, dict[str, Any]]]:
     """The providers to ask ORT for, best first, each with its options.
 
     ``override`` (``auto`` / None, or one provider) puts that provider first, keeping CPU as the last resort. An
-    override that ORT does not offer raises ValueError naming what is available.
+    override that is not offered raises ValueError naming what is available. OpenVINO is never asked of ORT: it
+    appears only first (when no GPU provider is), and the pool runs it itself.
     """
     options = {
         "TensorrtExecutionProvider": {
@@ -66,6 +91,7 @@ def provider_chain(available: Sequence[str], override: str | None = None) -> lis
             "trt_engine_cache_path": str(cache_dir() / "tensorrt"),
         },
         "CUDAExecutionProvider": {},
+        OPENVINO: {},
         "CPUExecutionProvider": {},
     }
     if override and override.lower() != "auto":
@@ -77,7 +103,32 @@ def provider_chain(available: Sequence[str], override: str | None = None) -> lis
         names = [wanted] + (["CPUExecutionProvider"] if wanted != "CPUExecutionProvider" else [])
     else:
         names = [p for p in PREFERENCE if p in available] or ["CPUExecutionProvider"]
+        names = names[:1] + [p for p in names[1:] if p != OPENVINO]
+        if "CPUExecutionProvider" not in names:
+            names.append("CPUExecutionProvider")
     return [(name, options[name]) for name in names]
+
+
+def planned_path(provider: str = "auto", precision: Precision = "fast",
+                 available: Sequence[str] | None = None) -> str:
+    """The path a session will be asked for, in the words of :attr:`SessionInfo.path`, before any model is loaded
+    (``--list-backends``, the status line). Raises ValueError for a provider that is not offered."""
+    first = provider_chain(list(available if available is not None else available_providers()), provider)[0][0]
+    if first != OPENVINO:
+        return f"ONNX Runtime {short_name(first)}"
+    core = openvino_sessions.openvino_core()
+    hint = openvino_sessions.inference_precision(core, precision) if core is not None else "f32"
+    return f"{OPENVINO} {hint}"
+
+
+def path_note(precision: Precision = "fast") -> str:
+    """What ``fast`` means on this CPU, for ``--list-backends`` and the settings tooltip."""
+    core = openvino_sessions.openvino_core()
+    if core is None:
+        return "OpenVINO is not installed (or this is not an x86 CPU): ONNX Runtime runs fp32."
+    if openvino_sessions.bf16_supported(core):
+        return "this CPU runs bf16 natively: precision 'fast' uses it, 'fp32' does not."
+    return "this CPU has no native bf16 (no AMX / AVX-512 bf16): 'fast' and 'fp32' both run f32."
 
 
 def fallback_message(requested: Sequence[str], got: Sequence[str]) -> str | None:
@@ -98,37 +149,87 @@ class SessionInfo:
     requested: list[str]
     providers: list[str]
     message: str | None = None
+    precision: str = "fp32"  # OpenVINO's inference precision (f32 / bf16); ORT sessions run the model's own
+
+    @property
+    def path(self) -> str:
+        """``OpenVINO bf16``, ``ONNX Runtime CPU``, ``ONNX Runtime CUDA``: which path ran, in the words the summary and status line use."""
+        if not self.providers:
+            return "none"
+        name = short_name(self.providers[0])
+        return f"{name} {self.precision}" if self.providers[0] == OPENVINO else f"ONNX Runtime {name}"
 
 
 @dataclass
 class SessionPool:
-    """Creates and caches ``onnxruntime.InferenceSession`` objects, one per model (path or bytes) and settings.
+    """Creates and caches sessions, one per model (path or bytes) and settings.
 
-    ``threads`` sets intra-op threads explicitly (0 = ORT's default, all cores); ``provider`` is ``auto`` or a
-    provider name. ``on_message`` receives fallback messages (the GUI shows them; the CLI prints them).
+    ``threads`` sets intra-op threads explicitly (0 = the runtime's default, all cores); ``provider`` is ``auto``
+    or a provider name; ``precision`` is ``fast`` or ``fp32`` (see the module doc). ``on_message`` receives
+    fallback messages (the GUI shows them; the CLI prints them). ``available`` substitutes the provider list
+    (tests; a machine's real one is :func:`available_providers`).
     """
 
     provider: str = "auto"
     threads: int = 0
     on_message: Callable[[str], None] | None = None
     available: Callable[[], Sequence[str]] | None = None
+    precision: Precision = "fast"
     _cache: dict[tuple, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     infos: dict[str, SessionInfo] = field(default_factory=dict)
 
-    def session(self, model: str | os.PathLike | bytes) -> Any:
-        """The (cached) session for a model file path or serialized model bytes."""
+    def session(self, model: str | os.PathLike | bytes, precision: Precision | None = None) -> Any:
+        """The (cached) session for a model file path or serialized model bytes.
+
+        ``precision="fp32"`` keeps this model at full precision whatever the pool's setting (the INN's round trip);
+        None takes the pool's.
+        """
+        wanted: Precision = "fp32" if "fp32" in (precision, self.precision) else "fast"
         key_model = _model_key(model)
-        key = (key_model, self.provider, self.threads)
+        key = (key_model, self.provider, self.threads, wanted)
         with self._lock:
             if key not in self._cache:
-                self._cache[key] = self._create(model, key_model)
+                self._cache[key] = self._create(model, key_model, wanted)
             return self._cache[key]
 
-    def _create(self, model: str | os.PathLike | bytes, key_model: str) -> Any:
-        ort = import_onnxruntime()
-        available = list(self.available() if self.available else ort.get_available_providers())
+    def _create(self, model: str | os.PathLike | bytes, key_model: str, precision: Precision) -> Any:
+        if not isinstance(model, bytes) and not Path(model).is_file():
+            raise ModelFileError(f"model file not found: {model}")
+        available = list(self.available() if self.available else available_providers())
         chain = provider_chain(available, self.provider)
+        requested = [name for name, _ in chain]
+        if chain[0][0] == OPENVINO:
+            session, message = self._openvino(model, precision)
+            if session is not None:
+                self._record(key_model, SessionInfo(_display(model), requested, [OPENVINO], None, session.precision))
+                return session
+            chain = chain[1:]
+        else:
+            message = None
+        session = self._onnxruntime(model, chain)
+        got = list(session.get_providers())
+        self._record(key_model, SessionInfo(_display(model), requested, got, message or fallback_message(requested, got)))
+        return session
+
+    def _record(self, key_model: str, info: SessionInfo) -> None:
+        self.infos[key_model] = info
+        if info.message and self.on_message:
+            self.on_message(info.message)
+
+    def _openvino(self, model: str | os.PathLike | bytes, precision: Precision) -> tuple[Any, str | None]:
+        """An OpenVINO session, or None and the reason ONNX Runtime takes over (a model OpenVINO cannot compile)."""
+        core = openvino_sessions.openvino_core()
+        if core is None:
+            return None, "OpenVINO was requested but is not installed (pip install openvino); running on ONNX Runtime."
+        try:
+            return openvino_sessions.compile_session(core, model, precision, self.threads, cache_dir() / "openvino"), None
+        except Exception as exc:  # OpenVINO raises RuntimeError / its own types for unsupported graphs
+            reason = openvino_sessions.failure_reason(exc)
+            return None, f"OpenVINO could not compile {_display(model)} ({reason}); running on ONNX Runtime instead."
+
+    def _onnxruntime(self, model: str | os.PathLike | bytes, chain: list[tuple[str, dict[str, Any]]]) -> Any:
+        ort = import_onnxruntime()
         opts = ort.SessionOptions()
         if self.threads:
             opts.intra_op_num_threads = self.threads
@@ -137,25 +238,20 @@ class SessionPool:
         if "TensorrtExecutionProvider" in (name for name, _ in chain):
             (cache_dir() / "tensorrt").mkdir(parents=True, exist_ok=True)
         source = model if isinstance(model, bytes) else str(model)
-        if not isinstance(model, bytes) and not Path(model).is_file():
-            raise ModelFileError(f"model file not found: {model}")
         try:
             with warnings.catch_warnings():  # ORT warns about a missing provider; fallback_message says it better
                 warnings.simplefilter("ignore", UserWarning)
-                session = ort.InferenceSession(source, sess_options=opts, providers=chain)
+                return ort.InferenceSession(source, sess_options=opts, providers=chain)
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
             raise ModelFileError(f"cannot load model {_display(model)}: {exc}") from exc
-        requested = [name for name, _ in chain]
-        got = list(session.get_providers())
-        info = SessionInfo(_display(model), requested, got, fallback_message(requested, got))
-        self.infos[key_model] = info
-        if info.message and self.on_message:
-            self.on_message(info.message)
-        return session
 
     def providers_in_use(self) -> list[str]:
-        """The first provider of every live session (what the status line shows)."""
+        """The first provider of every live session."""
         return sorted({info.providers[0] for info in self.infos.values() if info.providers})
+
+    def paths_in_use(self) -> list[str]:
+        """Which paths ran, with OpenVINO's precision (``OpenVINO f32``, ``ONNX Runtime CPU``): the summary and status line."""
+        return sorted({info.path for info in self.infos.values() if info.providers})
 
     def clear(self) -> None:
         with self._lock:
