@@ -12,6 +12,8 @@ the backend's native scale, through the app's own engine (tiling and the backend
   offers: ONNX Runtime fp32 on the CPU (the baseline every ratio is against), OpenVINO f32, OpenVINO bf16 where the
   CPU runs it natively, and ONNX Runtime's GPU providers where installed;
 - each path's agreement with the baseline (PSNR of the outputs, dB);
+- on the baseline path, the tiling overhead: the engine's default tiles (overlap and blend) against one tile of
+  the whole image;
 - the achieved GFLOP/s (FLOPs of every model call, counted from the ONNX graph by :mod:`model_export.flops`)
   against this machine's attainable peak, measured in the same run by a large matrix product on the fastest CPU
   path with the same threads;
@@ -127,6 +129,7 @@ class Row:
     gflop_s: float | None
     of_peak: float | None
     note: str = ""
+    tiling_overhead: float | None = None  # the engine's default tiles against one whole-image tile (baseline row)
 
 
 def gflop_of(calls: Counter, runs: int) -> float | None:
@@ -165,15 +168,34 @@ def measure_backend(
         out_mp = output.shape[0] * output.shape[1] / 1e6
         gflop = gflop_of(pool.calls, repeat + 1)
         gflop_s = gflop / seconds if gflop is not None else None
+        overhead = None
         if reference is None:
             reference, baseline = output, seconds
+            overhead = tiling_overhead(registry, backend, scale, image, target, threads, repeat, path, seconds)
         rows.append(Row(
             backend, path.name, seconds, out_mp / seconds, baseline / seconds,
             None if output is reference else psnr(output, reference), gflop, gflop_s,
             gflop_s / peak if gflop_s is not None and peak else None,
-            ", ".join(pool.paths_in_use()),
+            ", ".join(pool.paths_in_use()), overhead,
         ))  # fmt: skip
     return rows
+
+
+def tiling_overhead(registry: Registry, backend: str, scale: int, image: np.ndarray, target: tuple[int, int],
+                    threads: int, repeat: int, path: InferencePath, tiled_seconds: float) -> float | None:
+    """How much longer the engine's default tiling (overlaps, blend) takes than one tile of the whole image, as a
+    fraction; None for a whole-image runner (it tiles each of its passes itself) or when one tile does not fit."""
+    size = max(image.shape[:2])
+    options = EngineOptions(provider=path.provider, threads=threads, precision=path.precision, tile=size)
+    engine = Engine(registry, options)
+    spec, runner = engine.runner(backend, scale)
+    if getattr(runner, "whole_image", False):
+        return None
+    try:
+        whole = median_seconds(lambda: engine.run_array(image, spec, runner, target), repeat)
+    except Exception:  # noqa: BLE001 - out of memory for one big tile: the overhead is not measurable here
+        return None
+    return tiled_seconds / whole - 1.0
 
 
 def peak_gflops(threads: int, repeat: int = 3) -> tuple[float, str]:
@@ -282,13 +304,14 @@ def table(rows: Sequence[Row]) -> list[str]:
     def num(value: float | None, fmt: str) -> str:
         return "-" if value is None or value != value else format(value, fmt)
 
-    lines = ["| backend | path | output MP/s | vs ORT fp32 | PSNR vs fp32 (dB) | GFLOP/run | GFLOP/s | of peak |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| backend | path | output MP/s | vs ORT fp32 | PSNR vs fp32 (dB) | GFLOP/run | GFLOP/s | of peak "
+             "| tiling overhead |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r.backend} | {r.path} | {num(r.output_mp_s, '.3f')} | {num(r.vs_baseline, '.2f')}x "
             f"| {num(r.psnr_vs_fp32, '.1f')} | {num(r.gflop, '.1f')} | {num(r.gflop_s, '.1f')} "
-            f"| {num(None if r.of_peak is None else 100 * r.of_peak, '.0f')}% |"
+            f"| {num(None if r.of_peak is None else 100 * r.of_peak, '.0f')}% "
+            f"| {num(None if r.tiling_overhead is None else 100 * r.tiling_overhead, '+.0f')}% |"
             + (f" {r.note}" if r.note.startswith("failed") else "")
         )
     return lines

@@ -386,7 +386,7 @@ def test_tiler_map_halves_on_out_of_memory():
 
     a = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
     assert np.allclose(tiler.map(fn, a), a, atol=1e-6)
-    assert sizes[0] == 64 and max(sizes[1:]) == 32 and tiler.tile_side() == 32
+    assert sizes[0] == 64 and max(sizes[1:]) <= 32 and tiler.tile_side() == 32  # balanced: 3 tiles of 24
 
 
 def test_other_runners_unchanged():

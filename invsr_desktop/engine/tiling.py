@@ -77,6 +77,18 @@ def reflect_pad(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.pad(pixels, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
 
 
+def balanced_tile(length: int, size: int, overlap: int, align: int) -> int:
+    """The tile side along one axis: the fewest tiles of at most ``size`` that cover ``length``, made only as large as
+    that many need. A 512 px side with 295 px tiles takes two tiles either way, but two of 264 px instead of two of
+    295 px overlapping by 78: the model computes 6 % more pixels than the image has instead of 26 %."""
+    if length <= size:
+        return length
+    count = -(-(length - overlap) // max(1, size - overlap))
+    side = -(-(length + (count - 1) * overlap) // count)
+    side = -(-side // align) * align
+    return min(size, side)
+
+
 def _starts(length: int, tile: int, overlap: int, align: int) -> list[int]:
     """Tile origins along one axis: every tile full size, the last one flush with the end."""
     if length <= tile:
@@ -283,10 +295,10 @@ def blend_tiles(
     blend = _Blend(grid.up(ph), grid.up(pw))
     y = 0
     while True:
-        row_h = min(size, ph)
+        row_h, tile_w = balanced_tile(ph, size, overlap, grid.align), balanced_tile(pw, size, overlap, grid.align)
         y = min(y, ph - row_h)
         try:
-            _blend_row(fn, padded, blend, grid, (ph, pw), y, row_h, min(size, pw), overlap, cancel)
+            _blend_row(fn, padded, blend, grid, (ph, pw), y, row_h, tile_w, overlap, cancel)
         except Exception as exc:
             blend.undo_row()
             if not is_out_of_memory(exc) or size // 2 < max(MIN_TILE // 2, grid.align):
