@@ -43,12 +43,15 @@ def model_flops(path: str, shapes: Shapes) -> Flops:
             dim.ClearField("dim_param")
             dim.dim_value = int(size)
     inferred = shape_inference.infer_shapes(model, data_prop=True)
-    return count(inferred)
+    flops = count(inferred)
+    if flops.unresolved:  # shapes computed at run time (the INN's Slice / Gather of a Shape): run it and look
+        flops = count(inferred, _shapes_by_running(inferred, dict(shapes)))
+    return flops
 
 
-def count(model: onnx.ModelProto) -> Flops:
-    """Sum the counted operators of a model whose shapes have been inferred."""
-    shapes = _known_shapes(model)
+def count(model: onnx.ModelProto, extra: dict[str, tuple[int, ...]] | None = None) -> Flops:
+    """Sum the counted operators of a model whose shapes have been inferred (``extra``: shapes seen at run time)."""
+    shapes = {**_known_shapes(model), **(extra or {})}
     total, unresolved = 0.0, 0
     for node in model.graph.node:
         if node.op_type not in COUNTERS:
@@ -61,8 +64,37 @@ def count(model: onnx.ModelProto) -> Flops:
     return Flops(total, unresolved)
 
 
+def _shapes_by_running(model: onnx.ModelProto, fed: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """The real shapes of the counted operators' inputs and outputs: the model run once by ONNX Runtime on inputs
+    of the fed shapes, with those tensors made graph outputs."""
+    from onnx import helper
+
+    from invsr_desktop.engine.sessions import SessionPool
+
+    wanted = sorted({name for node in model.graph.node if node.op_type in COUNTERS
+                     for name in (node.input[0], node.output[0])} - {o.name for o in model.graph.output})  # fmt: skip
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.value_info[:]
+    for name in wanted:
+        probe.graph.output.append(helper.make_empty_tensor_value_info(name))
+    session = SessionPool("cpu", threads=1).session(probe.SerializeToString())
+    feeds = {}
+    for value in model.graph.input:
+        if value.name in fed:
+            dtype = helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+            feeds[value.name] = np.full(fed[value.name], 0.5, dtype=dtype)
+    names = [o.name for o in session.get_outputs()]
+    return {name: tuple(out.shape) for name, out in zip(names, session.run(names, feeds))}
+
+
 def _known_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    for node in model.graph.node:  # weights exported as Constant nodes (the INN's couplings) rather than initializers
+        if node.op_type == "Constant":
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None:
+                shapes[node.output[0]] = tuple(value.dims)
     for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
         dims = value.type.tensor_type.shape.dim
         if dims and all(d.HasField("dim_value") for d in dims):

@@ -61,3 +61,15 @@ def test_bench_measures_a_backend_and_a_model_file_on_every_path(tmp_path, capsy
     # 6.1 GFLOP at 64 x 64 (counted from the graph), so about 0.85 at 24 x 24: the FLOPs scale with the pixels
     assert 0.7 < esrgan[0]["gflop"] < 1.0
     assert "GFLOP/s" in capsys.readouterr().out
+
+
+def test_a_graph_whose_shapes_are_computed_at_run_time_is_counted_by_running_it():
+    """The INN's Slice / Gather of a Shape defeat shape inference; both halves of one invertible network do the
+    same convolutions, so the shrink of a 64 px image costs what the restore of its 16 px result does."""
+    from invsr_desktop.resources import MODELS
+
+    down = model_flops(str(MODELS / "inn_irn_x4_down.onnx"), shapes_of({"hr": np.zeros((1, 3, 64, 64))}))
+    up = model_flops(str(MODELS / "inn_irn_x4_up.onnx"), shapes_of(
+        {"lr": np.zeros((1, 3, 16, 16)), "z": np.zeros((1, 45, 16, 16)), "temperature": np.zeros(1)}))
+    assert down.unresolved == 0 and up.unresolved == 0
+    assert down.total == up.total > 1e8
