@@ -90,7 +90,8 @@ def round_trip_delta(registry: Registry, images: Sequence[np.ndarray], threads: 
             for hr in images:
                 hr = modcrop(hr, 4)
                 small = shrink_image(engine, Image(pixels=hr), "inn-shrink", 4)
-                small = small.with_pixels(np.round(np.clip(small.pixels, 0, 1) * 255) / 255.0)  # the 8-bit PNG
+                eight_bit = np.round(np.clip(small.pixels, 0, 1) * 255) / 255.0  # what the 8-bit PNG holds
+                small = small.with_pixels(eight_bit.astype(np.float32))
                 back = restore_image(engine, small)
                 scores.append(psnr_u8(back.pixels, hr))
             results.append(float(np.mean(scores)))
@@ -107,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--min-psnr", type=float, default=DEFAULT_MIN_PSNR)
     args = p.parse_args(argv)
     registry = default_registry()
-    images = [load_hr(path) for path in list_images(args.images)]
+    images = [(load_hr(path) / 255.0).astype(np.float32) for path in list_images(args.images)]  # [0, 255] -> [0, 1]
     images = [np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img for img in images]
     if not images:
         print(f"no images in {args.images}", file=sys.stderr)
