@@ -71,6 +71,9 @@ __all__ = [
 READ_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF")
 SUPPORTED_READ_TEXT = "PNG, JPEG, WebP, TIFF, BMP, GIF"
 # Output formats and their preferred suffix.
+# zlib level of written PNGs. Pillow's default (6) spent 21.5 of a 35 s x2 upscale of a 12 MP photo encoding the
+# 48 MP result; level 3 took 8.4 s for a file 10 % larger (level 1: 5.4 s, 19 % larger). Lossless either way.
+PNG_COMPRESS_LEVEL = 3
 WRITE_FORMATS: dict[str, str] = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp", "TIFF": ".tif"}
 _SUFFIX_FORMATS = {
     ".png": "PNG",
@@ -696,6 +699,8 @@ def _encode(image: Image, fmt: str, fp: IO[bytes], quality: int, lossless: bool)
     if fmt == "JPEG":
         # 4:4:4 chroma at high quality: an upscaler's output should not lose colour resolution at the last step.
         options.update(quality=quality, subsampling=0 if quality >= 90 else 2)
+    elif fmt == "PNG":
+        options["compress_level"] = PNG_COMPRESS_LEVEL
     elif fmt == "WEBP":
         # Lossless WebP reads "quality" as compression effort: 80 is near the smallest file, far faster than 100.
         options.update(quality=80 if lossless else quality, lossless=lossless, method=4)
@@ -787,7 +792,7 @@ def _write_png16(fp: IO[bytes], array: np.ndarray, exif: PILImage.Exif | None, i
 
     rows = array.astype(">u2", copy=False).reshape(height, width * channels).view(np.uint8)
     bpp = 2 * channels
-    compressor = zlib.compressobj(6)
+    compressor = zlib.compressobj(PNG_COMPRESS_LEVEL)
     pending = bytearray()
     previous = np.zeros(rows.shape[1], dtype=np.uint8)
     block = max(1, (4 << 20) // max(1, rows.shape[1]))
