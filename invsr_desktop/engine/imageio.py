@@ -669,8 +669,9 @@ def save_image(
 
 def _encode(image: Image, fmt: str, fp: IO[bytes], quality: int, lossless: bool) -> None:
     """Encode ``image`` as ``fmt`` into the open file ``fp`` (the temporary file during a save)."""
-    pixels = np.nan_to_num(image.pixels, nan=0.0, posinf=1.0, neginf=0.0)
+    pixels = image.pixels  # NaN / inf are mapped in _quantize, band by band (a full-size copy per step was 2 GB)
     if fmt == "JPEG" and image.has_alpha:
+        pixels = _finite(pixels)
         colour, alpha = pixels[..., :-1], pixels[..., -1:]
         pixels = colour * alpha + (1.0 - alpha)  # unpremultiplied colour over white
     if fmt == "WEBP" and image.is_grey:
@@ -709,10 +710,27 @@ def _encode(image: Image, fmt: str, fp: IO[bytes], quality: int, lossless: bool)
     pil.save(fp, format=fmt, **options)
 
 
+QUANTIZE_BAND = 256  # rows converted at a time: the temporaries are a band, not a second full-size float image
+
+
+def _finite(pixels: np.ndarray) -> np.ndarray:
+    """NaN -> 0, +inf -> 1, -inf -> 0 (what a broken backend's output becomes in the file)."""
+    return np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
+
+
 def _quantize(pixels: np.ndarray, depth: int) -> np.ndarray:
-    top = 255.0 if depth == 8 else 65535.0
-    scaled = np.clip(pixels, 0.0, 1.0) * np.float32(top)
-    return np.rint(scaled).astype(np.uint8 if depth == 8 else np.uint16)
+    """Float pixels in [0, 1] to uint8 / uint16 (rounded, clipped, NaN / inf mapped as :func:`_finite`), band by
+    band into the one output array: the peak is the input, the output and one band."""
+    top = np.float32(255.0 if depth == 8 else 65535.0)
+    out = np.empty(pixels.shape, dtype=np.uint8 if depth == 8 else np.uint16)
+    for b0 in range(0, pixels.shape[0], QUANTIZE_BAND):
+        band = np.array(pixels[b0 : b0 + QUANTIZE_BAND], dtype=np.float32)  # a copy: the caller's array stays
+        np.nan_to_num(band, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(band, 0.0, 1.0, out=band)
+        band *= top
+        np.rint(band, out=band)
+        out[b0 : b0 + QUANTIZE_BAND] = band
+    return out
 
 
 def _exif_for_output(raw: bytes | None, width: int, height: int) -> PILImage.Exif | None:

@@ -146,7 +146,10 @@ class Engine:
             out = np.concatenate([out, a], axis=2)
         if progress:
             progress(1.0)
-        return np.clip(out, 0.0, 1.0).astype(np.float32, copy=False)
+        out = out.astype(np.float32, copy=False)
+        if not out.flags.writeable or np.may_share_memory(out, pixels):  # a runner may hand back what it was given
+            out = out.copy()
+        return np.clip(out, 0.0, 1.0, out=out)  # in place: a second full-size float image would double the peak
 
     def _run(
         self,
