@@ -42,7 +42,7 @@ import numpy as np
 
 from invsr_desktop.engine import openvino_sessions
 from invsr_desktop.engine.pipeline import Engine, EngineOptions
-from invsr_desktop.engine.registry import Registry, default_registry
+from invsr_desktop.engine.registry import Registry
 from invsr_desktop.engine.sessions import SessionPool, available_providers
 from model_export.flops import model_flops, shapes_of
 
@@ -331,9 +331,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def fresh_registry() -> Registry:
+    """This command's own registry, loaded now: the process-wide one may predate a change of model folder, and the
+    command must not add its ``--model`` backends to it."""
+    registry = Registry()
+    registry.load_entry_points()
+    return registry
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    registry = default_registry()
+    registry = fresh_registry()
     extra = register_models(registry, args.model)
     backends = args.backend + extra if args.backend else [s.id for s in registry.backends()]
     unknown = [b for b in backends if b not in {s.id for s in registry.backends()}]

@@ -27,7 +27,8 @@ import numpy as np
 
 from invsr_desktop.engine import openvino_sessions
 from invsr_desktop.engine.pipeline import Engine, EngineOptions
-from invsr_desktop.engine.registry import Registry, default_registry
+from invsr_desktop.engine.registry import Registry
+from model_export.bench import fresh_registry
 from model_export.data.dataset import make_lr
 from model_export.evaluate import list_images, load_hr, modcrop
 
@@ -107,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--min-psnr", type=float, default=DEFAULT_MIN_PSNR)
     args = p.parse_args(argv)
-    registry = default_registry()
+    registry = fresh_registry()
     images = [(load_hr(path) / 255.0).astype(np.float32) for path in list_images(args.images)]  # [0, 255] -> [0, 1]
     images = [np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img for img in images]
     if not images:
