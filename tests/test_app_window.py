@@ -170,7 +170,16 @@ def test_failures_show_in_their_rows_and_the_queue_goes_on(make_window, qtbot, t
     assert blocked.state is JobState.FAILED and "not a folder" in cell(window, blocked.id, DETAILS)
     assert window.isVisible()
     tip = window.model.data(window.model.index(window.model.row_of(missing.id), STATE), Qt.ItemDataRole.ToolTipRole)
-    assert "Traceback" in tip
+    assert missing.error in tip and "Traceback" not in tip  # one sentence; the technical text is behind Details…
+
+    view = window.queue_panel
+    view.select_job(fine.id)
+    assert not view.actions_["details"].isEnabled()
+    view.select_job(missing.id)
+    assert view.actions_["details"].isEnabled()
+    box = view.show_details()
+    assert box.text() == missing.error and "Traceback" in box.detailedText()
+    box.close()
 
 
 def test_rerun_with_another_backend_keeps_both_results(make_window, qtbot, tmp_path):

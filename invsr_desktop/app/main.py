@@ -64,6 +64,25 @@ def onnxruntime_present() -> bool:
     return True
 
 
+def log_to_file() -> Path | None:
+    """The app's log (failures with their tracebacks, decoder warnings) in the user's state folder (XDG), so that
+    an app started from the launcher, whose stderr goes nowhere, still keeps them. None if it cannot be opened."""
+    import logging
+    import logging.handlers
+    import os
+
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "invsr-desktop"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(base / "invsr-desktop.log", maxBytes=1 << 20, backupCount=2,
+                                                       encoding="utf-8")  # fmt: skip
+    except OSError:
+        return None
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("invsr_desktop").addHandler(handler)
+    return base / "invsr-desktop.log"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args, qt_args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.install_launcher or args.uninstall_launcher:
@@ -83,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from invsr_desktop.app.main_window import ICON_PATH, MainWindow
     from invsr_desktop.app.settings import AppSettings
 
+    log_to_file()
     app = QApplication.instance() or QApplication([sys.argv[0], *qt_args])
     app.setOrganizationName(ORGANISATION)
     app.setApplicationName(APPLICATION)

@@ -170,8 +170,8 @@ class JobTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if column == IMAGE:
                 return str(job.source)
-            if job.state is JobState.FAILED:
-                return f"{job.error}\n\n{job.details}".strip()
+            if job.state is JobState.FAILED:  # the traceback is behind Details… (and in the log), not here
+                return f"{job.error}\n\nDouble-click or Details… for the technical text."
             if column == DETAILS and job.result:
                 return f"{job.result}\n{job.note}".strip()
             if column in (BACKEND, DETAILS) and job.note:

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
     QHeaderView,
+    QMessageBox,
     QStyle,
     QStyledItemDelegate,
     QStyleOptionProgressBar,
@@ -120,6 +121,8 @@ class QueuePanel(QWidget):
             ("rerun", "Run again", "Queue the selected photos again with the backend and parameters now chosen, "
              "keeping the earlier results for comparison", lambda: self.rerunRequested.emit(self.selected_ids())),
             ("compare", "Compare", "Compare the selected result with its original", self._compare_selected),
+            ("details", "Details…", "Why the selected image failed, with the technical text to report it (also: "
+             "double-click a failed row)", self.show_details),
             ("clear", "Clear finished", "Remove every finished image from the list", queue.clear_finished),
         ):  # fmt: skip
             action = self.toolbar.addAction(text)
@@ -188,6 +191,22 @@ class QueuePanel(QWidget):
         job = self.model.job_at(index.row())
         if job is not None and job.state is JobState.DONE:
             self.compareRequested.emit(job.id)
+        elif job is not None and job.state is JobState.FAILED:
+            self.show_details(job)
+
+    def show_details(self, job: Job | None = None) -> QMessageBox | None:
+        """The failure in one sentence, the technical text (the traceback the log also holds) behind Qt's own
+        "Show Details..." button, where a bug report can copy it from."""
+        job = job or next((j for j in self.selected_jobs() if j.state is JobState.FAILED), None)
+        if job is None:
+            return None
+        box = QMessageBox(QMessageBox.Icon.Warning, "Why this image failed", job.error or "It failed.",
+                          QMessageBox.StandardButton.Close, self, objectName="failure_box")  # fmt: skip
+        box.setInformativeText(f"{job.source.name}: Retry runs it again; Remove takes it off the list.")
+        if job.details:
+            box.setDetailedText(job.details)
+        box.open()
+        return box
 
     def _update_buttons(self, *args: object) -> None:
         jobs = self.selected_jobs()
@@ -200,6 +219,7 @@ class QueuePanel(QWidget):
             "remove": bool(jobs),
             "rerun": bool(jobs),
             "compare": JobState.DONE in states,
+            "details": JobState.FAILED in states,
             "clear": any(job.state.finished for job in self.queue.jobs()),
         }
         for key, on in enabled.items():

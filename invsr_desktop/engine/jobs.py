@@ -21,6 +21,7 @@ import itertools
 import math
 import threading
 import time
+import logging
 import traceback
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -48,6 +49,8 @@ NAME_ATTEMPTS = 3
 SHRINK_FORMATS: tuple[str, ...] = ("png", "jpeg")
 _JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 
+
+log = logging.getLogger(__name__)
 
 class JobMode(str, Enum):
     """What a job does with its image: upscale it, shrink it with an invertible network, or restore a shrunk one."""
@@ -580,6 +583,7 @@ class JobQueue:
         except CancelledError:
             self._finish(job, JobState.CANCELLED)
         except Exception as exc:  # noqa: BLE001 - a job's failure is shown in its row; the queue goes on
+            log.error("%s failed: %s", job.source, describe_error(exc), exc_info=True)  # the traceback: in the log
             self._finish(job, JobState.FAILED, error=describe_error(exc), details=traceback.format_exc())
         else:
             self._finish(job, JobState.DONE, result=result)
