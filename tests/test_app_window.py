@@ -375,3 +375,25 @@ def test_quitting_with_work_left_asks_first_and_ctrl_q_quits(make_window, qtbot,
     answer("Quit")
     window.actions_["quit"].trigger()
     assert len(answers) == 2 and not window.isVisible() and window._shut_down
+
+
+def test_added_photos_wait_as_ready_until_the_start_button(qtbot, tmp_path):
+    """The default: dropped or opened photos are Ready; "Upscale 2 photos" (or Enter) starts them."""
+    window = open_window(qtbot, tmp_path, 0.0, start_at_once=False)
+    assert not window.panel.start_at_once_check.isChecked()
+    select_backend(window, "bicubic")
+    start = window.actions_["start"]
+    assert not start.isEnabled()
+    jobs = window.add_paths([make_photo(tmp_path / "a.png"), make_photo(tmp_path / "b.png")])
+    assert [j.state for j in jobs] == [JobState.READY] * 2 and cell(window, jobs[0].id, STATE) == "Ready"
+    assert start.isEnabled() and start.text() == "Upscale 2 photos"
+    qtbot.wait(200)
+    assert all(j.state is JobState.READY for j in jobs) and not list(tmp_path.glob("*_x2_*"))
+    start.trigger()
+    qtbot.waitUntil(lambda: all(j.state is JobState.DONE for j in jobs), timeout=20_000)
+    assert not start.isEnabled()
+
+    window.panel.start_at_once_check.setChecked(True)  # the setting: photos run as soon as they are added
+    (now,) = window.add_paths([make_photo(tmp_path / "c.png")])
+    qtbot.waitUntil(lambda: now.state is JobState.DONE, timeout=20_000)
+    assert AppSettings(tmp_path / "settings.ini").start_at_once()

@@ -243,3 +243,16 @@ def test_run_job_with_the_real_engine_and_bicubic(tmp_path):
     with pytest.raises(CancelledError):
         run_job(Engine(), Job(2, source, "bicubic", 3.0), cancel=lambda: next(calls, True))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a_x2_bicubic.png"]
+
+
+def test_ready_jobs_wait_for_start_and_can_be_cancelled(tmp_path):
+    queue = JobQueue()
+    first, second, third = (queue.add(photo(tmp_path, f"{n}.png"), "bicubic", 2, start=False) for n in "abc")
+    assert [j.state for j in queue.jobs()] == [JobState.READY] * 3 and queue.next_job() is None
+    engine = FakeEngine()
+    assert queue.run_pending(engine) == 0 and engine.calls == []
+    queue.cancel(third.id)
+    assert third.state is JobState.CANCELLED
+    assert queue.start([second.id]) == [second] and queue.ready() == [first]
+    assert queue.run_pending(engine) == 1 and second.state is JobState.DONE and first.state is JobState.READY
+    assert queue.start() == [first] and queue.run_pending(engine) == 1 and first.state is JobState.DONE

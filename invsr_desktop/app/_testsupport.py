@@ -135,15 +135,19 @@ def drop_files(widget: QWidget, paths: list[Path], pos: QPoint | None = None) ->
 
 
 def open_window(
-    qtbot: object, folder: Path, delay: float = SLOW_TILE_SECONDS, settings: Path | None = None, inn: bool = False
+    qtbot: object, folder: Path, delay: float = SLOW_TILE_SECONDS, settings: Path | None = None, inn: bool = False,
+    start_at_once: bool = True,
 ):
     """A shown main window with the test registry, settings in ``folder`` and pasted images under it; closed by
-    pytest-qt at the end of the test (which stops its worker thread)."""
+    pytest-qt at the end of the test (which stops its worker thread). ``start_at_once``: added photos run at once
+    (what most tests of the queue want; the Ready / Start path has its own tests)."""
     from invsr_desktop.app.main_window import MainWindow
     from invsr_desktop.app.settings import AppSettings
 
     registry, _ = registry_for_tests(delay, inn)
-    window = MainWindow(AppSettings(settings or folder / "settings.ini"), registry, folder / "pasted")
+    app_settings = AppSettings(settings or folder / "settings.ini")
+    app_settings.set_start_at_once(start_at_once)
+    window = MainWindow(app_settings, registry, folder / "pasted")
     window.ask_before_quit = False  # pytest-qt closes windows with work left; a test of the question turns it on
     qtbot.addWidget(window)  # type: ignore[attr-defined]
     window.show()

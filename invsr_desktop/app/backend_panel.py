@@ -139,6 +139,12 @@ class BackendPanel(QWidget):
         layout.addWidget(self._backend_group())
         layout.addWidget(self._output_group())
         layout.addWidget(self._engine_group())
+        self.start_at_once_check = QCheckBox("Start as soon as photos are added", objectName="start_at_once")
+        self.start_at_once_check.setToolTip("Off: added photos wait as Ready until you press Upscale (or Enter), so "
+                                            "you can choose the backend first")
+        self.start_at_once_check.setChecked(self.settings.start_at_once())
+        self.start_at_once_check.toggled.connect(self.settings.set_start_at_once)
+        layout.addWidget(self.start_at_once_check)
         layout.addStretch(1)
         self._fill_backends()
         self._load()

@@ -144,6 +144,8 @@ class MainWindow(QMainWindow):
         toolbar.setObjectName("main_toolbar")
         self.actions_: dict[str, QAction] = {}
         for key, text, shortcut, tip, slot in (
+            ("start", "Upscale", None, "Start the photos waiting as Ready (Enter)", self.start_ready),
+            (None, None, None, None, None),
             ("open_files", "Open files…", QKeySequence.StandardKey.Open, "Add photos to the queue", self.open_files),
             ("open_folder", "Open folder…", QKeySequence("Ctrl+Shift+O"), "Add every photo of a folder",
              self.open_folder),
@@ -172,6 +174,12 @@ class MainWindow(QMainWindow):
             else:
                 toolbar.addAction(action)
             self.actions_[key] = action
+        start = self.actions_["start"]
+        start.setShortcuts([QKeySequence(Qt.Key.Key_Return), QKeySequence(Qt.Key.Key_Enter),
+                            QKeySequence("Ctrl+Return")])  # fmt: skip
+        bold = start.font()
+        bold.setBold(True)
+        start.setFont(bold)
         pause = self.actions_["pause"]
         pause.setCheckable(True)
         pause.toggled.connect(lambda on: self.queue.pause() if on else self.queue.resume())
@@ -252,11 +260,20 @@ class MainWindow(QMainWindow):
             return []
         self.panel.save()
         backend_id, scale = (spec.id, self.panel.scale()) if spec is not None else ("", 1.0)
-        jobs = [self.queue.add(image, backend_id, scale, params, output, mode) for image in images]
+        start = self.settings.start_at_once()
+        jobs = [self.queue.add(image, backend_id, scale, params, output, mode, start=start) for image in images]
         self.settings.set_last_folder(images[-1].parent)
         self.tabs.setCurrentWidget(self.queue_panel)
-        self.statusBar().showMessage(added_text(jobs, mode), 6000)
+        waiting = "" if start else f" — press {self.actions_['start'].text()} (Enter) to start"
+        self.statusBar().showMessage(added_text(jobs, mode) + waiting, 8000)
+        self._update_status()
         return jobs
+
+    def start_ready(self) -> list[Job]:
+        """Start every photo waiting as Ready (the Upscale N photos button, Enter)."""
+        started = self.queue.start()
+        self._update_status()
+        return started
 
     def add_image(self, image: QImage) -> list[Job]:
         """Queue an image that has no file (pasted or dragged from a browser): saved first as a PNG."""
@@ -380,7 +397,18 @@ class MainWindow(QMainWindow):
         if self.queue.paused:
             text += " — paused"
         self.summary_label.setText(text)
+        self._update_start(self.queue.ready())
         self._update_provider()
+
+    def _update_start(self, ready: list[Job]) -> None:
+        """"Upscale 3 photos", "Shrink 1 photo", "Start 4 photos" (mixed tasks); disabled with nothing ready."""
+        verbs = {job.mode for job in ready}
+        verb = {JobMode.UPSCALE: "Upscale", JobMode.SHRINK: "Shrink", JobMode.RESTORE: "Restore"}.get(
+            next(iter(verbs)) if len(verbs) == 1 else None, "Start")
+        n = len(ready)
+        action = self.actions_["start"]
+        action.setText(f"{verb} {n} photo{'s' if n != 1 else ''}" if n else "Upscale")
+        action.setEnabled(bool(n))
 
     def _update_provider(self) -> None:
         """Which path sessions really run on (``OpenVINO f32``, ``ONNX Runtime CUDA``); before the first session,

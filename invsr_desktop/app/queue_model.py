@@ -33,6 +33,7 @@ JOB_IDS_MIME = "application/x-invsr-job-ids"
 #: Role under which the progress column hands its 0..1 value to the progress-bar delegate.
 PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 1
 STATE_TEXT = {
+    JobState.READY: "Ready",
     JobState.QUEUED: "Queued",
     JobState.RUNNING: "Running",
     JobState.PAUSED: "Paused",

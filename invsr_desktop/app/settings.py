@@ -159,6 +159,13 @@ class AppSettings:
     def set_compare_mode(self, mode: str) -> None:
         self.qsettings.setValue("compare/mode", mode)
 
+    def start_at_once(self) -> bool:
+        """Whether photos start as soon as they are added (off: they wait as Ready for the Start button)."""
+        return self._get("queue/start_at_once", False, bool)
+
+    def set_start_at_once(self, on: bool) -> None:
+        self.qsettings.setValue("queue/start_at_once", bool(on))
+
     def last_folder(self) -> str:
         return self._get("window/last_folder", "", str)
 

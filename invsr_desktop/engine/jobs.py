@@ -66,8 +66,11 @@ class JobError(InvsrError):
 
 
 class JobState(str, Enum):
-    """Where a job is in its life. ``paused`` is a running job held between two tiles by a paused queue."""
+    """Where a job is in its life. ``ready`` waits for the user's Start (the app adds photos so, as Upscayl and
+    chaiNNer do, unless told to start at once); ``paused`` is a running job held between two tiles by a paused
+    queue."""
 
+    READY = "ready"
     QUEUED = "queued"
     RUNNING = "running"
     PAUSED = "paused"
@@ -434,8 +437,9 @@ class JobQueue:
         params: dict[str, Any] | None = None,
         output: OutputSettings | None = None,
         mode: JobMode | str = JobMode.UPSCALE,
+        start: bool = True,
     ) -> Job:
-        """Append a queued job and return it.
+        """Append a job and return it: queued, or with ``start=False`` ready (it waits for :meth:`start`).
 
         ``mode`` shrink needs a shrinking backend and a whole factor as ``scale``; restore takes the backend, model
         and scale from the image's marker. A shrunk image queued in any mode becomes a restore job whose ``note``
@@ -448,6 +452,8 @@ class JobQueue:
         with self._cond:
             job = Job(next(self._ids), source, backend_id, float(scale), params, output or OutputSettings(),
                       mode=mode, note=note, marker=marker)  # fmt: skip
+            if not start:
+                job.state = JobState.READY
             self._jobs.append(job)
             index = len(self._jobs) - 1
             self._cond.notify_all()
@@ -483,6 +489,24 @@ class JobQueue:
         """Move a job ``delta`` rows (negative: up, towards the front of the queue)."""
         self.move(job_id, self.index_of(job_id) + delta)
 
+    def ready(self) -> list[Job]:
+        """The jobs waiting for Start, in queue order."""
+        with self._cond:
+            return [job for job in self._jobs if job.state is JobState.READY]
+
+    def start(self, job_ids: Iterable[int] | None = None) -> list[Job]:
+        """Queue the ready jobs (all, or those of ``job_ids``); returns those it queued."""
+        wanted = None if job_ids is None else set(job_ids)
+        with self._cond:
+            started = [job for job in self._jobs
+                       if job.state is JobState.READY and (wanted is None or job.id in wanted)]  # fmt: skip
+            for job in started:
+                job.state = JobState.QUEUED
+            self._cond.notify_all()
+        for job in started:
+            self._changed(job)
+        return started
+
     def retry(self, job_id: int) -> Job:
         """Queue a failed or cancelled job again with the same settings (a done one is left alone)."""
         with self._cond:
@@ -500,7 +524,7 @@ class JobQueue:
         """Cancel a job: a queued one at once, a running one at its next tile; finished ones are left alone."""
         with self._cond:
             job = self.get(job_id)
-            if job.state is JobState.QUEUED:
+            if job.state in (JobState.QUEUED, JobState.READY):
                 job.state, job.finished = JobState.CANCELLED, time.monotonic()
             elif job.state.active:
                 job.cancel_requested = True
