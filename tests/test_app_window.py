@@ -397,3 +397,20 @@ def test_added_photos_wait_as_ready_until_the_start_button(qtbot, tmp_path):
     (now,) = window.add_paths([make_photo(tmp_path / "c.png")])
     qtbot.waitUntil(lambda: now.state is JobState.DONE, timeout=20_000)
     assert AppSettings(tmp_path / "settings.ini").start_at_once()
+
+
+def test_a_photo_queued_again_is_done_before_and_run_again_redoes_it(make_window, qtbot, tmp_path):
+    """The same photo, backend, scale and folder a second time: kept as done before, no "(1)" copy; Run again
+    asks explicitly and writes one."""
+    window = make_window()
+    select_backend(window, "bicubic")
+    photo = make_photo(tmp_path / "a.png")
+    (first,) = window.add_paths([photo])
+    qtbot.waitUntil(lambda: first.state is JobState.DONE, timeout=20_000)
+    (again,) = window.add_paths([photo])
+    qtbot.waitUntil(lambda: again.state is JobState.DONE, timeout=20_000)
+    assert again.result == first.result and "done before" in again.note
+    assert sorted(p.name for p in tmp_path.glob("a_x*")) == [first.result.name]
+    (redo,) = window.rerun([again.id])
+    qtbot.waitUntil(lambda: redo.state is JobState.DONE, timeout=20_000)
+    assert redo.result != first.result and redo.result.exists()

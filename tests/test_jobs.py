@@ -11,6 +11,7 @@ import pytest
 from PIL import Image as PILImage
 
 from invsr_desktop.engine.errors import CancelledError, ImageWriteError
+from invsr_desktop.engine.provenance import Provenance
 from invsr_desktop.engine.jobs import (
     Job,
     JobQueue,
@@ -30,6 +31,9 @@ class FakeEngine:
         self.tiles, self.delay, self.fail = tiles, delay, fail or {}
         self.calls: list[Path] = []
         self.tile_started = threading.Event()
+
+    def provenance(self, source, backend_id, scale, params=None):
+        return Provenance.of("upscale", backend_id, scale, params or {}, source)
 
     def upscale_file(self, source, destination, backend_id, scale, params, quality, lossless, progress, cancel):
         self.calls.append(Path(source))

@@ -238,10 +238,12 @@ class MainWindow(QMainWindow):
             self.splitter.restoreState(splitter)
 
     # -- adding work -------------------------------------------------------------------------------------------
-    def add_paths(self, paths: Iterable[str | Path]) -> list[Job]:
+    def add_paths(self, paths: Iterable[str | Path], redo: bool = False, start: bool | None = None) -> list[Job]:
         """Queue the photos among ``paths`` (files, or folders' top-level photos) with the panel's mode and settings.
 
-        The queue recognises images made by Shrink and restores them whatever the mode (their rows say so).
+        The queue recognises images made by Shrink and restores them whatever the mode (their rows say so). A photo
+        whose result with the same settings exists is kept as "done before" unless ``redo``; ``start`` (None: the
+        setting) runs the photos at once instead of leaving them Ready.
         """
         images, problems = expand_sources(paths)
         for problem in problems:
@@ -260,8 +262,9 @@ class MainWindow(QMainWindow):
             return []
         self.panel.save()
         backend_id, scale = (spec.id, self.panel.scale()) if spec is not None else ("", 1.0)
-        start = self.settings.start_at_once()
-        jobs = [self.queue.add(image, backend_id, scale, params, output, mode, start=start) for image in images]
+        start = self.settings.start_at_once() if start is None else start
+        jobs = [self.queue.add(image, backend_id, scale, params, output, mode, start=start, redo=redo)
+                for image in images]  # fmt: skip
         self.settings.set_last_folder(images[-1].parent)
         self.tabs.setCurrentWidget(self.queue_panel)
         waiting = "" if start else f" — press {self.actions_['start'].text()} (Enter) to start"
@@ -321,7 +324,7 @@ class MainWindow(QMainWindow):
             source = self.queue.get(job_id).source
             if source not in sources:
                 sources.append(source)
-        return self.add_paths(sources)
+        return self.add_paths(sources, redo=True, start=True)  # asked for explicitly: run it, even if done before
 
     # -- drag and drop anywhere on the window ------------------------------------------------------------------
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:

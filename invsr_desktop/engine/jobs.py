@@ -30,7 +30,15 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 from invsr_desktop.engine.errors import CancelledError, InvsrError, OutputExistsError
 from invsr_desktop.engine.formats import READ_SUFFIXES
-from invsr_desktop.engine.output import RESTORE_SUFFIX, check_writable, default_suffix, output_path, shrink_suffix
+from invsr_desktop.engine.output import (
+    RESTORE_SUFFIX,
+    check_writable,
+    default_suffix,
+    first_name,
+    output_path,
+    shrink_suffix,
+)
+from invsr_desktop.engine.provenance import find_done
 from invsr_desktop.engine.registry import BackendBuildError
 
 if TYPE_CHECKING:  # the pipeline pulls in OpenCV and ONNX Runtime; the queue model itself needs neither
@@ -159,6 +167,7 @@ class Job:
     mode: JobMode = JobMode.UPSCALE
     note: str = ""
     marker: ShrinkMarker | None = None
+    redo: bool = False  # run even when the same result exists ("Run again"); else a done-before result is kept
     _paused_at: float | None = field(default=None, repr=False)
 
     @property
@@ -313,6 +322,20 @@ def _destination_rule(job: Job) -> tuple[str, str | None]:
     return output_suffix(job.backend_id, job.scale), job.output.output_format
 
 
+def done_before(engine: Engine, job: Job) -> Path | None:
+    """An earlier result of exactly this upscale (same photo, backend, scale, parameters, folder and format, as
+    its provenance record says, and decoding whole), or None: a folder queued again is not redone, nor duplicated
+    as ``(1)`` copies. A job with ``redo`` is always run."""
+    if job.redo or job.mode is not JobMode.UPSCALE:
+        return None
+    try:
+        record = engine.provenance(job.source, job.backend_id, job.scale, job.params)
+    except (KeyError, ValueError):  # the backend is gone or a parameter no longer fits: the run reports it
+        return None
+    suffix, fmt = _destination_rule(job)
+    return find_done(first_name(job.source, job.output.folder or job.source.parent, suffix, fmt), record)
+
+
 def run_job(
     engine: Engine,
     job: Job,
@@ -438,6 +461,7 @@ class JobQueue:
         output: OutputSettings | None = None,
         mode: JobMode | str = JobMode.UPSCALE,
         start: bool = True,
+        redo: bool = False,
     ) -> Job:
         """Append a job and return it: queued, or with ``start=False`` ready (it waits for :meth:`start`).
 
@@ -451,7 +475,7 @@ class JobQueue:
             backend_id, scale = marker.backend, marker.scale
         with self._cond:
             job = Job(next(self._ids), source, backend_id, float(scale), params, output or OutputSettings(),
-                      mode=mode, note=note, marker=marker)  # fmt: skip
+                      mode=mode, note=note, marker=marker, redo=redo)  # fmt: skip
             if not start:
                 job.state = JobState.READY
             self._jobs.append(job)
@@ -600,6 +624,11 @@ class JobQueue:
         return job
 
     def _run(self, engine: Engine, job: Job) -> None:
+        done = done_before(engine, job)
+        if done is not None:
+            job.note = f"done before: {done.name} has this photo with the same settings (Run again redoes it)"
+            self._finish(job, JobState.DONE, result=done)
+            return
         try:
             result = run_job(
                 engine, job, cancel=lambda: self._checkpoint(job), progress=lambda f: self._progress(job, f)
@@ -654,11 +683,12 @@ class JobQueue:
         self._changed(job)
 
     def duplicate(self, job_id: int, **changes: Any) -> Job:
-        """A new queued job for the same photo, with some settings changed (e.g. another backend)."""
+        """A new queued job for the same photo, with some settings changed (e.g. another backend); it runs even if
+        the same result exists (the user asked again)."""
         job = self.get(job_id)
         template = replace(job, **changes)
         return self.add(template.source, template.backend_id, template.scale, template.params, template.output,
-                        template.mode)  # fmt: skip
+                        template.mode, redo=True)  # fmt: skip
 
 
 def _size(path: Path) -> int:
