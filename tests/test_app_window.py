@@ -300,8 +300,15 @@ def test_files_on_the_command_line_go_straight_into_the_queue(tmp_path, monkeypa
 
     monkeypatch.setattr(qapp, "exec", fake_exec)
     monkeypatch.setattr("invsr_desktop.app.main_window.default_registry", lambda: registry_for_tests()[0])
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     assert app_main.main([str(photo), "--settings", str(tmp_path / "cli.ini")]) == 0
     assert seen["sources"] == [photo]
+    assert (tmp_path / "state" / "invsr-desktop" / "invsr-desktop.log").is_file()  # the app's log, for launcher starts
+    import logging
+
+    for handler in logging.getLogger("invsr_desktop").handlers[:]:  # the next tests log nowhere near tmp_path
+        logging.getLogger("invsr_desktop").removeHandler(handler)
+        handler.close()
 
 
 def test_a_full_disk_and_a_provider_fallback_are_shown_and_the_window_stays(make_window, qtbot, tmp_path, monkeypatch):

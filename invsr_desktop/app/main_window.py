@@ -456,9 +456,9 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
     def unfinished(self) -> int:
-        """Photos running, paused or waiting in the queue: what quitting would stop."""
+        """Photos running, paused, queued or Ready: what quitting would stop or drop (the queue is not kept yet)."""
         counts = self.queue.counts()
-        return counts[JobState.RUNNING] + counts[JobState.PAUSED] + counts[JobState.QUEUED]
+        return sum(counts[s] for s in (JobState.RUNNING, JobState.PAUSED, JobState.QUEUED, JobState.READY))
 
     def confirm_quit(self) -> bool:
         """Ask before quitting with work left (a silent quit used to drop the queue); True to go ahead."""
