@@ -421,3 +421,17 @@ def test_a_photo_queued_again_is_done_before_and_run_again_redoes_it(make_window
     (redo,) = window.rerun([again.id])
     qtbot.waitUntil(lambda: redo.state is JobState.DONE, timeout=20_000)
     assert redo.result != first.result and redo.result.exists()
+
+
+def test_the_list_follows_new_rows_and_an_empty_queue_says_how_to_add(make_window, qtbot, tmp_path):
+    from invsr_desktop.app.queue_view import EMPTY_TEXT
+
+    window = make_window()
+    window.queue.pause()
+    table = window.queue_panel.table
+    assert "Drop photos" in EMPTY_TEXT and not table.grab().isNull()  # the empty state paints
+    photos = [make_photo(tmp_path / f"p{i}.png") for i in range(25)]
+    window.add_paths(photos)
+    qtbot.wait(50)
+    last = table.visualRect(window.model.index(len(photos) - 1, 0))
+    assert table.viewport().rect().intersects(last)  # the newest row is in view, not below the fold

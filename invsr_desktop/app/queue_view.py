@@ -6,8 +6,8 @@ the window (compare, run again with the current settings) are signals.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence, QPainter, QShortcut
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence, QPainter, QPaintEvent, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -38,6 +38,7 @@ from invsr_desktop.app.queue_model import (
 from invsr_desktop.engine.jobs import Job, JobQueue, JobState
 
 BAR_HEIGHT = 22
+EMPTY_TEXT = "Drop photos or folders here\n\nor Open files… (Ctrl+O), Open folder… (Ctrl+Shift+O), Paste (Ctrl+V)"
 COLUMN_WIDTHS = {IMAGE: 220, SIZE: 170, BACKEND: 150, STATE: 90, PROGRESS: 130, ETA: 90}
 
 
@@ -89,6 +90,26 @@ class QueueTable(QTableView):
         for column, width in COLUMN_WIDTHS.items():  # fixed widths: fitting to contents costs O(rows) per change
             self.setColumnWidth(column, width)
         self.setItemDelegateForColumn(PROGRESS, ProgressDelegate(self))
+        # New rows come in at the bottom: the list follows them, so dropped photos are seen arriving.
+        # Deferred: the scroll range grows only once the view has laid the new rows out.
+        model.rowsInserted.connect(lambda parent, first, last: QTimer.singleShot(0, self._follow))
+
+    def _follow(self) -> None:
+        if self.model().rowCount():
+            self.scrollTo(self.model().index(self.model().rowCount() - 1, 0))
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        """An empty queue shows the three ways in, large, where the rows would be (Upscayl's and chaiNNer's empty
+        state; Qt's views have no placeholder of their own)."""
+        super().paintEvent(event)
+        if self.model().rowCount() == 0:
+            painter = QPainter(self.viewport())
+            font = painter.font()
+            font.setPointSizeF(font.pointSizeF() * 1.4)
+            painter.setFont(font)
+            painter.setPen(self.palette().placeholderText().color())
+            painter.drawText(self.viewport().rect(), Qt.AlignmentFlag.AlignCenter, EMPTY_TEXT)
+            painter.end()
 
 
 class QueuePanel(QWidget):
