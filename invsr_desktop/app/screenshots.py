@@ -26,6 +26,8 @@ from PySide6.QtCore import QPointF, QRectF, Qt  # noqa: E402
 from PySide6.QtGui import QImage, QPainter  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from invsr_desktop.app.settings import AppSettings  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]  # the repository (docs/, resources/)
 SAMPLE = ROOT / "resources" / "samples" / "astronaut.png"
 FACE = QPointF(98, 44)  # the astronaut's eyes, in the sample's pixels
@@ -79,10 +81,9 @@ def photos(work: Path) -> dict[str, Path]:
 def shrink_and_restore(app: QApplication, work: Path, sample: Path, out: Path) -> None:
     """Shrink (INN) mode: the sample shrunk x4, then the small image dropped back and restored to full size."""
     from invsr_desktop.app.main_window import MainWindow
-    from invsr_desktop.app.settings import AppSettings
     from invsr_desktop.engine.jobs import JobMode
 
-    window = MainWindow(AppSettings(work / "settings-shrink.ini"), paste_dir=work / "pasted")
+    window = MainWindow(started_settings(work / "settings-shrink.ini"), paste_dir=work / "pasted")
     window.ask_before_quit = False
     window.resize(*WINDOW_SIZE)
     window.show()
@@ -99,6 +100,15 @@ def shrink_and_restore(app: QApplication, work: Path, sample: Path, out: Path) -
     window.close()
 
 
+def started_settings(path: Path) -> AppSettings:
+    """Settings where added photos run at once: the shots show a queue at work (else they would wait as Ready)."""
+    from invsr_desktop.app.settings import AppSettings
+
+    settings = AppSettings(path)
+    settings.set_start_at_once(True)
+    return settings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
@@ -109,14 +119,13 @@ def main(argv: list[str] | None = None) -> int:
         render_icon(ROOT / "resources/icons/invsr-desktop.svg", ROOT / "resources/icons/invsr-desktop.png")
 
     from invsr_desktop.app.main_window import MainWindow
-    from invsr_desktop.app.settings import AppSettings
     from invsr_desktop.engine.jobs import JobState
 
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="invsr-screenshots-") as tmp:
         work = Path(tmp)
         files = photos(work)
-        window = MainWindow(AppSettings(work / "settings.ini"), paste_dir=work / "pasted")
+        window = MainWindow(started_settings(work / "settings.ini"), paste_dir=work / "pasted")
         window.ask_before_quit = False
         window.resize(*WINDOW_SIZE)
         window.show()

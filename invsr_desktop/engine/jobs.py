@@ -636,7 +636,8 @@ class JobQueue:
         except CancelledError:
             self._finish(job, JobState.CANCELLED)
         except Exception as exc:  # noqa: BLE001 - a job's failure is shown in its row; the queue goes on
-            log.error("%s failed: %s", job.source, describe_error(exc), exc_info=True)  # the traceback: in the log
+            expected = isinstance(exc, (InvsrError, OSError))  # a corrupt photo, a full disk: a line says it all
+            log.error("%s failed: %s", job.source, describe_error(exc), exc_info=not expected)
             self._finish(job, JobState.FAILED, error=describe_error(exc), details=traceback.format_exc())
         else:
             self._finish(job, JobState.DONE, result=result)
