@@ -39,7 +39,6 @@ from invsr_desktop.engine.output import (
     shrink_suffix,
 )
 from invsr_desktop.engine.provenance import find_done
-from invsr_desktop.engine.registry import BackendBuildError
 
 if TYPE_CHECKING:  # the pipeline pulls in OpenCV and ONNX Runtime; the queue model itself needs neither
     from invsr_desktop.engine.pipeline import Engine
@@ -226,7 +225,7 @@ Listener = Callable[[QueueEvent], None]
 
 def describe_error(exc: BaseException) -> str:
     """A failure in one line a user can act on: the engine's own errors are written for users already."""
-    if isinstance(exc, (InvsrError, OSError, BackendBuildError)):
+    if isinstance(exc, (InvsrError, OSError)):
         return str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {exc}"
 

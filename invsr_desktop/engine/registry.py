@@ -22,7 +22,7 @@ import pluggy
 
 from invsr_desktop.engine import hookspecs
 from invsr_desktop.engine.backend import KINDS, BackendSpec, BuildRequest, Runner, flag_value
-from invsr_desktop.engine.errors import ModelFileWarning, ModelReplacedWarning
+from invsr_desktop.engine.errors import BackendError, ModelFileWarning, ModelReplacedWarning
 
 BUILTIN_MODULE_PREFIX = "plugins."
 MODEL_FILES = "model files"  # who a skipped model file's warning is from
@@ -177,8 +177,9 @@ class Registry:
         return runner
 
 
-class BackendBuildError(RuntimeError):
-    """A backend could not build its runner (missing or corrupt model file, bad parameter, plugin bug)."""
+class BackendBuildError(BackendError):
+    """A backend could not build its runner (missing or corrupt model file, bad parameter, plugin bug); one of
+    the engine's expected failures, so the GUI and the CLI show its message as is."""
 
     def __init__(self, plugin: str, backend_id: str, cause: BaseException) -> None:
         super().__init__(f'Backend "{backend_id}" (plugin "{plugin}") could not start: {_one_line(cause)}')
