@@ -31,7 +31,7 @@ from invsr_desktop.engine.output import (
     remove_stale_parts,
     shrink_suffix,
 )
-from invsr_desktop.engine.provenance import find_done, read_file
+from invsr_desktop.engine.provenance import read_file
 from invsr_desktop.engine.registry import BackendBuildError, Registry, default_registry, describe_backends
 from invsr_desktop.engine.sessions import (
     PREFERENCE,
@@ -378,8 +378,8 @@ def process(engine, args, mode, spec, params, task: Task, ext: str, progress, ca
         return restore_file(engine, task.source, destination, params, lossless=args.lossless, **common)
     suffix = args.suffix if args.suffix is not None else f"_x{scale_label(args.scale)}_{spec.id}"
     if args.skip_existing:
-        record = engine.provenance(task.source, spec.id, args.scale, params)
-        done = find_done(first_name(task.source, task.out_dir, suffix, ext), record)
+        done = engine.earlier_result(task.source, first_name(task.source, task.out_dir, suffix, ext), spec.id,
+                                     args.scale, params)  # fmt: skip
         if done is not None:
             raise AlreadyDone(done)
     destination = output_path(task.source, task.out_dir, suffix, ext)

@@ -11,7 +11,6 @@ import pytest
 from PIL import Image as PILImage
 
 from invsr_desktop.engine.errors import CancelledError, ImageWriteError
-from invsr_desktop.engine.provenance import Provenance
 from invsr_desktop.engine.jobs import (
     Job,
     JobQueue,
@@ -32,8 +31,8 @@ class FakeEngine:
         self.calls: list[Path] = []
         self.tile_started = threading.Event()
 
-    def provenance(self, source, backend_id, scale, params=None):
-        return Provenance.of("upscale", backend_id, scale, params or {}, source)
+    def earlier_result(self, source, first_name, backend_id, scale, params=None):
+        return None  # the fake writes b"result", not an image: nothing it wrote is ever found again
 
     def upscale_file(self, source, destination, backend_id, scale, params, quality, lossless, progress, cancel):
         self.calls.append(Path(source))

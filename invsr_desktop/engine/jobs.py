@@ -18,10 +18,10 @@ another backend would throw away what only the inverse network can give back.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import threading
 import time
-import logging
 import traceback
 from dataclasses import dataclass, field, replace
 from enum import Enum
@@ -38,7 +38,6 @@ from invsr_desktop.engine.output import (
     output_path,
     shrink_suffix,
 )
-from invsr_desktop.engine.provenance import find_done
 
 if TYPE_CHECKING:  # the pipeline pulls in OpenCV and ONNX Runtime; the queue model itself needs neither
     from invsr_desktop.engine.pipeline import Engine
@@ -58,6 +57,7 @@ _JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 
 
 log = logging.getLogger(__name__)
+
 
 class JobMode(str, Enum):
     """What a job does with its image: upscale it, shrink it with an invertible network, or restore a shrunk one."""
@@ -322,17 +322,13 @@ def _destination_rule(job: Job) -> tuple[str, str | None]:
 
 
 def done_before(engine: Engine, job: Job) -> Path | None:
-    """An earlier result of exactly this upscale (same photo, backend, scale, parameters, folder and format, as
-    its provenance record says, and decoding whole), or None: a folder queued again is not redone, nor duplicated
-    as ``(1)`` copies. A job with ``redo`` is always run."""
+    """An earlier result of exactly this upscale (same photo, backend, scale, parameters, folder and format), or
+    None: a folder queued again is not redone, nor duplicated as ``(1)`` copies. A job with ``redo`` always runs."""
     if job.redo or job.mode is not JobMode.UPSCALE:
         return None
-    try:
-        record = engine.provenance(job.source, job.backend_id, job.scale, job.params)
-    except (KeyError, ValueError):  # the backend is gone or a parameter no longer fits: the run reports it
-        return None
     suffix, fmt = _destination_rule(job)
-    return find_done(first_name(job.source, job.output.folder or job.source.parent, suffix, fmt), record)
+    first = first_name(job.source, job.output.folder or job.source.parent, suffix, fmt)
+    return engine.earlier_result(job.source, first, job.backend_id, job.scale, job.params)
 
 
 def run_job(

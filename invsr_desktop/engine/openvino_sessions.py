@@ -77,11 +77,10 @@ class OpenVinoSession:
     freed with a thread state crashes the interpreter.
     """
 
-    def __init__(self, compiled: Any, precision: str, threads: int, inputs: list[Port], outputs: list[Port]) -> None:
+    def __init__(self, compiled: Any, precision: str, inputs: list[Port], outputs: list[Port]) -> None:
         self.compiled = compiled
+        self.precision = precision  # what OpenVINO was asked for: "f32" or "bf16"
         self._inputs, self._outputs = inputs, outputs
-        self.precision = precision
-        self.threads = threads
         self._idle: list[Any] = []
         self._lock = threading.Lock()
 
@@ -129,7 +128,7 @@ def compile_session(
     # The ports are described from the model as read: compilation fuses tensors, and a compiled input can then be
     # named after the Reshape it feeds (``/Reshape_output_0`` for the diffusion model's ``t``).
     inputs, outputs = [_port(p) for p in read.inputs], [_port(p) for p in read.outputs]
-    return OpenVinoSession(core.compile_model(read, "CPU", config), hint, threads, inputs, outputs)
+    return OpenVinoSession(core.compile_model(read, "CPU", config), hint, inputs, outputs)
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Runner
 from invsr_desktop.engine.errors import BackendError, CancelledError, InvsrError
 from invsr_desktop.engine.imageio import Image, header_size, load_image, save_image
-from invsr_desktop.engine.provenance import Provenance, stamp
+from invsr_desktop.engine.provenance import Provenance, find_done, stamp
 from invsr_desktop.engine.registry import Registry, default_registry
 from invsr_desktop.engine.sessions import Precision, SessionPool
 from invsr_desktop.engine.tiling import Cancel, Progress, run_whole_image, upscale_tiled
@@ -64,10 +64,8 @@ class Engine:
     def configure(self, options: EngineOptions) -> None:
         """Apply new settings; sessions and runners are rebuilt lazily when the provider, threads or precision
         change."""
-        def session_settings(o: EngineOptions) -> tuple:
-            return o.provider, o.threads, o.precision
-
-        if session_settings(options) != session_settings(self.options):
+        old = self.options
+        if (options.provider, options.threads, options.precision) != (old.provider, old.threads, old.precision):
             self.sessions = self._pool(options)
             self._runners.clear()
         self.options = options
@@ -147,7 +145,7 @@ class Engine:
         if progress:
             progress(1.0)
         out = out.astype(np.float32, copy=False)
-        if not out.flags.writeable or np.may_share_memory(out, pixels):  # a runner may hand back what it was given
+        if not out.flags.writeable or np.may_share_memory(out, pixels):  # a runner may hand back its input
             out = out.copy()
         return np.clip(out, 0.0, 1.0, out=out)  # in place: a second full-size float image would double the peak
 
@@ -220,6 +218,17 @@ class Engine:
             raise CancelledError("cancelled")
         result.exif = stamp(result.exif, self.provenance(source, backend_id, scale, params))
         return save_image(result, destination, quality=quality, lossless=lossless, renumber=True)
+
+    def earlier_result(self, source: str | Path, first_name: Path, backend_id: str, scale: float,
+                       params: dict[str, Any] | None = None) -> Path | None:
+        """A result of exactly this upscale written before (``first_name`` or a numbered copy of it, with the same
+        provenance record, decoding whole), or None: what the CLI's ``--skip-existing`` and the app's "done before"
+        both ask. A backend that is gone or a parameter that no longer fits is None: the run reports it."""
+        try:
+            record = self.provenance(source, backend_id, scale, params)
+        except (KeyError, ValueError):
+            return None
+        return find_done(first_name, record)
 
     def provenance(self, source: str | Path, backend_id: str, scale: float,
                    params: dict[str, Any] | None = None) -> Provenance:

@@ -172,7 +172,8 @@ def restore_image(
     """
     marker = marker or read_marker(image)
     if marker is None:
-        raise ValueError("not a shrunk image: it has no invsr-shrink marker (only images made by Shrink can be restored)")
+        raise ValueError("not a shrunk image: it has no invsr-shrink marker "
+                         "(only images made by Shrink can be restored)")
     try:
         spec = engine.registry.get(marker.backend)
     except KeyError:
