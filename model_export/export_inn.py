@@ -9,8 +9,9 @@ normal sample, or zeros) and ``temperature`` (shape [1]: z is multiplied by it, 
 
 Metadata props: ``invsr.backend = inn``, ``invsr.arch = irn``, ``invsr.scale``, ``invsr.version``,
 ``invsr.trained_on``, ``invsr.name``, plus ``invsr.direction`` (down / up), ``invsr.z_channels``,
-``invsr.input_multiple`` and ``invsr.noise_max`` (the largest z scale training saw: temperatures above it leave
-what the model learned).
+``invsr.input_multiple``, ``invsr.noise_max`` (the largest z scale training saw: temperatures above it leave
+what the model learned) and ``invsr.stored_as`` (``png``, or ``jpeg`` for a shrink trained through the JPEG
+simulation: the app's shrink picks that model when it writes JPEG).
 
 Every export is checked: ONNX Runtime against PyTorch on a random input of an odd size, both directions, and the
 round trip through the two ONNX files against the input; the maximum absolute differences are returned.
@@ -30,6 +31,8 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+
+from plugins.inn import STORED_AS
 
 OPSET = 18
 
@@ -115,6 +118,7 @@ def export_inn(
     noise_max: float = 1.0,
     check_size: tuple[int, int] = (19, 23),
     extra_metadata: dict[str, str] | None = None,
+    stored_as: str = "png",
 ) -> INNExport:
     """Write ``inn_<name>_down.onnx`` and ``inn_<name>_up.onnx`` into ``out_dir`` and check them (see module doc)."""
     import onnxruntime as ort
@@ -145,6 +149,7 @@ def export_inn(
         "invsr.name": name,
         "invsr.z_channels": str(zc),
         "invsr.noise_max": repr(float(noise_max)),
+        "invsr.stored_as": stored_as,
         **(extra_metadata or {}),
     }
     _set_metadata(down_path, {**common, "invsr.direction": "down", "invsr.input_multiple": str(s)})
@@ -178,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--name", required=True, help="model name: files inn_<name>_down.onnx / inn_<name>_up.onnx")
     p.add_argument("--out", type=Path, default=Path("."), help="output folder")
     p.add_argument("--trained-on", default="", help="what it was trained on (default: from the model file)")
+    p.add_argument("--stored-as", choices=STORED_AS, default=None,
+                   help="the small-image format the shrink was trained for (default: jpeg when the run trained "
+                        "through the JPEG simulation, inn.jpeg_prob > 0, else png)")  # fmt: skip
     p.add_argument("--install", action="store_true", help="also copy both files into the user model folder")
     args = p.parse_args(argv)
     if not args.name.replace("_", "").replace("-", "").isalnum():
@@ -190,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if steps is not None:
         trained_on += f" ({cfg.get('data', {}).get('degradation', 'bicubic')} LR, {steps} steps)"
     noise_max = float(cfg.get("inn", {}).get("noise_max", 1.0))
-    result = export_inn(net, args.out, args.name, trained_on=trained_on, noise_max=noise_max)
+    stored_as = args.stored_as or ("jpeg" if float(cfg.get("inn", {}).get("jpeg_prob", 0.0)) > 0 else "png")
+    result = export_inn(net, args.out, args.name, trained_on=trained_on, noise_max=noise_max, stored_as=stored_as)
     print(f"wrote {result.down} and {result.up}")
     print(f"check at LR {result.check_size[0]}x{result.check_size[1]}: max |ORT - torch| down {result.max_diff_down:.2e}, "
           f"up {result.max_diff_up:.2e}; ONNX round trip max error {result.round_trip:.2e}")

@@ -222,3 +222,38 @@ def _nodist():
     from model_export.training.distributed import DistInfo
 
     return DistInfo()
+
+
+def test_jpeg_robust_training_scores_the_round_trip_through_real_jpeg(images, tmp_path):
+    out = tmp_path / "jpeg"
+    extra = ["--set", "inn.jpeg_prob=1.0", "--set", "inn.jpeg_quality=[60, 80]", "--set", "inn.val_jpeg=[75]"]
+    assert train_main(_args(images, out, *extra)) == 0
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    val = rows[2]
+    assert 10 < val["val_round_trip_jpeg75"] < val["val_round_trip"]  # JPEG costs the round trip something
+    assert 10 < val["val_bicubic_jpeg75"] < 99
+    assert rows[5]["val_bicubic_jpeg75"] == val["val_bicubic_jpeg75"]  # the baseline is fixed
+
+
+def test_random_jpeg_codes_the_chosen_samples_only():
+    from model_export.training.models.inn import random_jpeg
+
+    torch.manual_seed(0)
+    lr = torch.rand(8, 3, 16, 16)
+    assert torch.equal(random_jpeg(lr, 0.0, (50, 95)), lr)
+    coded = random_jpeg(lr, 0.5, (50, 60))
+    changed = [not torch.equal(coded[i], lr[i]) for i in range(8)]
+    assert 0 < sum(changed) < 8
+    lr.requires_grad_(True)
+    random_jpeg(lr, 1.0, (50, 60)).sum().backward()
+    assert float(lr.grad.abs().sum()) > 0
+
+
+def test_config_rejects_bad_jpeg_options():
+    from model_export.training.models import get_model_class
+
+    cls = get_model_class("inn")
+    for bad in ("inn.jpeg_quality=[90, 50]", "inn.jpeg_quality=[0, 50]", "inn.jpeg_prob=1.5"):
+        cfg = load_config("inn_x4", [bad, "network.hidden=4", "network.blocks=[1, 1]"], cls.config_defaults)
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            cls(cfg, torch.device("cpu"), _nodist())

@@ -14,13 +14,16 @@ from invsr_desktop.engine.shrink import (
     ShrinkMarker,
     read_file_marker,
     read_marker,
+    restore_file,
     restore_image,
+    shrink_file,
     shrink_image,
     with_marker,
 )
 from invsr_desktop.engine.tiling import upscale_tiled
 
 pytest.importorskip("torch")
+import plugins.inn as inn  # noqa: E402
 from test_inn_plugin import _registry  # noqa: E402  (models_dir: a fixture of conftest.py)
 
 
@@ -162,3 +165,30 @@ def test_round_trip_report(models_dir, tmp_path):
     assert all(10 < v[0] < 60 and 0 < v[1] <= 1 for v in s["mean"].values())
     assert "| set | LR stored as |" in render_markdown(report)
     assert plot_jpeg_curve(report, tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_jpeg_output_picks_the_jpeg_robust_model(inn_models, tmp_path, monkeypatch):
+    """With a PNG and a JPEG-trained x4 model installed, ``auto`` shrinks to JPEG with the JPEG one (whatever the
+    scan order) and to PNG with the other; each file restores with the model its marker names."""
+    import shutil
+
+    from conftest import tiny_net
+    from model_export.export_inn import export_inn
+
+    folder = tmp_path / "models"
+    shutil.copytree(inn_models[0], folder)
+    export_inn(tiny_net(4), folder, "a_jpeg_x4", trained_on="nothing (test)", check_size=(5, 7), stored_as="jpeg")
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
+    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "no-bundled-models")
+    assert {m.name: m.stored_as for m in inn.find_models()}["a_jpeg_x4"] == "jpeg"
+    engine = Engine(_registry(), EngineOptions(threads=1))
+    rng = np.random.default_rng(5)
+    PILImage.fromarray((rng.random((32, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+    as_jpeg = shrink_file(engine, tmp_path / "p.png", tmp_path / "s.jpg", "inn-shrink", 4, quality=80)
+    as_png = shrink_file(engine, tmp_path / "p.png", tmp_path / "s.png", "inn-shrink", 4)
+    assert read_file_marker(as_jpeg).model == "a_jpeg_x4"
+    assert read_file_marker(as_png).model == "tiny_x4"
+    chosen = shrink_file(engine, tmp_path / "p.png", tmp_path / "c.jpg", "inn-shrink", 4, {"model": "tiny_x4"})
+    assert read_file_marker(chosen).model == "tiny_x4"  # a model the user chose is kept
+    restored = restore_file(engine, as_jpeg, tmp_path / "r.png")
+    assert PILImage.open(restored).size == (40, 32)

@@ -105,11 +105,15 @@ class BuildRequest:
     from it (``sessions.session(path_or_bytes)``, called like ``onnxruntime.InferenceSession``: ``run``,
     ``get_inputs``, ``get_outputs``) so that sessions are cached per model file and the provider and precision
     are the user's. A model whose output must stay exact passes ``precision="fp32"``.
+
+    ``stored_as`` is the format the result will be saved in (``png`` or ``jpeg``): a shrinking backend may pick a
+    model trained for it (the INN's JPEG-robust shrink).
     """
 
     scale: float
     params: dict[str, Any]
     sessions: SessionPool
+    stored_as: str = "png"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 READ_SUFFIXES: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 )
+#: Suffixes of JPEG files (what a "same format" output and a JPEG-robust shrink key on).
+JPEG_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 #: Output format names (as the CLI's ``--format`` and the app take them) and the suffix each writes.
 WRITE_EXTENSIONS: dict[str, str] = {
     "png": ".png", "jpeg": ".jpg", "jpg": ".jpg", "webp": ".webp", "tiff": ".tif", "tif": ".tif",

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 from invsr_desktop.engine.errors import CancelledError, InvsrError, OutputExistsError
-from invsr_desktop.engine.formats import READ_SUFFIXES
+from invsr_desktop.engine.formats import JPEG_SUFFIXES, READ_SUFFIXES
 from invsr_desktop.engine.output import (
     RESTORE_SUFFIX,
     check_writable,
@@ -53,7 +53,6 @@ ETA_MIN_PROGRESS = 0.02
 NAME_ATTEMPTS = 3
 #: The formats a shrunk image is written in: the ones the restore marker (in the EXIF) is known to survive.
 SHRINK_FORMATS: tuple[str, ...] = ("png", "jpeg")
-_JPEG_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
 
 
 log = logging.getLogger(__name__)
@@ -130,7 +129,7 @@ def shrink_output_format(output: OutputSettings, source: Path) -> str:
     WebP and TIFF are refused rather than replaced, so a job never writes a format other than the one asked for.
     """
     if output.format == "same":
-        return "jpeg" if source.suffix.lower() in _JPEG_SUFFIXES else "png"
+        return "jpeg" if source.suffix.lower() in JPEG_SUFFIXES else "png"
     if output.format not in SHRINK_FORMATS:
         raise JobError(f"a shrunk image is written as PNG or JPEG (the formats its restore marker is known to "
                        f"survive), not {output.format.upper()}")  # fmt: skip

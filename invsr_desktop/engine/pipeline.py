@@ -70,15 +70,18 @@ class Engine:
             self._runners.clear()
         self.options = options
 
-    def runner(self, backend_id: str, scale: float, params: dict[str, Any] | None = None) -> tuple[BackendSpec, Runner]:
-        """The backend's spec and a (cached) runner built at the native scale that serves ``scale``."""
+    def runner(
+        self, backend_id: str, scale: float, params: dict[str, Any] | None = None, stored_as: str = "png"
+    ) -> tuple[BackendSpec, Runner]:
+        """The backend's spec and a (cached) runner built at the native scale that serves ``scale``; ``stored_as``
+        is the format its result is saved in (see :class:`BuildRequest`)."""
         spec = self.registry.get(backend_id)
         resolved = spec.resolve_params(params)
         native = spec.native_scale_for(scale)
-        key = (backend_id, native, tuple(sorted(resolved.items())))
+        key = (backend_id, native, tuple(sorted(resolved.items())), stored_as)
         with self._lock:
             if key not in self._runners:
-                request = BuildRequest(scale=native, params=resolved, sessions=self.sessions)
+                request = BuildRequest(scale=native, params=resolved, sessions=self.sessions, stored_as=stored_as)
                 runner = self.registry.build(backend_id, request)
                 self._runners[key] = runner if hasattr(runner, "scale") else FunctionRunner(runner, float(native))
             return spec, self._runners[key]

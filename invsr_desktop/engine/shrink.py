@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from invsr_desktop.engine.errors import CancelledError
+from invsr_desktop.engine.formats import JPEG_SUFFIXES
 from invsr_desktop.engine.imageio import Image, load_image, save_image
 from invsr_desktop.engine.pipeline import Engine
 from invsr_desktop.engine.provenance import load_exif
@@ -130,11 +131,13 @@ def shrink_image(
     params: dict[str, Any] | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    stored_as: str = "png",
 ) -> Image:
     """The small image (ceil(H / factor) x ceil(W / factor)) with the marker, metadata kept.
 
     ``backend_id`` is a shrinking backend; ``factor`` one of its scales. Its runner may resolve ``model`` = auto to
-    a concrete model (``runner.model_name``), which is what the marker records.
+    a concrete model (``runner.model_name``: for ``stored_as`` = ``jpeg`` one trained to survive JPEG, where one
+    is installed), which is what the marker records.
     """
     spec = engine.registry.get(backend_id)
     if spec.direction != "down":
@@ -144,7 +147,7 @@ def shrink_image(
         raise ValueError(f"backend {backend_id!r} shrinks by {', '.join(map(str, spec.scales))}, not {factor}")
     factor = int(factor)
     resolved = spec.resolve_params(params)
-    spec, runner = engine.runner(backend_id, factor, resolved)
+    spec, runner = engine.runner(backend_id, factor, resolved, stored_as=stored_as)
     height, width = image.pixels.shape[:2]
     ph, pw = -(-height // factor) * factor, -(-width // factor) * factor
     pixels = reflect_pad(image.pixels, ph, pw)
@@ -209,9 +212,11 @@ def shrink_file(
     progress: Progress | None = None,
     cancel: Cancel | None = None,
 ) -> Path:
-    """Load, shrink and write ``destination`` (PNG, or JPEG at ``quality``) atomically, never over a file."""
+    """Load, shrink and write ``destination`` (PNG, or JPEG at ``quality``: then with a JPEG-robust model where
+    one is installed and ``model`` is auto) atomically, never over a file."""
     image = load_image(source, max_pixels=max_pixels)
-    small = shrink_image(engine, image, backend_id, factor, params, progress, cancel)
+    stored_as = "jpeg" if Path(destination).suffix.lower() in JPEG_SUFFIXES else "png"
+    small = shrink_image(engine, image, backend_id, factor, params, progress, cancel, stored_as)
     if cancel and cancel():
         raise CancelledError("cancelled")
     return save_image(small, destination, quality=quality, renumber=True)

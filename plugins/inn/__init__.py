@@ -12,7 +12,9 @@ installed the plugin describes no backend (and reports no error).
 - ``inn-shrink`` (INN shrink): the forward ``hr -> lr`` (z is dropped): the small image of shrink-and-restore; its
   runner has scale 1/f. The engine runs it only through :mod:`invsr_desktop.engine.shrink`.
 
-``model`` (both) picks a model by name; ``auto`` takes the first one at the requested scale.
+``model`` (both) picks a model by name; ``auto`` takes the first one at the requested scale, preferring the one
+trained for the format the result is stored in (``invsr.stored_as``: ``png``, or ``jpeg`` for a shrink trained
+through a JPEG simulation, whose small image survives being saved and shared as JPEG; ``BuildRequest.stored_as``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from invsr_desktop.engine.hookspecs import hookimpl
 from invsr_desktop.engine.quality import quality_info
 
 UP_SUFFIX, DOWN_SUFFIX = "_up.onnx", "_down.onnx"
+#: Values of ``invsr.stored_as``: the small-image format a model's shrink was trained for.
+STORED_AS = ("png", "jpeg")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class INNModel:
     z_channels: int
     noise_max: float = 1.0
     trained_on: str = ""
+    stored_as: str = "png"
     metadata: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -72,16 +77,22 @@ def find_models(files: list | None = None) -> list[INNModel]:
             scale = metadata_scale(meta, path)
             z_channels = metadata_int(meta, "invsr.z_channels", 3 * scale * scale - 3, path)
             noise_max = float(meta.get("invsr.noise_max", 1.0))
+            stored_as = meta.get("invsr.stored_as", "png")
+            if stored_as not in STORED_AS:
+                raise ValueError(f"invsr.stored_as is {stored_as!r}, not one of {', '.join(STORED_AS)}")
         except Exception as exc:  # noqa: BLE001 - ModelFileError / ValueError: skip this one, keep the others
             report_problem(path, str(exc))
             continue
         models.append(INNModel(name, scale, path, downs.get(name), z_channels, noise_max,
-                               meta.get("invsr.trained_on", ""), meta))  # fmt: skip
+                               meta.get("invsr.trained_on", ""), stored_as, meta))  # fmt: skip
     return models
 
 
-def pick_model(models: list[INNModel], name: str, scale: float, need_down: bool = False) -> INNModel:
-    """The model called ``name``, or for ``auto`` the first at ``scale`` (else the first of any scale)."""
+def pick_model(
+    models: list[INNModel], name: str, scale: float, need_down: bool = False, stored_as: str = "png"
+) -> INNModel:
+    """The model called ``name``, or for ``auto`` the first at ``scale`` (else the first of any scale), one trained
+    for ``stored_as`` first."""
     usable = [m for m in models if m.down is not None] if need_down else models
     if name and name != "auto":
         for m in usable:
@@ -91,7 +102,8 @@ def pick_model(models: list[INNModel], name: str, scale: float, need_down: bool 
     at_scale = [m for m in usable if m.scale == int(round(scale))]
     if not (at_scale or usable):
         raise ValueError("no INN model is installed")
-    return (at_scale or usable)[0]
+    candidates = at_scale or usable
+    return next((m for m in candidates if m.stored_as == stored_as), candidates[0])
 
 
 # -- position-keyed normal noise ----------------------------------------------------------------------------------
@@ -182,7 +194,8 @@ def build_up(request: BuildRequest) -> INNUpRunner:
 
 
 def build_down(request: BuildRequest) -> INNDownRunner:
-    model = pick_model(find_models(), request.params.get("model", "auto"), request.scale, need_down=True)
+    model = pick_model(find_models(), request.params.get("model", "auto"), request.scale, need_down=True,
+                       stored_as=request.stored_as)  # fmt: skip
     if model.scale != int(round(request.scale)):
         raise ValueError(f"INN model {model.name!r} shrinks by {model.scale}, not {request.scale:g}")
     session = request.sessions.session(model.down, precision=ROUND_TRIP_PRECISION)

@@ -18,6 +18,13 @@ is from the start, with a unit-variance z, the net fell below bicubic on this CP
 warm-up gave. The app's "temperature" multiplies a unit normal z, so temperatures in [0, noise_max] stay within
 what training saw. Each loss term is a ``[loss.<name>]`` table (``type``, ``weight``) like every family's.
 
+``inn.jpeg_prob`` makes the shrink survive JPEG (SAIN's idea, issue 18): that fraction of the samples sends its
+8-bit small image through :func:`~model_export.degradations.diff_jpeg.jpeg_simulate` at a quality drawn from
+``inn.jpeg_quality`` (4:2:0 chroma below 90, as the app saves) before the restore, so the forward learns a small
+image that compresses well and the inverse learns to undo what JPEG leaves. ``inn.val_jpeg`` adds, per quality,
+the held-out round trip through Pillow's real JPEG (``val_round_trip_jpeg<q>``) and its bicubic baseline from the
+same JPEG (``val_bicubic_jpeg<q>``).
+
 ``inn.init_from`` starts a larger net from a trained smaller one (:meth:`IRNet.grow_from`: the same function at
 step 0), and validation also scores the shrink-and-restore round trip (``val_round_trip``), the number the INN is
 bundled by.
@@ -34,6 +41,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from model_export.archs import build_arch
+from model_export.degradations.diff_jpeg import SUBSAMPLE_BELOW, jpeg_simulate, pillow_jpeg
 from model_export.training.config import ConfigError
 from model_export.training.distributed import DistInfo
 from model_export.training.ema import EMA
@@ -61,17 +69,33 @@ def noise_scale(step: int, warmup: int, ramp: int, top: float) -> float:
     return float(top) * min(1.0, (step - warmup + 1) / ramp)
 
 
+def random_jpeg(lr: torch.Tensor, prob: float, qualities: tuple[int, int]) -> torch.Tensor:
+    """``lr`` with a ``prob`` fraction of its samples (drawn from torch's RNG) JPEG-simulated at a uniform quality."""
+    if prob <= 0:
+        return lr
+    b = lr.shape[0]
+    chosen = torch.rand(b) < prob
+    if not bool(chosen.any()):
+        return lr
+    quality = torch.randint(int(qualities[0]), int(qualities[1]) + 1, (b,))
+    coded = jpeg_simulate(lr, quality, quality < SUBSAMPLE_BELOW)
+    return torch.where(chosen.to(lr.device).reshape(b, 1, 1, 1), coded, lr)
+
+
 class _Both(nn.Module):
     """``forward(hr, lr_in, sigma_own, sigma_in) -> (lr_f, z, hr_own, hr_in)``: one module for DDP."""
 
-    def __init__(self, net: nn.Module, quantize: bool):
+    def __init__(self, net: nn.Module, quantize: bool, jpeg_prob: float = 0.0, jpeg_quality=(50, 95)):
         super().__init__()
         self.net = net
         self.quantize = quantize
+        self.jpeg_prob = float(jpeg_prob)
+        self.jpeg_quality = tuple(jpeg_quality)
 
     def forward(self, hr, lr_in, sigma_own: float, sigma_in: float, need_in: bool):
         lr_f, z = self.net(hr)
         lr_q = quantize_ste(lr_f) if self.quantize else lr_f
+        lr_q = random_jpeg(lr_q, self.jpeg_prob, self.jpeg_quality)
         z_own = torch.randn_like(z) * sigma_own if sigma_own > 0 else None
         hr_own = self.net.inverse(lr_q, z_own)
         hr_in = None
@@ -94,6 +118,9 @@ class INNModel(BaseModel):
             "quantize_lr": True,  # round the forward LR to 8 bit (straight-through) before the inverse
             "eval_temperature": 0.0,  # validation: inverse on the bicubic LR with this z scale (0 = mean)
             "init_from": "",  # a trained (smaller) irn of this scale to grow from: model file or latest.pt
+            "jpeg_prob": 0.0,  # fraction of samples whose small image is JPEG-simulated before the restore
+            "jpeg_quality": [50, 95],  # the simulated quality, uniform over this range (inclusive)
+            "val_jpeg": [],  # JPEG qualities at which validation also scores the round trip (real Pillow JPEG)
         },
     }
 
@@ -121,7 +148,13 @@ class INNModel(BaseModel):
         self.degradation = cfg["data"]["degradation"]
         t = cfg["train"]
         self.ema = EMA(self.net, t["ema_decay"], t["ema_warmup"])
-        both = _Both(self.net, self.opts["quantize_lr"])
+        quality = self.opts["jpeg_quality"]
+        if not (isinstance(quality, list) and len(quality) == 2 and 1 <= quality[0] <= quality[1] <= 100):
+            raise ConfigError(f"config key 'inn.jpeg_quality': want [low, high] within 1-100, got {quality!r}")
+        if not 0.0 <= float(self.opts["jpeg_prob"]) <= 1.0:
+            raise ConfigError(f"config key 'inn.jpeg_prob': want a fraction in [0, 1], got {self.opts['jpeg_prob']!r}")
+        both = _Both(self.net, self.opts["quantize_lr"], self.opts["jpeg_prob"], quality)
+        self._bicubic_jpeg: dict[int, float] = {}  # validation baselines: the same every time
         self.train_module = DistributedDataParallel(both) if dist.enabled else both
         self.losses: dict[str, tuple[nn.Module, float]] = {}
         for name, term in cfg["loss"].items():
@@ -221,21 +254,39 @@ class INNModel(BaseModel):
         return upscale(_Up(), lr.to(self.device), self.cfg["scale"], 1)
 
     def validation_extras(self, val_set) -> dict[str, float]:
-        """``val_round_trip``: mean PSNR-Y of shrink (8 bit) and restore at z = 0 over the held-out images."""
+        """``val_round_trip``: mean PSNR-Y of shrink (8 bit) and restore at z = 0 over the held-out images; per
+        ``inn.val_jpeg`` quality the same through a real JPEG of the small image, and bicubic from that JPEG."""
+        if not val_set.hr:
+            return {}
+        out = {"val_round_trip": self._mean_round_trip(val_set, None)}
+        for q in self.opts["val_jpeg"]:
+            out[f"val_round_trip_jpeg{q}"] = self._mean_round_trip(val_set, int(q))
+            if q not in self._bicubic_jpeg:
+                self._bicubic_jpeg[q] = _mean_bicubic_from_jpeg(val_set, self.cfg["scale"], int(q))
+            out[f"val_bicubic_jpeg{q}"] = self._bicubic_jpeg[q]
+        return out
+
+    def _mean_round_trip(self, val_set, quality: int | None) -> float:
         from model_export.training.validation import psnr_y, to_uint8
 
-        scale, scores = self.cfg["scale"], []
+        scores = []
         for hr in val_set.hr:
             x = torch.tensor(hr).permute(2, 0, 1).unsqueeze(0).float() / 255.0
-            scores.append(psnr_y(to_uint8(self.round_trip(x)), hr, scale))
-        return {"val_round_trip": float(np.mean(scores))} if scores else {}
+            scores.append(psnr_y(to_uint8(self.round_trip(x, quality)), hr, self.cfg["scale"]))
+        return float(np.mean(scores))
 
     @torch.inference_mode()
-    def round_trip(self, hr: torch.Tensor) -> torch.Tensor:
-        """Shrink (8-bit LR) and restore at z = 0 with the EMA net: what the app's shrink/restore does."""
+    def round_trip(self, hr: torch.Tensor, jpeg_quality: int | None = None) -> torch.Tensor:
+        """Shrink (8-bit LR, or its Pillow JPEG at ``jpeg_quality``) and restore at z = 0 with the EMA net: what the
+        app's shrink / restore does."""
+        from model_export.training.validation import to_uint8
+
         net = self.ema.module.eval()
         lr, _ = net(hr.to(self.device))
         lr = torch.round(lr.clamp(0, 1) * 255.0) / 255.0
+        if jpeg_quality is not None:
+            small = pillow_jpeg(to_uint8(lr), jpeg_quality)
+            lr = torch.from_numpy(small).permute(2, 0, 1).unsqueeze(0).float().to(self.device) / 255.0
         return net.inverse(lr, None)
 
     def export_payload(self) -> dict[str, Any]:
@@ -253,3 +304,16 @@ class INNModel(BaseModel):
         self.net.load_state_dict(state["net"])
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
+
+
+def _mean_bicubic_from_jpeg(val_set, scale: int, quality: int) -> float:
+    """The baseline a JPEG-robust shrink must beat: MATLAB bicubic down, the same JPEG, MATLAB bicubic up."""
+    from model_export.degradations import imresize
+    from model_export.training.validation import psnr_y, to_uint8
+
+    scores = []
+    for lr, hr in zip(val_set.lr, val_set.hr):
+        small = pillow_jpeg(to_uint8(lr), quality).astype(np.float64) / 255.0
+        up = np.clip(np.round(imresize(small, scale) * 255.0), 0, 255).astype(np.uint8)
+        scores.append(psnr_y(up, hr, scale))
+    return float(np.mean(scores))
