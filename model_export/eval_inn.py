@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("folders", nargs="+", type=Path, help="HR image folders (one set each)")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--model", default="auto", help="INN model id (the app's --param model=)")
-    p.add_argument("--jpeg", type=int, nargs="*", default=[50, 70, 80, 90, 95], help="JPEG qualities to test")
+    p.add_argument("--jpeg", type=int, nargs="*", default=[50, 70, 75, 80, 90, 95], help="JPEG qualities to test")
     p.add_argument("--out", type=Path, required=True, help="report folder")
     args = p.parse_args(argv)
     report = evaluate_round_trip(args.folders, args.scale, args.model, args.jpeg)

@@ -181,6 +181,8 @@ def test_jpeg_output_picks_the_jpeg_robust_model(inn_models, tmp_path, monkeypat
     monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
     monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "no-bundled-models")
     assert {m.name: m.stored_as for m in inn.find_models()}["a_jpeg_x4"] == "jpeg"
+    shrink_spec = {s.id: s for s in inn.invsr_backends()}["inn-shrink"]
+    assert "as PNG it uses tiny_x4; as JPEG a_jpeg_x4" in shrink_spec.description  # what the app shows
     engine = Engine(_registry(), EngineOptions(threads=1))
     rng = np.random.default_rng(5)
     PILImage.fromarray((rng.random((32, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")

@@ -341,8 +341,10 @@ class BackendPanel(QWidget):
         model = self.format_combo.model()
         for row in range(self.format_combo.count()):
             model.item(row).setEnabled(not shrinking or self.format_combo.itemData(row) in SHRINK_FORMATS)
-        self.format_combo.setToolTip("A shrunk image is written as PNG or JPEG: the restore marker survives both"
-                                     if shrinking else "")  # fmt: skip
+        self.format_combo.setToolTip("A shrunk image is written as PNG or JPEG: the restore marker survives both. "
+                                     "PNG keeps the small image exact; for JPEG the shrink uses a model trained to "
+                                     "survive JPEG compression where one is installed (see the network's "
+                                     "description)." if shrinking else "")  # fmt: skip
         wanted = self._formats[self._format_mode()]
         self.format_combo.setCurrentIndex(max(0, self.format_combo.findData(wanted)))
         self._format_changed()

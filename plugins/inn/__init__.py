@@ -202,6 +202,18 @@ def build_down(request: BuildRequest) -> INNDownRunner:
     return INNDownRunner(session, model.scale, model.name)
 
 
+def _format_note(models: list[INNModel]) -> str:
+    """Which model ``auto`` shrinks with for a PNG and for a JPEG small image, when they differ."""
+    notes = []
+    for scale in sorted({m.scale for m in models}):
+        png = pick_model(models, "auto", scale, need_down=True, stored_as="png")
+        jpeg = pick_model(models, "auto", scale, need_down=True, stored_as="jpeg")
+        if png is not jpeg:
+            notes.append(f"÷{scale}: saved as PNG it uses {png.name}; as JPEG {jpeg.name}, trained to survive JPEG "
+                         f"compression.")  # fmt: skip
+    return (" " + " ".join(notes)) if notes else ""
+
+
 @hookimpl
 def invsr_backends() -> list[BackendSpec]:
     models = find_models()
@@ -244,7 +256,7 @@ def invsr_backends() -> list[BackendSpec]:
                 build=build_down,
                 params=(model_param,),
                 description="The INN's forward pass: a small image that looks like a downscaled photo and that "
-                "INN restore brings back to full size far better than any upscaler could.",
+                "INN restore brings back to full size far better than any upscaler could." + _format_note(shrinkable),
                 bytes_per_pixel=1024,
                 info={"restore_backend": "inn", "models": ", ".join(m.name for m in shrinkable)},
                 direction="down",
