@@ -106,8 +106,12 @@ def test_split_view_shows_before_at_the_output_size_and_zooms_with_keys(compared
     wheel(view, -1)
     assert view.zoom() == pytest.approx(1.25)
 
+    view.set_zoom(2.0)  # the image wider than the view: the line sits on the image pixel under its screen place
     compare.slider.setValue(250)
-    assert scene.clip.rect().left() == pytest.approx(64) and scene.line.line().x1() == pytest.approx(64)
+    x = round(view.viewport().width() * 0.25)
+    assert view.line_x() == x
+    assert scene.line.line().x1() == pytest.approx(view.mapToScene(QPoint(x, 0)).x())
+    assert scene.clip.rect().left() == pytest.approx(scene.line.line().x1())
 
 
 def test_side_by_side_views_zoom_and_pan_together(compared, qtbot):
@@ -162,3 +166,69 @@ def test_switching_between_results_of_several_backends(compared, qtbot, tmp_path
     assert view.zoom() == 6.0 and view.horizontalScrollBar().value() == 300  # same place, other backend
     combo.setCurrentIndex(0)
     assert "bicubic x4" in compare.info.text()
+
+
+def line_on_screen(view) -> float:
+    """Where the scene's split line is drawn, in viewport pixels."""
+    return view.mapFromScene(QPointF(view.split_scene.line.line().x1(), 0)).x()
+
+
+def test_the_split_line_keeps_its_place_on_screen_when_zoomed_and_panned(compared, qtbot):
+    window, _ = compared
+    compare = window.compare
+    view = compare.split_view
+    view.set_zoom(8.0)
+    middle = view.viewport().width() // 2
+    for scroll in (0, 400, 1200):  # pan across the image at 800%: the line stays in the middle of the view
+        view.horizontalScrollBar().setValue(scroll)
+        assert line_on_screen(view) == pytest.approx(middle, abs=1)
+    compare.slider.setValue(900)
+    view.set_zoom(6.0)
+    assert line_on_screen(view) == pytest.approx(view.viewport().width() * 0.9, abs=1)
+
+
+def test_the_split_line_is_dragged_in_the_picture_and_labelled(compared, qtbot):
+    window, job = compared
+    compare = window.compare
+    view = compare.split_view
+    view.set_zoom(4.0)
+    compare.slider.setValue(500)
+    y = view.viewport().height() // 2
+    start = QPoint(view.line_x() + 3, y)  # within the grab distance of the line
+    scroll = view.horizontalScrollBar().value()
+    drag(qtbot, view, start, QPoint(view.viewport().width() // 4, y))
+    assert view.split == pytest.approx(0.25, abs=0.01) and compare.slider.value() == pytest.approx(250, abs=10)
+    assert view.horizontalScrollBar().value() == scroll  # the drag moved the line, not the image
+    far = QPoint(view.viewport().width() * 3 // 4, y)
+    drag(qtbot, view, far, far + QPoint(-100, 0))  # away from the line: a pan, the line stays
+    assert view.horizontalScrollBar().value() > scroll and view.split == pytest.approx(0.25, abs=0.01)
+    assert view.labels == ("Before: Original", f"After: {job.describe()}")
+    labelled = view.viewport().grab().toImage()
+    view.set_labels("", "")
+    bare = view.viewport().grab().toImage()
+    x, h = view.line_x(), labelled.height()
+    assert labelled.copy(x + 2, 0, 60, 30) != bare.copy(x + 2, 0, 60, 30)  # "After" painted right of the line
+    assert labelled.copy(max(0, x - 62), 0, 60, 30) != bare.copy(max(0, x - 62), 0, 60, 30)  # "Before" left of it
+    assert labelled.copy(0, h - 40, labelled.width(), 40) == bare.copy(0, h - 40, labelled.width(), 40)
+
+
+def test_compare_two_results_and_a_toolbar_that_stays_put(compared, qtbot):
+    window, first = compared
+    window.panel.param_form.set_values({"steps": 7})
+    second = run(window, qtbot, first.source, "params-test")
+    window.show_compare(second.id)
+    compare = window.compare
+    widths = (compare.result_combo.width(), compare.before_combo.width())
+    before = compare.before_combo
+    assert [before.itemText(i) for i in range(before.count())] == ["Original", first.describe(), second.describe()]
+    before.setCurrentIndex(1)  # bicubic on the left, the other backend on the right
+    assert compare.before_job() is first and compare.current_job() is second
+    assert compare.split_view.labels == (f"Before: {first.describe()}", f"After: {second.describe()}")
+    assert compare.before_title.text() == f"Before: {first.describe()}"
+    assert compare.split_scene.before.pixmap().size() == compare.split_scene.after.pixmap().size()
+    compare.result_combo.setCurrentIndex(0)  # a short label, then a long one: the combos keep their width
+    compare.result_combo.setCurrentIndex(1)
+    qtbot.wait(10)
+    assert (compare.result_combo.width(), compare.before_combo.width()) == widths
+    window.show_compare(first.id)  # the same photo again: the chosen "before" stays
+    assert compare.before_job() is first

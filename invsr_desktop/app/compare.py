@@ -1,16 +1,33 @@
-"""The compare view: a result against its original, as a split slider or as two synced side-by-side views.
+"""The compare view: a result against its original (or another result of the same photo), as a split line or as
+two synced side-by-side views.
 
-Every scene is laid out in the result's pixel coordinates; the original is drawn scaled up to the result's size, so
-"before" and "after" line up pixel for pixel and one transform (zoom) plus one scroll position describe every view.
+Every scene is laid out in the result's pixel coordinates; the "before" image is drawn scaled to the result's size,
+so before and after line up pixel for pixel and one transform (zoom) plus one scroll position describe every view.
 Above 100% images are sampled nearest-neighbour, so the pixels a backend produced can be inspected one by one.
+
+The split line is measured on the screen (a fraction of the view's width), not on the image: at 800% it stays where
+the user put it while the image pans and zooms under it. It is dragged in the picture itself (or with the slider),
+and "Before" / "After" labels sit on either side of it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QAction, QActionGroup, QColor, QKeyEvent, QPainter, QPen, QPixmap, QTransform, QWheelEvent
+from PySide6.QtCore import QPoint, QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import (
+    QAction,
+    QActionGroup,
+    QColor,
+    QFontMetrics,
+    QKeyEvent,
+    QMouseEvent,
+    QPainter,
+    QPen,
+    QPixmap,
+    QTransform,
+    QWheelEvent,
+)
 from PySide6.QtWidgets import (
     QComboBox,
     QGraphicsItem,
@@ -36,6 +53,10 @@ ZOOM_STEPS = (0.0625, 0.125, 0.25, 1 / 3, 0.5, 2 / 3, 1.0, 1.5, 2.0, 3.0, 4.0, 6
 MAX_ZOOM = ZOOM_STEPS[-1]
 WHEEL_STEP = 1.25
 BACKGROUND = QColor("#2b2b2b")
+#: How close (screen pixels) a press must be to the split line to drag it rather than pan the image.
+GRAB_DISTANCE = 8
+#: What the "before" side shows when it is not another result.
+ORIGINAL = "Original"
 
 
 class ImageView(QGraphicsView):
@@ -170,7 +191,7 @@ class ViewLink:
 
 
 class SplitScene(QGraphicsScene):
-    """Before on the left of a vertical line, after on its right; ``set_split(0..1)`` moves the line."""
+    """Before on the left of a vertical line, after on its right; ``set_split_x`` moves the line (scene pixels)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -185,20 +206,111 @@ class SplitScene(QGraphicsScene):
         self.line.setPen(pen)
         for item in (self.before, self.clip, self.line):
             self.addItem(item)
-        self.split = 0.5
+        self.split_x = 0.0
 
     def set_images(self, before: QPixmap, after: QPixmap) -> None:
         place_before(self.before, before, after.size())
         self.after.setPixmap(after)
         self.setSceneRect(QRectF(0, 0, after.width(), after.height()))
-        self.set_split(self.split)
+        self.set_split_x(self.split_x)
 
-    def set_split(self, fraction: float) -> None:
-        self.split = min(1.0, max(0.0, fraction))
+    def set_split_x(self, x: float) -> None:
+        """Put the line at scene x ``x`` (clamped to the image: off the image, one side shows whole)."""
         rect = self.sceneRect()
-        x = rect.width() * self.split
+        self.split_x = x = min(rect.width(), max(0.0, x))
         self.clip.setRect(QRectF(x, 0, rect.width() - x, rect.height()))
         self.line.setLine(x, 0, x, rect.height())
+
+
+class SplitView(ImageView):
+    """The split mode's view: the line at a fraction of the *viewport's* width, dragged in the picture, labelled.
+
+    ``split`` (0..1 of the view's width) is what the user set; on every zoom, scroll or resize the scene's line is
+    moved to the image pixel under that screen position. A press within :data:`GRAB_DISTANCE` pixels of the line
+    drags it; anywhere else pans as in every view.
+    """
+
+    splitChanged = Signal(float)
+
+    def __init__(self, scene: SplitScene, parent: QWidget | None = None) -> None:
+        super().__init__(scene, parent)
+        self.split_scene = scene
+        self.split = 0.5
+        self.labels = ("Before", "After")
+        self._dragging = False
+        self.viewport().setMouseTracking(True)
+        self.viewChanged.connect(self._place_line)
+
+    def set_split(self, fraction: float) -> None:
+        fraction = min(1.0, max(0.0, float(fraction)))
+        if fraction != self.split:
+            self.split = fraction
+            self.splitChanged.emit(fraction)
+        self._place_line()
+
+    def set_labels(self, before: str, after: str) -> None:
+        self.labels = (before, after)
+        self.viewport().update()
+
+    def line_x(self) -> int:
+        """The line's position in viewport pixels."""
+        return round(self.split * self.viewport().width())
+
+    def _place_line(self) -> None:
+        self.split_scene.set_split_x(self.mapToScene(QPoint(self.line_x(), 0)).x())
+        self.viewport().update()
+
+    def _near_line(self, event: QMouseEvent) -> bool:
+        return abs(event.position().x() - self.line_x()) <= GRAB_DISTANCE
+
+    # -- events ------------------------------------------------------------------------------------------------
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.LeftButton and self._near_line(event):
+            self._dragging = True
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        if self._dragging:
+            self.set_split(event.position().x() / max(1, self.viewport().width()))
+            event.accept()
+            return
+        if not event.buttons():
+            near = self._near_line(event)
+            self.viewport().setCursor(Qt.CursorShape.SplitHCursor if near else Qt.CursorShape.OpenHandCursor)
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._dragging and event.button() == Qt.MouseButton.LeftButton:
+            self._dragging = False
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001 - Qt's QResizeEvent
+        super().resizeEvent(event)
+        self._place_line()
+
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        """The two labels, in screen coordinates beside the line (elided to their side; none on a side too narrow)."""
+        super().drawForeground(painter, rect)
+        if self.split_scene.sceneRect().isEmpty():
+            return
+        painter.save()
+        painter.resetTransform()
+        metrics = QFontMetrics(painter.font())
+        x, width, pad = self.line_x(), self.viewport().width(), 6
+        for text, left, room in ((self.labels[0], None, x - 2 * pad), (self.labels[1], x + pad, width - x - 2 * pad)):
+            if room < 40 or not text:
+                continue
+            shown = metrics.elidedText(text, Qt.TextElideMode.ElideRight, room - 2 * pad)
+            box = QRectF(0, pad, metrics.horizontalAdvance(shown) + 2 * pad, metrics.height() + pad)
+            box.moveLeft(left if left is not None else x - pad - box.width())
+            painter.fillRect(box, QColor(0, 0, 0, 150))
+            painter.setPen(QColor("white"))
+            painter.drawText(box, Qt.AlignmentFlag.AlignCenter, shown)
+        painter.restore()
 
 
 def place_before(item: QGraphicsPixmapItem, before: QPixmap, output: QSize) -> None:
@@ -217,17 +329,20 @@ class CompareView(QWidget):
         super().__init__(parent)
         self.source: Path | None = None
         self.results: list[Job] = []
+        self._original = QPixmap()
         self._before = QPixmap()
         self._after = QPixmap()
 
         self.split_scene = SplitScene()
-        self.split_view = ImageView(self.split_scene)
+        self.split_view = SplitView(self.split_scene)
         self.split_view.setObjectName("split_view")
         self.slider = QSlider(Qt.Orientation.Horizontal, objectName="split_slider")
         self.slider.setRange(0, 1000)
         self.slider.setValue(500)
-        self.slider.setToolTip("Drag to move the line between before (left) and after (right)")
-        self.slider.valueChanged.connect(lambda v: self.split_scene.set_split(v / 1000))
+        self.slider.setToolTip("Where the line between before (left) and after (right) sits in the view; the line "
+                               "can also be dragged in the picture")  # fmt: skip
+        self.slider.valueChanged.connect(lambda v: self.split_view.set_split(v / 1000))
+        self.split_view.splitChanged.connect(self._split_moved)
 
         self.before_scene, self.after_scene = QGraphicsScene(), QGraphicsScene()
         self.before_item, self.after_item = QGraphicsPixmapItem(), QGraphicsPixmapItem()
@@ -247,12 +362,12 @@ class CompareView(QWidget):
         split_layout.addWidget(self.split_view, 1)
         split_layout.addWidget(self.slider)
         self.side_splitter = QSplitter(Qt.Orientation.Horizontal)
-        for title, view in (("Before (original, shown at the output size)", self.before_view),
-                            ("After", self.after_view)):  # fmt: skip
+        self.before_title, self.after_title = QLabel(objectName="before_title"), QLabel(objectName="after_title")
+        for title, view in ((self.before_title, self.before_view), (self.after_title, self.after_view)):
             pane = QWidget()
             pane_layout = QVBoxLayout(pane)
             pane_layout.setContentsMargins(0, 0, 0, 0)
-            pane_layout.addWidget(QLabel(title))
+            pane_layout.addWidget(title)
             pane_layout.addWidget(view, 1)
             self.side_splitter.addWidget(pane)
         self.side_splitter.setStretchFactor(0, 1)
@@ -276,11 +391,15 @@ class CompareView(QWidget):
 
     def _toolbar(self) -> QToolBar:
         bar = QToolBar(objectName="compare_toolbar")  # overflows into a menu when the window is narrow
-        bar.addWidget(QLabel("Result "))
-        self.result_combo = QComboBox(objectName="result_combo")
-        self.result_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-        self.result_combo.setToolTip("Every result of this photo: switch backends at the same zoom and place")
-        self.result_combo.currentIndexChanged.connect(self._result_chosen)
+        bar.addWidget(QLabel("Before "))
+        self.before_combo = _fixed_combo("before_combo", "What the left side (before) shows: the original, or "
+                                         "another result of this photo (two backends, two seeds)")  # fmt: skip
+        self.before_combo.currentIndexChanged.connect(lambda _: self._show_pair())
+        bar.addWidget(self.before_combo)
+        bar.addWidget(QLabel(" After "))
+        self.result_combo = _fixed_combo("result_combo", "Every result of this photo: switch backends at the "
+                                         "same zoom and place")  # fmt: skip
+        self.result_combo.currentIndexChanged.connect(lambda _: self._show_pair())
         bar.addWidget(self.result_combo)
         bar.addSeparator()
         self.mode_group = QActionGroup(self)
@@ -312,15 +431,24 @@ class CompareView(QWidget):
         """Compare ``source`` with its ``results`` (finished jobs of that photo), starting with ``current``."""
         if source != self.source:
             image, _ = read_image(source)
-            self._before = QPixmap.fromImage(image)
+            self._original = QPixmap.fromImage(image)
             self.source = source
             self._after = QPixmap()  # another photo: start from "fit" again
+            self.before_combo.blockSignals(True)
+            self.before_combo.clear()  # a new photo compares with its original first
+            self.before_combo.blockSignals(False)
+        chosen_before = self.before_job()
         self.results = list(results)
-        self.result_combo.blockSignals(True)
-        self.result_combo.clear()
-        for job in self.results:
-            self.result_combo.addItem(job.describe(), job.id)
-        self.result_combo.blockSignals(False)
+        for combo, first in ((self.before_combo, ORIGINAL), (self.result_combo, None)):
+            combo.blockSignals(True)
+            combo.clear()
+            if first:
+                combo.addItem(first, None)
+            for job in self.results:
+                combo.addItem(job.describe(), job.id)
+            combo.blockSignals(False)
+        before = self.before_combo.findData(chosen_before.id) if chosen_before in self.results else 0
+        self.before_combo.setCurrentIndex(max(0, before))
         index = self.results.index(current) if current in self.results else len(self.results) - 1
         self.result_combo.setCurrentIndex(-1)
         self.result_combo.setCurrentIndex(index)
@@ -329,7 +457,12 @@ class CompareView(QWidget):
         index = self.result_combo.currentIndex()
         return self.results[index] if 0 <= index < len(self.results) else None
 
-    def _result_chosen(self, index: int) -> None:
+    def before_job(self) -> Job | None:
+        """The result shown as "before", or None for the original."""
+        job_id = self.before_combo.currentData()
+        return next((job for job in self.results if job.id == job_id), None) if job_id is not None else None
+
+    def _show_pair(self) -> None:
         job = self.current_job()
         if job is None or job.result is None:
             return
@@ -337,6 +470,12 @@ class CompareView(QWidget):
         if image.isNull():
             self.info.setText(f"Cannot read {job.result}")
             return
+        before_job = self.before_job()
+        if before_job is not None and before_job.result is not None:
+            before_image, _ = read_image(before_job.result)
+            self._before = QPixmap.fromImage(before_image) if not before_image.isNull() else self._original
+        else:
+            self._before = self._original
         first = self._after.isNull()
         self._after = QPixmap.fromImage(image)
         self.split_scene.set_images(self._before, self._after)
@@ -345,6 +484,10 @@ class CompareView(QWidget):
         rect = QRectF(0, 0, self._after.width(), self._after.height())
         self.before_scene.setSceneRect(rect)
         self.after_scene.setSceneRect(rect)
+        before_name = before_job.describe() if before_job is not None else ORIGINAL
+        self.split_view.set_labels(f"Before: {before_name}", f"After: {job.describe()}")
+        self.before_title.setText(f"Before: {before_name}" + ("" if before_job else " (shown at the output size)"))
+        self.after_title.setText(f"After: {job.describe()}")
         self._describe(job)
         if self.stack.currentWidget() is self.placeholder:
             self.stack.setCurrentIndex(0 if self.mode == "split" else 1)
@@ -355,8 +498,13 @@ class CompareView(QWidget):
                 view._update_sampling()
             self.link.follow(self.current_view(), force=True)
 
+    def _split_moved(self, fraction: float) -> None:
+        self.slider.blockSignals(True)
+        self.slider.setValue(round(fraction * 1000))
+        self.slider.blockSignals(False)
+
     def _describe(self, job: Job) -> None:
-        before = f"{self._before.width()}×{self._before.height()}"
+        before = f"{self._original.width()}×{self._original.height()}"
         after = f"{self._after.width()}×{self._after.height()}"
         self.info.setText(f"<b>{job.source.name}</b> — {job.describe()} — {before} → {after} — "
                           f"{job.result.name if job.result else ''} (took {job.elapsed:.1f} s)")  # fmt: skip
@@ -391,3 +539,12 @@ class CompareView(QWidget):
         view = self.current_view()
         view.centerOn(point)
         self.link.follow(view)
+
+
+def _fixed_combo(name: str, tip: str) -> QComboBox:
+    """A combo box whose width does not follow its current text, so the toolbar beside it stays put."""
+    combo = QComboBox(objectName=name)
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(16)
+    combo.setToolTip(tip)
+    return combo

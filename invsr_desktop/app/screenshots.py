@@ -153,12 +153,12 @@ def main(argv: list[str] | None = None) -> int:
 
         window.show_compare(x4.id)
         compare = window.compare
-        for mode, name in (("split", "compare-split-400.png"), ("side", "compare-side-by-side-400.png")):
+        for mode, zoom, name in (("split", 8.0, "compare-split-800.png"), ("side", 4.0, "compare-side-by-side-400.png")):
             compare.set_mode(mode)
             wait(app, lambda: True)
-            compare.set_zoom(4.0)
+            compare.set_zoom(zoom)
             centre = QPointF(FACE.x() * 4, FACE.y() * 4)  # in result pixels (x4)
-            compare.slider.setValue(round(1000 * centre.x() / compare.split_scene.sceneRect().width()))
+            compare.slider.setValue(500)  # the line in the middle of the view, on the face
             compare.center_on(centre)
             wait(app, lambda: True)
             window.grab().save(str(args.out / name))
