@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -58,10 +58,17 @@ class OnnxRunner:
     colour_fix: bool = False
     model_name: str = ""  # the model file's name, for the engine's error messages
 
-    def __call__(self, tile: np.ndarray) -> np.ndarray:
+    @property
+    def passes(self) -> int:
+        """Model passes per tile (the engine's progress moves pass by pass through ``on_pass``)."""
+        return 8 if self.tta else 1
+
+    def __call__(self, tile: np.ndarray, on_pass: Callable[[], None] | None = None) -> np.ndarray:
         out = self.run_once(tile)
         if self.tta:
             for k in range(1, 8):
+                if on_pass:
+                    on_pass()
                 out += undo_dihedral(self.run_once(dihedral(tile, k)), k)
             out /= 8.0
         return colour_fixed(tile, out) if self.colour_fix else out

@@ -125,7 +125,9 @@ def test_tta_averages_the_eight_flips_and_turns(models, tiny_x2):
     engine = Engine(registry=registry, options=EngineOptions(threads=1))
     image = np.random.default_rng(1).uniform(0, 1, (12, 10, 3)).astype(np.float32)  # even, not square: no padding
 
-    out = engine.upscale_array(image, "esrgan-tiny-x2", 2, params={"tta": "on"})
+    seen: list[float] = []
+    out = engine.upscale_array(image, "esrgan-tiny-x2", 2, params={"tta": "on"}, progress=seen.append)
+    assert sorted(set(seen)) == pytest.approx([k / 8 for k in range(1, 9)])  # one tile, 8 passes: it moves
 
     def torch_net(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():

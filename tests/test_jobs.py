@@ -259,3 +259,24 @@ def test_ready_jobs_wait_for_start_and_can_be_cancelled(tmp_path):
     assert queue.start([second.id]) == [second] and queue.ready() == [first]
     assert queue.run_pending(engine) == 1 and second.state is JobState.DONE and first.state is JobState.READY
     assert queue.start() == [first] and queue.run_pending(engine) == 1 and first.state is JobState.DONE
+
+
+def test_progress_saving_and_eta_with_the_real_engine(tmp_path):
+    """A real bicubic run in 64 px tiles: no time left is guessed before the first tile; the row's ETA comes from
+    the first tiles; "Saving" once every tile is done and before the job is Done."""
+    from invsr_desktop.engine.pipeline import Engine, EngineOptions
+
+    queue = JobQueue()
+    job = queue.add(photo(tmp_path, size=(200, 130)), "bicubic", 2)
+    seen: list[tuple[JobState, float, float | None, bool, float | None]] = []
+    queue.subscribe(lambda e: e.kind == "changed" and seen.append(
+        (e.job.state, e.job.progress, e.job.eta, e.job.saving, queue.remaining_seconds())))  # fmt: skip
+    queue.run_pending(Engine(options=EngineOptions(tile=64, threads=1)))
+    running = [s for s in seen if s[0] is JobState.RUNNING]
+    assert running[0][1] == 0.0 and running[0][2] is None and running[0][4] is None  # at 0 %: no "0:00 left"
+    partial = [s for s in running if 0 < s[1] < 1]
+    assert len(partial) >= 5 and all(s[2] is not None and s[4] is not None for s in partial)
+    assert [s[1] for s in running] == sorted(s[1] for s in running)
+    saving = [s for s in running if s[3]]
+    assert saving and saving[0][1] == 1.0 and seen.index(saving[0]) < len(seen) - 1
+    assert job.state is JobState.DONE and not job.saving

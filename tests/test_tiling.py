@@ -119,6 +119,14 @@ def test_progress_is_monotonic_and_ends_at_one(photo):
     assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 1
 
 
+def test_progress_moves_tile_by_tile_within_a_row(photo):
+    """A photo one tile high and several wide moves after each tile (it used to sit at 0 % until its row was done)."""
+    runner, seen = ConvRunner(), []
+    upscale_tiled(photo[:40], runner, tile=64, progress=seen.append)
+    assert len(runner.calls) >= 3 and len(seen) == len(runner.calls)
+    assert seen == sorted(seen) and seen[0] == pytest.approx(1 / len(runner.calls)) and seen[-1] == 1.0
+
+
 def test_tiny_images_are_padded_not_rejected():
     runner = ConvRunner()
     for shape in [(1, 1, 3), (3, 7, 3), (5, 2, 3)]:

@@ -197,10 +197,12 @@ class JobTableModel(QAbstractTableModel):
         if column == STATE:
             if job.state.active and job.cancel_requested:
                 return "Cancelling…"
-            return STATE_TEXT[job.state]
+            return "Saving…" if job.saving else STATE_TEXT[job.state]
         if column == PROGRESS:
             return f"{job.progress:.0%}"
         if column == ETA:
+            if job.saving:
+                return ""
             if job.state.active:
                 return format_duration(job.eta) if job.eta is not None else "…"
             if job.state is JobState.DONE:

@@ -87,6 +87,10 @@ class Runner(Protocol):
     tiles (size from the memory budget or the user's tile setting), calls ``fn`` per tile, blends the results and
     handles progress, cancel and out-of-memory retries, so every model call stays bounded in memory.
 
+    A runner that makes several model passes per tile (test-time augmentation: 8) says so in ``passes``; the engine
+    then calls ``runner(tile, on_pass=callback)`` and the runner calls ``on_pass()`` after each pass but the last,
+    so the progress of a photo that fits in one tile moves too.
+
     A shrinking runner (``BackendSpec.direction == "down"``) has ``scale = 1 / factor``: it maps an (H, W, 3) tile
     to (H / factor, W / factor, 3), H and W multiples of ``multiple`` (a multiple of the factor).
     """

@@ -47,8 +47,6 @@ if TYPE_CHECKING:  # the pipeline pulls in OpenCV and ONNX Runtime; the queue mo
 IMAGE_SUFFIXES = READ_SUFFIXES
 #: Output formats offered to the user; ``same`` keeps the original's format where it can be written (else PNG).
 FORMATS: tuple[str, ...] = ("png", "jpeg", "webp", "tiff", "same")
-#: Progress must pass this fraction before an ETA is guessed from it (earlier guesses are noise).
-ETA_MIN_PROGRESS = 0.02
 #: How many times a job picks a new output name when another file took the chosen one meanwhile.
 NAME_ATTEMPTS = 3
 #: The formats a shrunk image is written in: the ones the restore marker (in the EXIF) is known to survive.
@@ -166,7 +164,13 @@ class Job:
     note: str = ""
     marker: ShrinkMarker | None = None
     redo: bool = False  # run even when the same result exists ("Run again"); else a done-before result is kept
+    reused: bool = False  # finished by finding its result done before: it took no measurable time
     _paused_at: float | None = field(default=None, repr=False)
+
+    @property
+    def saving(self) -> bool:
+        """Whether every unit of the model's work is done and the result is being finished and written."""
+        return self.state is JobState.RUNNING and self.progress >= 1.0
 
     @property
     def elapsed(self) -> float:
@@ -428,12 +432,15 @@ class JobQueue:
 
     def remaining_seconds(self) -> float | None:
         """A guess at the time left for the whole queue: the running job's ETA plus, for each queued job, the mean
-        time of finished jobs per input byte. None until there is something to guess from."""
+        time of finished jobs per input byte. None until there is something to guess from: a running job with no
+        ETA yet, or queued jobs and none finished (results found done before do not count: they took no time)."""
         with self._cond:
-            done = [j for j in self._jobs if j.state is JobState.DONE and j.elapsed > 0]
+            done = [j for j in self._jobs if j.state is JobState.DONE and j.elapsed > 0 and not j.reused]
             active = [j for j in self._jobs if j.state.active]
             queued = [j for j in self._jobs if j.state is JobState.QUEUED]
-        total = sum(j.eta for j in active if j.eta is not None)
+        if any(j.eta is None and not j.saving for j in active):
+            return None
+        total = sum(j.eta or 0.0 for j in active)
         if queued:
             if not done:
                 return None
@@ -532,6 +539,7 @@ class JobQueue:
             if job.state not in (JobState.FAILED, JobState.CANCELLED):
                 return job
             job.state, job.progress, job.eta, job.error, job.details = JobState.QUEUED, 0.0, None, "", ""
+            job.reused = False
             job.started = job.finished = job._paused_at = None
             job.paused_for, job.cancel_requested = 0.0, False
             self._cond.notify_all()
@@ -621,6 +629,7 @@ class JobQueue:
         done = done_before(engine, job)
         if done is not None:
             job.note = f"done before: {done.name} has this photo with the same settings (Run again redoes it)"
+            job.reused = True
             self._finish(job, JobState.DONE, result=done)
             return
         try:
@@ -640,8 +649,9 @@ class JobQueue:
         with self._cond:
             job.progress = min(1.0, max(job.progress, float(fraction)))
             elapsed = job.elapsed
-            if job.progress >= ETA_MIN_PROGRESS and elapsed > 0:
-                job.eta = elapsed * (1.0 - job.progress) / job.progress
+            # from the first finished unit of work (a tile, a TTA pass, a sampler step) on: its time per unit
+            # times the units left; none before (a guess from nothing said "0:00 left" at 0 %)
+            job.eta = elapsed * (1.0 - job.progress) / job.progress if job.progress > 0 and elapsed > 0 else None
         self._changed(job)
 
     def _checkpoint(self, job: Job) -> bool:

@@ -137,11 +137,20 @@ def check_output(out: object, expected: tuple[int, int, int], what: str) -> np.n
     return out
 
 
-def _run_tile(runner: Runner, tile: np.ndarray, grid: Grid, origin: tuple[int, int]) -> np.ndarray:
+def _run_tile(
+    runner: Runner, tile: np.ndarray, grid: Grid, origin: tuple[int, int], report: Progress | None = None
+) -> np.ndarray:
+    """One tile through the runner; a runner of several model passes per tile (``passes``, e.g. TTA's 8) is given
+    ``on_pass`` so the tile's share of the progress moves pass by pass."""
     tile = np.ascontiguousarray(tile, dtype=np.float32)
     if not tile.flags.writeable:  # a read-only view of the image: a runner may work on its tile in place
         tile = tile.copy()
-    out = call_plugin(runner, tile, origin=origin) if getattr(runner, "positional", False) else call_plugin(runner, tile)
+    kwargs: dict[str, object] = {"origin": origin} if getattr(runner, "positional", False) else {}
+    passes = int(getattr(runner, "passes", 1))
+    if passes > 1 and report is not None:
+        count = iter(range(1, passes + 1))
+        kwargs["on_pass"] = lambda: report(min(1.0, next(count, passes) / passes))
+    out = call_plugin(runner, tile, **kwargs)
     return check_output(out, (grid.up(tile.shape[0]), grid.up(tile.shape[1]), 3), "a tile")
 
 
@@ -168,7 +177,7 @@ def upscale_tiled(
     # 16 px overlap made a 300 x 200 photo 60,000 model calls): keep at least half of each tile new.
     overlap = min(overlap, grid.round_down(size // 2))
     out, _ = blend_tiles(
-        lambda t, origin: _run_tile(runner, t, grid, origin),
+        lambda t, origin, report: _run_tile(runner, t, grid, origin, report),
         [pixels],
         grid,
         size,
@@ -281,9 +290,12 @@ def blend_tiles(
     cancel: Cancel | None = None,
     shape: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, int]:
-    """The one tiling loop: ``fn(*tiles, origin=(y, x))`` over overlapping tiles of ``arrays`` (the same H and W,
-    seen reflection-padded at the bottom / right to ``shape``, default their own size), each result
+    """The one tiling loop: ``fn(*tiles, origin=(y, x), report=r)`` over overlapping tiles of ``arrays`` (the same
+    H and W, seen reflection-padded at the bottom / right to ``shape``, default their own size), each result
     (up(h), up(w), C) blended with sin^2 ramps into one new float32 array of the padded size (the caller owns it).
+
+    ``progress`` moves after every tile (rows x columns of the grid), and within a tile when ``fn`` calls
+    ``r(fraction of the tile)``, so a photo of one tile does not sit at 0 % until it is done.
 
     Tiles are read-only views where they lie inside the arrays (gathered copies where they cross the edge). Memory:
     one full-size accumulator plus per-tile and per-band temporaries. Works row by row: an out-of-memory error
@@ -293,20 +305,23 @@ def blend_tiles(
     ph, pw = shape or arrays[0].shape[:2]
     padded = [_Padded(a, (ph, pw)) for a in arrays]
     blend = _Blend(grid.up(ph), grid.up(pw))
-    y = 0
+    y, rows_done = 0, 0
     while True:
         row_h, tile_w = balanced_tile(ph, size, overlap, grid.align), balanced_tile(pw, size, overlap, grid.align)
         y = min(y, ph - row_h)
+        rows = rows_done + len(_starts(ph - y, row_h, overlap, grid.align))
+        row_report = None
+        if progress:
+            row_report = lambda part, r=rows_done, n=rows: progress(min(1.0, (r + part) / n))  # noqa: E731
         try:
-            _blend_row(fn, padded, blend, grid, (ph, pw), y, row_h, tile_w, overlap, cancel)
+            _blend_row(fn, padded, blend, grid, (ph, pw), y, row_h, tile_w, overlap, cancel, row_report)
         except Exception as exc:
             blend.undo_row()
             if not is_out_of_memory(exc) or size // 2 < max(MIN_TILE // 2, grid.align):
                 raise
             size = grid.round_down(size // 2)  # resume this row with smaller tiles; finished rows stay
             continue
-        if progress:
-            progress(min(1.0, (y + row_h) / ph))
+        rows_done += 1
         if y + row_h >= ph:
             break
         y += max(grid.align, (row_h - overlap) // grid.align * grid.align)
@@ -324,21 +339,29 @@ def _blend_row(
     tile_w: int,
     overlap: int,
     cancel: Cancel | None,
+    report: Progress | None = None,
 ) -> None:
-    """One row of tiles into the blend (all or nothing: the caller undoes a failed row)."""
+    """One row of tiles into the blend (all or nothing: the caller undoes a failed row); ``report`` gets the
+    fraction of the row done, tile by tile (and within a tile)."""
     ph, pw = shape
     ramp = grid.up(overlap)
     blend.begin_row(grid.up(y), _ramp(grid.up(row_h), ramp, left=y > 0, right=y + row_h < ph))
-    for x in _starts(pw, tile_w, overlap, grid.align):
+    starts = _starts(pw, tile_w, overlap, grid.align)
+    for i, x in enumerate(starts):
         if cancel and cancel():
             raise CancelledError("cancelled")
         tiles = [p.tile(y, x, row_h, tile_w) for p in padded]
-        result = np.asarray(fn(*tiles, origin=(y, x)), dtype=np.float32)
+        tile_report = None
+        if report:
+            tile_report = lambda part, i=i: report((i + min(1.0, part)) / len(starts))  # noqa: E731
+        result = np.asarray(fn(*tiles, origin=(y, x), report=tile_report), dtype=np.float32)
         del tiles  # a gathered edge tile is freed before the result is added
         expected = (grid.up(row_h), grid.up(tile_w))
         if result.ndim != 3 or result.shape[:2] != expected:
             raise BackendError(f"the backend returned a tile of shape {result.shape}; expected {expected} x C")
         blend.add(result, grid.up(x), _ramp(grid.up(tile_w), ramp, left=x > 0, right=x + tile_w < pw))
+        if report:
+            report((i + 1) / len(starts))
     blend.end_row()
 
 
@@ -421,7 +444,7 @@ class Tiler:
         overlap = grid.round_up(max(int(self.overlap * density), int(min_overlap)))
         size = self.tile_side(density, multiple)
 
-        def counted(*tiles: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+        def counted(*tiles: np.ndarray, origin: tuple[int, int], report: Progress | None = None) -> np.ndarray:
             self.calls += 1
             return fn(*tiles, origin=origin)
 
