@@ -10,7 +10,7 @@ from PySide6.QtCore import Qt
 
 from invsr_desktop.app._testsupport import drop_files, make_photo, open_window
 from invsr_desktop.app.main_window import MainWindow
-from invsr_desktop.app.queue_model import BACKEND, DETAILS, SIZE
+from invsr_desktop.app.queue_model import RESULT, SIZE, TASK
 from invsr_desktop.app.settings import AppSettings
 from invsr_desktop.engine.imageio import Image, save_image
 from invsr_desktop.engine.jobs import Job, JobMode, JobState
@@ -69,7 +69,8 @@ def test_shrink_in_the_app_then_drop_the_small_image_back_to_restore_it(models_d
 
     assert drop_files(window, [photo])
     (shrink,) = window.queue.jobs()
-    assert shrink.mode is JobMode.SHRINK and cell(window, shrink, BACKEND) == "shrink ÷2 with inn-shrink, model=auto"
+    assert shrink.mode is JobMode.SHRINK and cell(window, shrink, TASK) == "Shrink ÷2 (INN shrink)"
+    assert cell(window, shrink, TASK, Qt.ItemDataRole.ToolTipRole) == "shrink ÷2 with inn-shrink, model=auto"
     qtbot.waitUntil(lambda: cell(window, shrink, SIZE) == "37×26 → 19×13", timeout=TIMEOUT_MS)
     assert finish(qtbot, shrink).state is JobState.DONE, shrink.error
     assert shrink.result == tmp_path / "photo_shrunk_x2.png"  # the CLI's name
@@ -83,9 +84,10 @@ def test_shrink_in_the_app_then_drop_the_small_image_back_to_restore_it(models_d
     assert drop_files(window.queue_panel.table.viewport(), [shrink.result])
     restore = window.queue.jobs()[-1]
     assert restore.mode is JobMode.RESTORE
-    assert cell(window, restore, BACKEND) == "restore x2 with inn (tiny_x2)"
+    assert cell(window, restore, TASK) == "Restore ×2"
+    assert cell(window, restore, TASK, Qt.ItemDataRole.ToolTipRole).startswith("restore x2 with inn (tiny_x2)")
     # the tooltip: the cell's text turns into the output's name once the (tiny) job is done, which can be by now
-    assert "instead of upscaled" in cell(window, restore, DETAILS, Qt.ItemDataRole.ToolTipRole)
+    assert "instead of upscaled" in cell(window, restore, RESULT, Qt.ItemDataRole.ToolTipRole)
     assert "restored to full size" in window.statusBar().currentMessage()
     assert finish(qtbot, restore).state is JobState.DONE, restore.error
     assert restore.result == tmp_path / "photo_shrunk_x2_restored.png"
@@ -134,5 +136,5 @@ def test_restore_mode_needs_no_choice_and_bad_images_fail_in_their_rows(models_d
     assert [job.mode for job in jobs] == [JobMode.RESTORE, JobMode.RESTORE]
     for job, reason in zip(jobs, ("no invsr-shrink marker", "shrunk with model 'gone'")):
         assert finish(qtbot, job).state is JobState.FAILED
-        assert reason in cell(window, job, DETAILS)
+        assert reason in cell(window, job, RESULT)
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["other.png", "plain.png"]

@@ -14,7 +14,7 @@ from invsr_desktop.app._testsupport import drop_files, make_photo, open_window, 
 from invsr_desktop.app.main_window import MainWindow
 from invsr_desktop.engine.sessions import planned_path
 from invsr_desktop.app.plugins_dialog import PluginsDialog
-from invsr_desktop.app.queue_model import DETAILS, STATE
+from invsr_desktop.app.queue_model import RESULT, STATUS
 from invsr_desktop.app.settings import AppSettings
 from invsr_desktop.engine.jobs import JobState
 
@@ -66,7 +66,7 @@ def test_dropping_photos_and_a_folder_runs_bicubic_to_the_end(make_window, qtbot
     assert jobs[1].result == folder / "second_x2_bicubic.png"
     with PILImage.open(jobs[0].result) as result:
         assert result.size == (80, 60)
-    assert cell(window, jobs[0].id, STATE) == "Done" and cell(window, jobs[0].id, DETAILS) == "first_x2_bicubic.png"
+    assert cell(window, jobs[0].id, STATUS).startswith("Done · ") and cell(window, jobs[0].id, RESULT) == "first_x2_bicubic.png"
     qtbot.waitUntil(lambda: "2 done" in window.summary_label.text())
     assert window.provider_label.text() == "Runs on: " + planned_path()  # OpenVINO f32 here; ONNX Runtime CPU without it
 
@@ -94,7 +94,7 @@ def test_cancel_mid_image_leaves_no_partial_file(make_window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: job.state is JobState.CANCELLED, timeout=5_000)
     assert 0 < job.progress < 1 and job.result is None
     assert {p.name for p in tmp_path.iterdir()} - {"settings.ini"} == {"big.png"}  # no result, no temporary file
-    assert cell(window, job.id, STATE) == "Cancelled"
+    assert cell(window, job.id, STATUS) == "Cancelled"
 
     window.panel.tile_spin.setValue(256)  # one tile from the next job on
     select_rows(window, job.id)  # retry runs it to the end
@@ -124,7 +124,7 @@ def test_pause_holds_the_running_image_between_tiles_and_resume_goes_on(make_win
     held = first.progress
     qtbot.wait(300)
     assert first.progress == held < 1 and second.state is JobState.QUEUED
-    assert cell(window, first.id, STATE) == "Paused" and "paused" in window.summary_label.text()
+    assert cell(window, first.id, STATUS).startswith("Paused · ") and "paused" in window.summary_label.text()
     window.actions_["pause"].trigger()
     qtbot.waitUntil(lambda: second.state is JobState.DONE, timeout=15_000)
     assert first.state is JobState.DONE and first.result.exists()
@@ -165,11 +165,11 @@ def test_failures_show_in_their_rows_and_the_queue_goes_on(make_window, qtbot, t
     (fine,) = window.add_paths([photo])
     qtbot.waitUntil(lambda: fine.state is JobState.DONE, timeout=20_000)
 
-    assert missing.state is JobState.FAILED and "model file not found" in cell(window, missing.id, DETAILS)
+    assert missing.state is JobState.FAILED and "model file not found" in cell(window, missing.id, RESULT)
     assert "missing-model" in missing.error
-    assert blocked.state is JobState.FAILED and "not a folder" in cell(window, blocked.id, DETAILS)
+    assert blocked.state is JobState.FAILED and "not a folder" in cell(window, blocked.id, RESULT)
     assert window.isVisible()
-    tip = window.model.data(window.model.index(window.model.row_of(missing.id), STATE), Qt.ItemDataRole.ToolTipRole)
+    tip = window.model.data(window.model.index(window.model.row_of(missing.id), STATUS), Qt.ItemDataRole.ToolTipRole)
     assert missing.error in tip and "Traceback" not in tip  # one sentence; the technical text is behind Details…
 
     view = window.queue_panel
@@ -331,7 +331,7 @@ def test_a_full_disk_and_a_provider_fallback_are_shown_and_the_window_stays(make
     select_backend(window, "bicubic")
     (job,) = window.add_paths([make_photo(tmp_path / "a.png")])
     qtbot.waitUntil(lambda: job.state is JobState.FAILED, timeout=20_000)
-    assert "the disk is full" in cell(window, job.id, DETAILS)
+    assert "the disk is full" in cell(window, job.id, RESULT)
     qtbot.waitUntil(lambda: fallback in window.engine_messages)
     assert fallback in window.provider_label.toolTip() and window.isVisible()
     assert not list(tmp_path.glob("a_x*"))
@@ -392,7 +392,7 @@ def test_added_photos_wait_as_ready_until_the_start_button(qtbot, tmp_path):
     start = window.actions_["start"]
     assert not start.isEnabled()
     jobs = window.add_paths([make_photo(tmp_path / "a.png"), make_photo(tmp_path / "b.png")])
-    assert [j.state for j in jobs] == [JobState.READY] * 2 and cell(window, jobs[0].id, STATE) == "Ready"
+    assert [j.state for j in jobs] == [JobState.READY] * 2 and cell(window, jobs[0].id, STATUS) == "Ready"
     assert start.isEnabled() and start.text() == "Upscale 2 photos"
     qtbot.wait(200)
     assert all(j.state is JobState.READY for j in jobs) and not list(tmp_path.glob("*_x2_*"))
@@ -435,3 +435,32 @@ def test_the_list_follows_new_rows_and_an_empty_queue_says_how_to_add(make_windo
     qtbot.wait(50)
     last = table.visualRect(window.model.index(len(photos) - 1, 0))
     assert table.viewport().rect().intersects(last)  # the newest row is in view, not below the fold
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1024, 700)])
+def test_the_queue_fits_the_window_without_scrolling_sideways(make_window, qtbot, tmp_path, size):
+    """At 1280x800 and 1024x700: no horizontal scroll bar, the name / task / status / result columns all in view,
+    the task in the backend's own name, and no toolbar spilling into its overflow menu."""
+    from PySide6.QtWidgets import QToolBar, QToolButton
+
+    from invsr_desktop.app.queue_model import IMAGE, SIZE, TASK
+
+    window = make_window(delay=0)
+    window.resize(*size)
+    select_backend(window, "bicubic")
+    long_name = make_photo(tmp_path / ("a holiday photo with a rather long file name, " * 2 + "final.png"), 40, 30)
+    (job,) = window.add_paths([long_name])
+    qtbot.waitUntil(lambda: job.state is JobState.DONE, timeout=20_000)
+    qtbot.wait(20)
+    table = window.queue_panel.table
+    shown = [c for c in range(window.model.columnCount()) if not table.isColumnHidden(c)]
+    assert {IMAGE, TASK, STATUS, RESULT} <= set(shown)
+    assert sum(table.columnWidth(c) for c in shown) <= table.viewport().width()
+    assert not table.horizontalScrollBar().isVisible()
+    assert table.columnWidth(IMAGE) >= 150 and table.columnWidth(RESULT) >= 150
+    assert cell(window, job.id, TASK) == f"Bicubic ×{job.scale:g}"
+    assert table.isColumnHidden(SIZE) == (size[0] < 1280)
+    for bar in window.findChildren(QToolBar):
+        if bar.isVisible():
+            extension = bar.findChild(QToolButton, "qt_toolbar_ext_button")
+            assert extension is None or not extension.isVisible(), bar.objectName()

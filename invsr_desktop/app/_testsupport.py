@@ -125,7 +125,11 @@ def drop_files(widget: QWidget, paths: list[Path], pos: QPoint | None = None) ->
     mime = file_mime(paths)
     point = pos or widget.rect().center()
     actions = Qt.DropAction.CopyAction | Qt.DropAction.MoveAction
-    enter = QDragEnterEvent(QPointF(point), actions, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    buttons, modifiers = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    try:  # Qt's C++ takes a QPoint (PySide6 up to 6.11); PySide6 6.12 binds it with a QPointF
+        enter = QDragEnterEvent(QPoint(point), actions, mime, buttons, modifiers)
+    except TypeError:
+        enter = QDragEnterEvent(QPointF(point), actions, mime, buttons, modifiers)
     QApplication.sendEvent(widget, enter)
     if not enter.isAccepted():
         return False

@@ -52,6 +52,8 @@ from invsr_desktop.resources import ICONS
 
 DRAG_EVENTS = (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop)
 ICON_PATH = ICONS / "invsr-desktop.svg"
+#: The most of a narrow window's width the side panel takes (it keeps its own minimum): the queue gets the rest.
+PANEL_SHARE = 0.32
 #: What the empty queue invites the user to do, per mode.
 EMPTY_QUEUE_TEXT = {
     JobMode.UPSCALE: "Drop photos or folders here to upscale them",
@@ -118,7 +120,7 @@ class MainWindow(QMainWindow):
         self.panel = BackendPanel(self.registry, self.settings)
         self.engine = Engine(self.registry, self.panel.engine_options(), on_message=self.message_bridge.message.emit)
         self.worker = WorkerThread(self.queue, self.engine)
-        self.model = JobTableModel(self.queue, self.bridge, self)
+        self.model = JobTableModel(self.queue, self.bridge, self, backend_name=lambda i: self.registry.get(i).name)
         self.queue_panel = QueuePanel(self.queue, self.model)
         self.compare = CompareView()
         self.compare.set_mode(self.settings.compare_mode())
@@ -184,6 +186,17 @@ class MainWindow(QMainWindow):
         pause.setCheckable(True)
         pause.toggled.connect(lambda on: self.queue.pause() if on else self.queue.resume())
 
+    def resizeEvent(self, event) -> None:  # noqa: ANN001 - Qt's QResizeEvent
+        """In a narrow window the side panel gives way (to its own minimum) so the queue keeps its columns; a wide
+        window keeps whatever width the user dragged it to."""
+        super().resizeEvent(event)
+        panel, rest = self.splitter.sizes()
+        scroll = self._panel_scroll
+        fits = self.panel.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 4
+        most = max(fits, int(self.width() * PANEL_SHARE))
+        if panel > most:
+            self.splitter.setSizes([most, rest + panel - most])
+
     def _build_layout(self) -> None:
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -199,6 +212,7 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setSizes([panel_width, 1280 - panel_width])
         self.setCentralWidget(self.splitter)
+        self._panel_scroll = scroll
         self.resize(1280, 800)
 
     def _build_status_bar(self) -> None:
@@ -219,7 +233,7 @@ class MainWindow(QMainWindow):
             status.showMessage("No backend could be loaded: see Plugins… for the reasons.")
 
     def _connect(self) -> None:
-        self.bridge.event.connect(self._on_queue_event)
+        self.bridge.connect(self._on_queue_event)
         self.message_bridge.message.connect(self._on_engine_message)
         self.panel.pluginsRequested.connect(self.show_plugins)
         self.panel.engineOptionsChanged.connect(self._engine_options_changed)

@@ -8,9 +8,11 @@ honoured exactly even though the queue itself changes elsewhere.
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from PySide6.QtCore import (
     QAbstractTableModel,
@@ -25,12 +27,15 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QColor, QImage, QPixmap
 
 from invsr_desktop.app.images import ThumbnailLoader
-from invsr_desktop.engine.jobs import Job, JobQueue, JobState, QueueEvent
+from invsr_desktop.engine.jobs import Job, JobMode, JobQueue, JobState, QueueEvent
 
-COLUMNS = ("Image", "Size", "Backend", "State", "Progress", "ETA", "Details")
-IMAGE, SIZE, BACKEND, STATE, PROGRESS, ETA, DETAILS = range(len(COLUMNS))
+#: What fits a 1280 px window without scrolling sideways: the photo, its size, the task in the backend's own
+#: name, the status (a progress bar with the time left while it runs) and the result (its file, or why it failed).
+COLUMNS = ("Image", "Size", "Task", "Status", "Result")
+IMAGE, SIZE, TASK, STATUS, RESULT = range(len(COLUMNS))
 JOB_IDS_MIME = "application/x-invsr-job-ids"
-#: Role under which the progress column hands its 0..1 value to the progress-bar delegate.
+#: Role under which the status column hands a working job's 0..1 progress to the progress-bar delegate (None for
+#: a job that is not working: its status is plain text).
 PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 1
 STATE_TEXT = {
     JobState.READY: "Ready",
@@ -60,34 +65,109 @@ def format_duration(seconds: float) -> str:
 
 
 class QueueBridge(QObject):
-    """Re-emits the queue's events as a Qt signal; connected slots run in the bridge's (the GUI) thread."""
+    """Re-emits the queue's events as a Qt signal in the bridge's (the GUI) thread.
 
-    event = Signal(object)
+    Events made in the GUI thread (adding, moving, removing rows) are passed on at once. Events from the worker
+    thread (a job's progress: one per tile, hundreds a second with small tiles) are kept here, the latest per job,
+    and passed on at the GUI thread's next pass through its event loop, woken by one signal that carries nothing:
+    one redraw per row per frame shows the same as one per tile, and Qt's cross-thread queue holds no Python
+    objects. Receivers (:meth:`connect`) are plain Python callables, called in the GUI thread.
+    """
+
+    _wake = Signal()
 
     def __init__(self, queue: JobQueue, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.queue = queue
+        self._gui_thread = threading.get_ident()
+        self._lock = threading.Lock()
+        self._pending: dict[object, QueueEvent] = {}  # insertion-ordered; "changed" keyed by job, so the latest wins
+        self._serial = itertools.count()
+        self._receivers: list[Callable[[QueueEvent], None]] = []
+        self._wake.connect(self.deliver, Qt.ConnectionType.QueuedConnection)
         queue.subscribe(self._forward)
 
     def _forward(self, event: QueueEvent) -> None:
-        self.event.emit(event)
+        if threading.get_ident() == self._gui_thread:
+            self.deliver()  # what the worker said before this comes first
+            self._send(event)
+            return
+        key = ("changed", event.job.id) if event.kind == "changed" and event.job is not None else next(self._serial)
+        with self._lock:
+            first = not self._pending
+            self._pending.pop(key, None)
+            self._pending[key] = event
+        if first:
+            self._wake.emit()
+
+    def deliver(self) -> None:
+        """Re-emit the events kept from the worker thread (GUI thread only)."""
+        with self._lock:
+            events, self._pending = list(self._pending.values()), {}
+        for event in events:
+            self._send(event)
+
+    def connect(self, receiver: Callable[[QueueEvent], None]) -> None:
+        """Call ``receiver(event)`` in the GUI thread for every queue event."""
+        self._receivers.append(receiver)
+
+    def _send(self, event: QueueEvent) -> None:
+        for receiver in list(self._receivers):
+            receiver(event)
 
     def detach(self) -> None:
         self.queue.unsubscribe(self._forward)
+        with self._lock:
+            self._pending.clear()
+
+
+def task_text(job: Job, backend_name: str) -> str:
+    """The row's task in the user's words: ``Bicubic ×4``, ``ESRGAN (faithful) x4``, ``Shrink ÷4 (INN shrink)``,
+    ``Restore ×4``; the parameters are in the tooltip (:meth:`Job.describe`)."""
+    if job.mode is JobMode.RESTORE:
+        return f"Restore ×{job.marker.scale}" if job.marker is not None else "Restore"
+    if job.mode is JobMode.SHRINK:
+        return f"Shrink ÷{job.scale:g} ({backend_name})"
+    return backend_name if backend_name.endswith(f"x{job.scale:g}") else f"{backend_name} ×{job.scale:g}"
+
+
+def status_text(job: Job) -> str:
+    """``Ready``, ``41% · 0:03 left``, ``Paused · 41%``, ``Saving…``, ``Done · 0:04``, ``Failed``..."""
+    if job.state.active and job.cancel_requested:
+        return "Cancelling…"
+    if job.saving:
+        return "Saving…"
+    if job.state is JobState.RUNNING:
+        return f"{job.progress:.0%}" + (f" · {format_duration(job.eta)} left" if job.eta is not None else "")
+    if job.state is JobState.PAUSED:
+        return f"Paused · {job.progress:.0%}"
+    if job.state is JobState.DONE:
+        return f"Done · {format_duration(job.elapsed)}" if not job.reused else "Done before"
+    return STATE_TEXT[job.state]
 
 
 class JobTableModel(QAbstractTableModel):
-    """One row per job: thumbnail and name, size before -> after, backend, state, progress, ETA, details."""
+    """One row per job: thumbnail and name, size before -> after, task, status (with progress), result.
 
-    def __init__(self, queue: JobQueue, bridge: QueueBridge, parent: QObject | None = None) -> None:
+    ``backend_name`` maps a backend id to its display name (the registry's ``BackendSpec.name``).
+    """
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        bridge: QueueBridge,
+        parent: QObject | None = None,
+        backend_name: Callable[[str], str] | None = None,
+    ) -> None:
         super().__init__(parent)
         self.queue = queue
+        self.backend_name = backend_name or (lambda backend_id: backend_id)
         self._ids: list[int] = [job.id for job in queue.jobs()]
         self._thumbnails: dict[str, QPixmap] = {}
         self._sizes: dict[str, QSize] = {}
         self.thumbnails = ThumbnailLoader(parent=self)
         self.thumbnails.loaded.connect(self._thumbnail_loaded)
-        bridge.event.connect(self._on_event)
+        bridge.connect(self._on_event)
         for job in queue.jobs():
             self.thumbnails.request(job.source)
 
@@ -167,20 +247,25 @@ class JobTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DecorationRole and column == IMAGE:
             return self._thumbnails.get(str(job.source))
         if role == PROGRESS_ROLE:
-            return job.progress
+            return job.progress if column == STATUS and job.state.active else None
         if role == Qt.ItemDataRole.ToolTipRole:
-            if column == IMAGE:
-                return str(job.source)
-            if job.state is JobState.FAILED:  # the traceback is behind Details… (and in the log), not here
-                return f"{job.error}\n\nDouble-click or Details… for the technical text."
-            if column == DETAILS and job.result:
-                return f"{job.result}\n{job.note}".strip()
-            if column in (BACKEND, DETAILS) and job.note:
-                return f"{self._text(job, column)}\n{job.note}"
-            return self._text(job, column)
-        if role == Qt.ItemDataRole.ForegroundRole and column in (STATE, DETAILS) and job.state in STATE_COLOURS:
+            return self._tooltip(job, column)
+        if role == Qt.ItemDataRole.ForegroundRole and column in (STATUS, RESULT) and job.state in STATE_COLOURS:
             return QBrush(STATE_COLOURS[job.state])
         return None
+
+    def _tooltip(self, job: Job, column: int) -> str:
+        if column == IMAGE:
+            return str(job.source)
+        if job.state is JobState.FAILED:  # the traceback is behind Details… (and in the log), not here
+            return f"{job.error}\n\nDouble-click or Details… for the technical text."
+        if column == TASK:
+            return "\n".join(filter(None, (job.describe(), job.note)))
+        if column == RESULT and job.result:
+            return f"{job.result}\n{job.note}".strip()
+        if column == RESULT and job.note:
+            return job.note
+        return self._text(job, column)
 
     def _text(self, job: Job, column: int) -> str:
         if column == IMAGE:
@@ -192,23 +277,15 @@ class JobTableModel(QAbstractTableModel):
             w, h = size.width(), size.height()
             after = job.output_size(w, h)
             return f"{w}×{h} → {after[0]}×{after[1]}" if after else f"{w}×{h}"
-        if column == BACKEND:
-            return job.describe()
-        if column == STATE:
-            if job.state.active and job.cancel_requested:
-                return "Cancelling…"
-            return "Saving…" if job.saving else STATE_TEXT[job.state]
-        if column == PROGRESS:
-            return f"{job.progress:.0%}"
-        if column == ETA:
-            if job.saving:
-                return ""
-            if job.state.active:
-                return format_duration(job.eta) if job.eta is not None else "…"
-            if job.state is JobState.DONE:
-                return f"took {format_duration(job.elapsed)}"
-            return ""
-        if column == DETAILS:
+        if column == TASK:
+            try:
+                name = self.backend_name(job.backend_id) if job.backend_id else ""
+            except KeyError:  # a backend that is gone (its plugin failed to load this time): its id says enough
+                name = job.backend_id
+            return task_text(job, name or job.backend_id)
+        if column == STATUS:
+            return status_text(job)
+        if column == RESULT:
             if job.state is JobState.FAILED:  # the row names the file already: keep the reason in view
                 return job.error.replace(str(job.source), job.source.name)
             if job.result is not None:

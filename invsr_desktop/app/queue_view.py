@@ -25,25 +25,27 @@ from PySide6.QtWidgets import (
 
 from invsr_desktop.app.images import THUMBNAIL_SIDE
 from invsr_desktop.app.queue_model import (
-    BACKEND,
-    DETAILS,
-    ETA,
     IMAGE,
-    PROGRESS,
     PROGRESS_ROLE,
+    RESULT,
     SIZE,
-    STATE,
+    STATUS,
+    TASK,
     JobTableModel,
 )
 from invsr_desktop.engine.jobs import Job, JobQueue, JobState
 
 BAR_HEIGHT = 22
 EMPTY_TEXT = "Drop photos or folders here\n\nor Open files… (Ctrl+O), Open folder… (Ctrl+Shift+O), Paste (Ctrl+V)"
-COLUMN_WIDTHS = {IMAGE: 220, SIZE: 170, BACKEND: 150, STATE: 90, PROGRESS: 130, ETA: 90}
+#: Fixed widths (fitting to contents costs O(rows) per change); Image and Result share what is left.
+COLUMN_WIDTHS = {SIZE: 180, TASK: 170, STATUS: 160}
+#: Below this table width the Size column goes (the row's tooltip and the compare view still say it), so the
+#: name, the status and the result stay readable in a 1024 px window.
+NARROW_TABLE = 760
 
 
 class ProgressDelegate(QStyledItemDelegate):
-    """Draws the progress column as the platform's progress bar."""
+    """Draws a working job's status as the platform's progress bar, its text (percent, time left) on the bar."""
 
     def paint(
         self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
@@ -58,7 +60,7 @@ class ProgressDelegate(QStyledItemDelegate):
         bar.rect = QRect(cell.left() + 4, cell.center().y() - height // 2, cell.width() - 8, height)
         bar.minimum, bar.maximum = 0, 1000
         bar.progress = int(round(float(value) * 1000))
-        bar.text = f"{float(value):.0%}"
+        bar.text = str(index.data(Qt.ItemDataRole.DisplayRole) or f"{float(value):.0%}")
         bar.textVisible = True
         bar.state = option.state | QStyle.StateFlag.State_Horizontal  # type: ignore[attr-defined]  # Qt 6: else vertical
         style = option.widget.style() if option.widget else QApplication.style()  # type: ignore[attr-defined]
@@ -86,13 +88,20 @@ class QueueTable(QTableView):
         self.verticalHeader().hide()
         header = self.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setSectionResizeMode(DETAILS, QHeaderView.ResizeMode.Stretch)
-        for column, width in COLUMN_WIDTHS.items():  # fixed widths: fitting to contents costs O(rows) per change
+        for column in (IMAGE, RESULT):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.Stretch)
+        for column, width in COLUMN_WIDTHS.items():
             self.setColumnWidth(column, width)
-        self.setItemDelegateForColumn(PROGRESS, ProgressDelegate(self))
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # the columns fit; text elides
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # long names keep their start and their extension
+        self.setItemDelegateForColumn(STATUS, ProgressDelegate(self))
         # New rows come in at the bottom: the list follows them, so dropped photos are seen arriving.
         # Deferred: the scroll range grows only once the view has laid the new rows out.
         model.rowsInserted.connect(lambda parent, first, last: QTimer.singleShot(0, self._follow))
+
+    def resizeEvent(self, event) -> None:  # noqa: ANN001 - Qt's QResizeEvent
+        super().resizeEvent(event)
+        self.setColumnHidden(SIZE, self.viewport().width() < NARROW_TABLE)
 
     def _follow(self) -> None:
         if self.model().rowCount():

@@ -31,7 +31,8 @@ from invsr_desktop.app.settings import AppSettings  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]  # the repository (docs/, resources/)
 SAMPLE = ROOT / "resources" / "samples" / "astronaut.png"
 FACE = QPointF(98, 44)  # the astronaut's eyes, in the sample's pixels
-WINDOW_SIZE = (1360, 820)
+WINDOW_SIZE = (1280, 800)  # the default window, as a new user first sees it
+SMALL_WINDOW_SIZE = (1024, 700)
 
 
 def wait(app: QApplication, predicate, timeout: float = 60.0) -> None:
@@ -150,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         panel.tile_spin.setValue(0)
         window.queue_panel.select_job(broken.id)
         window.grab().save(str(args.out / "main-window.png"))
+        window.resize(*SMALL_WINDOW_SIZE)  # a small laptop screen: the panel gives way, the columns still fit
+        wait(app, lambda: True)
+        window.grab().save(str(args.out / "main-window-1024x700.png"))
+        window.resize(*WINDOW_SIZE)
 
         window.show_compare(x4.id)
         compare = window.compare
