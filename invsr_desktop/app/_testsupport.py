@@ -140,7 +140,7 @@ def drop_files(widget: QWidget, paths: list[Path], pos: QPoint | None = None) ->
 
 def open_window(
     qtbot: object, folder: Path, delay: float = SLOW_TILE_SECONDS, settings: Path | None = None, inn: bool = False,
-    start_at_once: bool = True,
+    start_at_once: bool = True, queue_file: Path | None = None,
 ):
     """A shown main window with the test registry, settings in ``folder`` and pasted images under it; closed by
     pytest-qt at the end of the test (which stops its worker thread). ``start_at_once``: added photos run at once
@@ -151,7 +151,7 @@ def open_window(
     registry, _ = registry_for_tests(delay, inn)
     app_settings = AppSettings(settings or folder / "settings.ini")
     app_settings.set_start_at_once(start_at_once)
-    window = MainWindow(app_settings, registry, folder / "pasted")
+    window = MainWindow(app_settings, registry, folder / "pasted", queue_file=queue_file)
     window.ask_before_quit = False  # pytest-qt closes windows with work left; a test of the question turns it on
     qtbot.addWidget(window)  # type: ignore[attr-defined]
     window.show()

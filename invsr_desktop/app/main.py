@@ -14,6 +14,9 @@ from PySide6.QtCore import QCoreApplication, QTimer
 from invsr_desktop import __version__
 from invsr_desktop.app import APPLICATION, DESKTOP_ID, ORGANISATION
 
+#: The queue kept between sessions, in :func:`state_dir` (see :mod:`invsr_desktop.engine.queue_store`).
+QUEUE_FILE = "queue.json"
+
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     """Our options and whatever is left for Qt (``-platform``, ``-style``...)."""
@@ -64,14 +67,20 @@ def onnxruntime_present() -> bool:
     return True
 
 
+def state_dir() -> Path:
+    """The app's folder for what it keeps between sessions (XDG state: the log, the queue)."""
+    import os
+
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "invsr-desktop"
+
+
 def log_to_file() -> Path | None:
     """The app's log (failures with their tracebacks, decoder warnings) in the user's state folder (XDG), so that
     an app started from the launcher, whose stderr goes nowhere, still keeps them. None if it cannot be opened."""
     import logging
     import logging.handlers
-    import os
 
-    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "invsr-desktop"
+    base = state_dir()
     try:
         base.mkdir(parents=True, exist_ok=True)
         handler = logging.handlers.RotatingFileHandler(base / "invsr-desktop.log", maxBytes=1 << 20, backupCount=2,
@@ -112,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         app.setWindowIcon(QIcon(str(ICON_PATH)))
     if not onnxruntime_present():
         return 5
-    window = MainWindow(AppSettings(args.settings))
+    window = MainWindow(AppSettings(args.settings), queue_file=state_dir() / QUEUE_FILE)
     quit_on_signals(app)
     try:
         window.show()

@@ -8,6 +8,7 @@ every failure into a row state and the engine's messages into the status line.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Iterable
@@ -46,12 +47,14 @@ from invsr_desktop.app.settings import AppSettings
 from invsr_desktop.app.worker import WorkerThread
 from invsr_desktop.engine.jobs import Job, JobMode, JobQueue, JobState, QueueEvent, expand_sources
 from invsr_desktop.engine.pipeline import Engine
+from invsr_desktop.engine.queue_store import Restored, load_records, restore, save_queue
 from invsr_desktop.engine.registry import Registry, default_registry
 from invsr_desktop.engine.sessions import planned_path
 from invsr_desktop.resources import ICONS
 
 DRAG_EVENTS = (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop)
 ICON_PATH = ICONS / "invsr-desktop.svg"
+log = logging.getLogger(__name__)
 #: The most of a narrow window's width the side panel takes (it keeps its own minimum): the queue gets the rest.
 PANEL_SHARE = 0.32
 #: What the empty queue invites the user to do, per mode.
@@ -103,7 +106,10 @@ class MainWindow(QMainWindow):
         registry: Registry | None = None,
         paste_dir: Path | None = None,
         parent: QWidget | None = None,
+        queue_file: Path | None = None,
     ) -> None:
+        """``queue_file``: where the queue is kept between sessions (the app passes its state folder's; None keeps
+        it in memory only, as tests and screenshots do)."""
         super().__init__(parent)
         self.setWindowTitle(APPLICATION)
         self.setObjectName("main_window")
@@ -132,6 +138,10 @@ class MainWindow(QMainWindow):
         self._restore_geometry()
         self.setAcceptDrops(True)
         self._shut_down = False
+        self.queue_file: Path | None = None  # set once the saved queue is back (restoring it need not rewrite it)
+        self._saved_states: dict[int, JobState] = {}
+        self.restored = self._restore_queue(queue_file)
+        self.queue_file = queue_file
         self.ask_before_quit = True  # tests that close windows with a queue turn it off
         QApplication.instance().aboutToQuit.connect(self.shutdown)
         QApplication.instance().installEventFilter(self)  # "drop anywhere": also over widgets that take drops
@@ -366,6 +376,7 @@ class MainWindow(QMainWindow):
     # -- queue events ------------------------------------------------------------------------------------------
     def _on_queue_event(self, event: QueueEvent) -> None:
         job = event.job
+        self._save_queue_after(event)
         if event.kind == "added" or (event.kind == "changed" and job is not None and job.state is JobState.QUEUED):
             self.worker.wake()
         elif event.kind == "paused":
@@ -381,6 +392,45 @@ class MainWindow(QMainWindow):
             self._job_finished(job)
         if event.kind != "changed" or job is None or job.state is not JobState.RUNNING:
             self._update_status()
+
+    # -- the queue between sessions ----------------------------------------------------------------------------
+    def _restore_queue(self, path: Path | None) -> Restored | None:
+        """Bring back the last session's queue (unfinished photos as Ready) and say so in the status bar."""
+        if path is None:
+            return None
+        restored = restore(self.queue, load_records(path))
+        self._saved_states = {job.id: job.state for job in self.queue.jobs()}
+        parts = []
+        if restored.unfinished:
+            n = len(restored.unfinished)
+            parts.append(f"{n} photo{'s' if n != 1 else ''} from the last session {'are' if n != 1 else 'is'} back "
+                         f"as Ready: press {self.actions_['start'].text()} (Enter) to finish")  # fmt: skip
+        if restored.missing:
+            parts.append(f"{restored.missing} could not be found any more")
+        if parts:
+            self.statusBar().showMessage("; ".join(parts), 20000)
+        self._update_status()
+        return restored
+
+    def _save_queue_after(self, event: QueueEvent) -> None:
+        """Keep the file in step: after rows are added, moved or removed, and when a job starts or finishes (not
+        on every tile's progress)."""
+        job = event.job
+        if event.kind == "changed" and job is not None and self._saved_states.get(job.id) is job.state:
+            return
+        self.save_queue()
+
+    def save_queue(self) -> None:
+        """Write the queue file now (when there is one and the window is not shut down)."""
+        if self.queue_file is None or self._shut_down:
+            return
+        jobs = self.queue.jobs()
+        try:
+            save_queue(self.queue_file, jobs)
+        except OSError as exc:  # a full or read-only disk: the queue still runs, it is just not kept
+            log.warning("could not keep the queue in %s: %s", self.queue_file, exc)
+            return
+        self._saved_states = {j.id: j.state for j in jobs}
 
     def _job_finished(self, job: Job) -> None:
         if job.state is JobState.DONE:
@@ -498,6 +548,7 @@ class MainWindow(QMainWindow):
         """
         if self._shut_down:
             return
+        self.save_queue()  # before the worker stops: a photo cut short by the quit comes back as Ready, not Cancelled
         self._shut_down = True
         self.status_timer.stop()
         self.save_settings()

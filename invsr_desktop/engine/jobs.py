@@ -532,6 +532,23 @@ class JobQueue:
             self._changed(job)
         return started
 
+    def mark_finished(
+        self, job_id: int, state: JobState, result: Path | None = None, error: str = "", elapsed: float = 0.0
+    ) -> Job:
+        """Set a job that is not running to a finished state it reached in an earlier session (a restored queue):
+        its result, or its failure, and the time it took then."""
+        if not state.finished:
+            raise ValueError(f"{state.value} is not a finished state")
+        with self._cond:
+            job = self.get(job_id)
+            if job.state.active:
+                raise ValueError("a running job finishes by running")
+            now = time.monotonic()
+            job.state, job.result, job.error, job.started, job.finished = state, result, error, now - elapsed, now
+            job.progress = 1.0 if state is JobState.DONE else 0.0
+        self._changed(job)
+        return job
+
     def retry(self, job_id: int) -> Job:
         """Queue a failed or cancelled job again with the same settings (a done one is left alone)."""
         with self._cond:
