@@ -464,3 +464,34 @@ def test_the_queue_fits_the_window_without_scrolling_sideways(make_window, qtbot
         if bar.isVisible():
             extension = bar.findChild(QToolButton, "qt_toolbar_ext_button")
             assert extension is None or not extension.isVisible(), bar.objectName()
+
+
+def test_the_row_menu_opens_the_result_and_its_folder_and_shows_shortcuts(make_window, qtbot, tmp_path):
+    window = make_window(delay=0)
+    select_backend(window, "bicubic")
+    (job,) = window.add_paths([make_photo(tmp_path / "menu.png", 40, 30)])
+    qtbot.waitUntil(lambda: job.state is JobState.DONE, timeout=20_000)
+    panel = window.queue_panel
+    opened = []
+    panel.open_url = lambda url: opened.append(url.toLocalFile())
+    table = panel.table
+    table.clearSelection()
+    pos = table.visualRect(window.model.index(window.model.row_of(job.id), 0)).center()
+    menu = panel.row_menu(pos)
+    texts = [a.text() for a in menu.actions() if not a.isSeparator()]
+    assert texts[:3] == ["Open result", "Show in folder", "Compare"] and "Remove" in texts
+    assert panel.selected_ids() == [job.id]  # the row under the pointer became the selection
+    by_text = {a.text(): a for a in menu.actions()}
+    assert by_text["Remove"].shortcut() == QKeySequence(QKeySequence.StandardKey.Delete)  # shown in the menu
+    assert by_text["Open result"].isEnabled() and not by_text["Retry"].isEnabled()
+    by_text["Open result"].trigger()
+    by_text["Show in folder"].trigger()
+    assert opened == [str(job.result), str(job.result.parent)]
+    by_text["Remove"].trigger()
+    assert window.queue.index_of(job.id) < 0 and job.result.exists()  # off the list; the file stays
+    (other,) = window.add_paths([make_photo(tmp_path / "keys.png", 40, 30)])
+    qtbot.waitUntil(lambda: other.state is JobState.DONE, timeout=20_000)
+    panel.select_job(other.id)
+    table.setFocus()
+    qtbot.keyClick(table, Qt.Key.Key_Delete)  # the action's shortcut, where the queue has the focus
+    assert window.queue.index_of(other.id) < 0

@@ -6,12 +6,16 @@ the window (compare, run again with the current settings) are signals.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence, QPainter, QPaintEvent, QShortcut
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPoint, QRect, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QPainter, QPaintEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
     QHeaderView,
+    QMenu,
     QMessageBox,
     QStyle,
     QStyledItemDelegate,
@@ -160,14 +164,29 @@ class QueuePanel(QWidget):
             action.setToolTip(tip)
             action.triggered.connect(slot)
             self.actions_[key] = action
+        for key, text, tip, slot in (  # in the row menu only: the toolbar keeps to what fits a 1024 px window
+            ("open", "Open result", "Open the result in the desktop's image viewer", self._open_result),
+            ("folder", "Show in folder", "Open the folder that holds the result", self._show_folder),
+        ):
+            action = QAction(text, self, objectName=f"queue_{key}", toolTip=tip)
+            action.triggered.connect(slot)
+            self.actions_[key] = action
+        for key, keys in (("up", "Ctrl+Up"), ("down", "Ctrl+Down"), ("remove", QKeySequence.StandardKey.Delete),
+                          ("details", "Ctrl+I")):  # fmt: skip
+            action = self.actions_[key]
+            action.setShortcut(QKeySequence(keys))
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            self.addAction(action)  # the keys work wherever the queue has the focus, and menus show them
+        #: How results and folders are opened (QDesktopServices: the user's viewer and file manager).
+        self.open_url: Callable[[QUrl], object] = QDesktopServices.openUrl
+        self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.table.customContextMenuRequested.connect(lambda pos: self.row_menu(pos).popup(
+            self.table.viewport().mapToGlobal(pos)))  # fmt: skip
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.toolbar)
         layout.addWidget(self.table, 1)
-        QShortcut(QKeySequence.StandardKey.Delete, self.table, self.remove_selected)
-        QShortcut(QKeySequence("Ctrl+Up"), self.table, lambda: self._move(-1))
-        QShortcut(QKeySequence("Ctrl+Down"), self.table, lambda: self._move(+1))
         self._update_buttons()
 
     def button(self, key: str) -> QWidget:
@@ -187,6 +206,36 @@ class QueuePanel(QWidget):
         row = self.model.row_of(job_id)
         if row >= 0:
             self.table.selectRow(row)
+
+    # -- the row menu ------------------------------------------------------------------------------------------
+    def row_menu(self, pos: QPoint) -> QMenu:
+        """The menu of the row under ``pos`` (viewport coordinates; it becomes the selection unless it is in it):
+        open the result or its folder, compare, run again, retry, cancel, details, remove."""
+        index = self.table.indexAt(pos)
+        if index.isValid() and index.row() not in {i.row() for i in self.table.selectionModel().selectedRows()}:
+            self.table.selectRow(index.row())
+        self._update_buttons()
+        menu = QMenu(self, objectName="queue_menu")
+        for key in ("open", "folder", None, "compare", "rerun", "retry", "cancel", "details", None, "up", "down",
+                    None, "remove"):  # fmt: skip
+            if key is None:
+                menu.addSeparator()
+            else:
+                menu.addAction(self.actions_[key])
+        return menu
+
+    def _result(self) -> Path | None:
+        return next((job.result for job in self.selected_jobs() if job.state is JobState.DONE and job.result), None)
+
+    def _open_result(self) -> None:
+        result = self._result()
+        if result is not None:
+            self.open_url(QUrl.fromLocalFile(str(result)))
+
+    def _show_folder(self) -> None:
+        result = self._result()
+        if result is not None:
+            self.open_url(QUrl.fromLocalFile(str(result.parent)))
 
     # -- actions -----------------------------------------------------------------------------------------------
     def _move(self, delta: int) -> None:
@@ -249,6 +298,8 @@ class QueuePanel(QWidget):
             "remove": bool(jobs),
             "rerun": bool(jobs),
             "compare": JobState.DONE in states,
+            "open": JobState.DONE in states,
+            "folder": JobState.DONE in states,
             "details": JobState.FAILED in states,
             "clear": any(job.state.finished for job in self.queue.jobs()),
         }
