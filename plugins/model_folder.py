@@ -22,6 +22,8 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
+import tempfile
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -256,6 +258,32 @@ def scan(backend: str) -> list[ModelFile]:
                               ModelReplacedWarning, stacklevel=2)
             found[path.stem] = ModelFile(path=path, origin=origin, metadata=meta)
     return list(found.values())
+
+
+def install_model(source: str | os.PathLike) -> Path:
+    """Copy an ONNX model made for this app (it carries ``invsr.backend``) into the user model folder, atomically,
+    and return where it went. Raises ModelFileError for a file that is not one, and FileExistsError when the folder
+    already holds a file of that name (an installed model is never replaced without the user removing it)."""
+    source = Path(source)
+    meta = read_metadata(source)  # ModelFileError for what is not an ONNX model
+    if "invsr.backend" not in meta:
+        raise ModelFileError(f"{source.name} is an ONNX model without invsr.backend metadata: it was not made for "
+                             "InvSR Desktop; convert the checkpoint with invsr-export")  # fmt: skip
+    dest = user_models_dir() / source.name
+    if dest.exists():
+        raise FileExistsError(f"the model folder already has {dest.name}; remove it there first ({dest.parent})")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.link(tmp, dest)  # fails if a file of that name appeared meanwhile: never over one
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return dest
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -274,3 +274,22 @@ def test_a_user_model_with_a_bundled_models_name_is_said_to_replace_it(tmp_path,
     assert registry.get("esrgan-sharp-x4").info["origin"] == "user"
     notes = [line for line in describe_backends(registry) if line.startswith("NOTE")]
     assert len(notes) == 1 and "used instead of the bundled model" in notes[0] and "SKIPPED" not in notes[0]
+
+
+def test_refresh_describes_the_plugins_again_and_finds_a_new_model_file(installed_plugins, tmp_path, monkeypatch):
+    """A model added to the user folder appears after ``refresh`` (the app's Add model… needs no restart); the
+    built-ins keep their ids and every failure is reported once, as after loading."""
+    import shutil
+
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path))
+    registry = Registry()
+    registry.load_entry_points()
+    before = ({s.id: registry.owner(s.id) for s in registry.backends()}, sorted(map(str, registry.failures)))
+    assert "copied-x4" not in before[0]
+    registry.refresh()
+    assert ({s.id: registry.owner(s.id) for s in registry.backends()}, sorted(map(str, registry.failures))) == before
+    bundled = Path(__file__).resolve().parents[1] / "resources" / "models" / "esrgan-sharp-x4.onnx"
+    shutil.copy(bundled, tmp_path / "copied-x4.onnx")
+    registry.refresh()
+    assert registry.owner("copied-x4") == "esrgan" and registry.owner("bicubic") == "bicubic"
+    assert sorted(map(str, registry.failures)) == before[1]

@@ -273,6 +273,16 @@ class BackendPanel(QWidget):
                 self.backend_combo.addItem(f"{spec.name}  ({spec.kind})", spec.id)
         self.backend_combo.blockSignals(False)
 
+    def refresh_backends(self) -> None:
+        """Refill the backend list from the registry (a model was added), keeping the chosen backend if it is
+        still there."""
+        chosen = self.backend_combo.currentData()
+        self._fill_backends()
+        index = self.backend_combo.findData(chosen)
+        self.backend_combo.setCurrentIndex(max(0, index))
+        self._spec = None  # the spec object may be new: describe the current choice again
+        self._backend_changed()
+
     # -- state -------------------------------------------------------------------------------------------------
     def _load(self) -> None:
         self._chosen = {JobMode.UPSCALE: self.settings.backend_id(), JobMode.SHRINK: self.settings.shrink_backend_id()}

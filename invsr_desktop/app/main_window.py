@@ -499,9 +499,15 @@ class MainWindow(QMainWindow):
     # -- other windows -----------------------------------------------------------------------------------------
     def show_plugins(self) -> PluginsDialog:
         dialog = PluginsDialog(self.registry, self)
+        dialog.modelsChanged.connect(self.models_changed)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.show()
         return dialog
+
+    def models_changed(self) -> None:
+        """A model was added: describe the plugins again and refill the backend list (keeping the choice)."""
+        self.registry.refresh()
+        self.panel.refresh_backends()
 
     def show_compare(self, job_id: int) -> None:
         """Open the compare tab on a finished job, with every other result of the same photo to switch to."""

@@ -113,6 +113,16 @@ class Registry:
             if impl.plugin_name == name:
                 self._describe(name, impl.function)
 
+    def refresh(self) -> None:
+        """Ask every registered plugin for its backends again, so a model file added to (or removed from) a model
+        folder shows up without a restart. Plugins that failed to import stay failed; the rest are described anew."""
+        self._backends.clear()
+        self._owner.clear()
+        self.warnings.clear()
+        self.failures = [f for f in self.failures if f.stage == "import"]
+        for impl in self.manager.hook.invsr_backends.get_hookimpls():  # in registration order
+            self._describe(impl.plugin_name, impl.function)
+
     def _describe(self, name: str, describe: Any) -> None:
         try:
             with warnings.catch_warnings(record=True) as caught:
