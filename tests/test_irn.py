@@ -257,3 +257,32 @@ def test_config_rejects_bad_jpeg_options():
         cfg = load_config("inn_x4", [bad, "network.hidden=4", "network.blocks=[1, 1]"], cls.config_defaults)
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             cls(cfg, torch.device("cpu"), _nodist())
+
+
+def test_a_jpeg_prenet_starts_as_the_plain_inn_and_grows_from_one():
+    plain = _perturbed(4, **TINY)
+    with_prenet = build_arch("irn", scale=4, **TINY, jpeg_prenet=8, jpeg_prenet_layers=3).eval()
+    with_prenet.grow_from(plain.state_dict())  # the prenet's tensors are new: they keep their identity start
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        lr, z = plain(x)
+        assert torch.allclose(with_prenet(x)[0], lr, atol=1e-6)
+        assert torch.allclose(with_prenet.inverse(lr, z), plain.inverse(lr, z), atol=1e-6)
+        for p in with_prenet.prenet.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+        assert not torch.allclose(with_prenet.inverse(lr, z), plain.inverse(lr, z), atol=1e-3)  # it restores
+        assert torch.allclose(with_prenet(x)[0], lr, atol=1e-6)  # the shrink is untouched
+    with pytest.raises(ValueError, match="layers"):
+        build_arch("irn", scale=4, jpeg_prenet=8, jpeg_prenet_layers=1)
+
+
+def test_training_only_the_prenet_keeps_the_inn(images, tmp_path):
+    out = tmp_path / "prenet"
+    extra = ["--set", "network.jpeg_prenet=4", "--set", "network.jpeg_prenet_layers=2", "--set", "inn.jpeg_prob=1.0",
+             "--set", "inn.train_only=\"prenet\""]  # fmt: skip
+    assert train_main(_args(images, out, *extra, "--stop-at", "1")) == 0
+    first = ckpt_io.load(out / "latest.pt")["model"]["net"]
+    assert train_main(_args(images, out, *extra, "--resume", "auto")) == 0
+    last = ckpt_io.load(out / "latest.pt")["model"]["net"]
+    changed = {k for k, v in last.items() if not torch.equal(v, first[k])}
+    assert changed and all(k.startswith("prenet.") for k in changed), changed

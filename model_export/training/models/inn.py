@@ -121,6 +121,7 @@ class INNModel(BaseModel):
             "jpeg_prob": 0.0,  # fraction of samples whose small image is JPEG-simulated before the restore
             "jpeg_quality": [50, 95],  # the simulated quality, uniform over this range (inclusive)
             "val_jpeg": [],  # JPEG qualities at which validation also scores the round trip (real Pillow JPEG)
+            "train_only": "",  # "prenet": train only the network's JPEG prenet, the INN itself stays as it is
         },
     }
 
@@ -166,9 +167,26 @@ class INNModel(BaseModel):
             self.losses[name] = (module.to(device), weight)
         if "pixel" not in self.losses and "lr_pixel" not in self.losses:
             raise ConfigError("config table 'loss' needs a reconstruction term (pixel or lr_pixel) with a weight")
-        self.opt = build_optimizer(self.net.parameters(), t)
+        self.opt = build_optimizer(self._trained_parameters(), t)
         self.schedule = LRSchedule(t)
         self.grad_clip = t["grad_clip"]
+
+    def _trained_parameters(self) -> list[nn.Parameter]:
+        """Every parameter, or with ``inn.train_only = "prenet"`` only the JPEG prenet's: the shrink and the exact
+        inverse stay the grown model's, so its lossless round trip is kept and only the restore of a JPEG learns."""
+        only = self.opts["train_only"]
+        if not only:
+            return list(self.net.parameters())
+        if only != "prenet":
+            raise ConfigError(f"config key 'inn.train_only': only \"prenet\" is known, got {only!r}")
+        if getattr(self.net, "prenet", None) is None:
+            raise ConfigError("config key 'inn.train_only': the network has no prenet (set network.jpeg_prenet)")
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        trained = list(self.net.prenet.parameters())
+        for p in trained:
+            p.requires_grad_(True)
+        return trained
 
     def init_from(self, path: str) -> None:
         """Grow this run's net from the EMA weights of a trained irn (``inn.init_from``), before the EMA is made."""
@@ -228,7 +246,7 @@ class INNModel(BaseModel):
         self.opt.zero_grad(set_to_none=True)
         total.backward()
         if self.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for p in self.net.parameters() if p.requires_grad], self.grad_clip)
         self.opt.step()
         self.ema.update(self.net)
         out = {"loss": float(total.detach()), "lr": lr_now, "sigma": sigma}
