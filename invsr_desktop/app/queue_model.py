@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -138,7 +139,8 @@ def status_text(job: Job) -> str:
     if job.saving:
         return "Saving…"
     if job.state is JobState.RUNNING:
-        return f"{job.progress:.0%}" + (f" · {format_duration(job.eta)} left" if job.eta is not None else "")
+        # rounded up: "0:00 left" while work remains reads as a stuck bar
+        return f"{job.progress:.0%}" + (f" · {format_duration(math.ceil(job.eta))} left" if job.eta is not None else "")
     if job.state is JobState.PAUSED:
         return f"Paused · {job.progress:.0%}"
     if job.state is JobState.DONE:
