@@ -636,3 +636,24 @@ def test_saving_converts_band_by_band_without_a_second_full_size_float_image(tmp
     with PILImage.open(tmp_path / "out.png") as saved:
         assert saved.getpixel((0, 0)) == (0, 255, 0)
     assert np.isnan(pixels[0, 0, 0])  # the caller's array is not changed
+
+
+def test_libpng_warnings_go_to_the_files_notes_not_the_terminal(tmp_path: Path, capfd) -> None:
+    """A 16-bit PNG with a damaged iCCP chunk: libpng (inside OpenCV) prints "libpng warning: iCCP: too short" to
+    descriptor 2 itself; the loader catches it into the image's notes (and the log), and the terminal stays clean."""
+    import struct
+    import zlib
+
+    rng = np.random.default_rng(0)
+    ok, buf = cv2.imencode(".png", (rng.random((8, 8, 3)) * 65535).astype(np.uint16))
+    data = buf.tobytes()
+    body = b"iCCP" + b"bogus\x00\x00xxxx"
+    chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+    path = tmp_path / "damaged-icc-16bit.png"
+    path.write_bytes(data[:33] + chunk + data[33:])  # after the signature and IHDR
+    capfd.readouterr()
+    image = load_image(path)
+    out, err = capfd.readouterr()
+    assert image.bit_depth == 16 and image.pixels.shape == (8, 8, 3)
+    assert err == "" and out == ""
+    assert any("libpng warning: iCCP" in note for note in image.notes), image.notes

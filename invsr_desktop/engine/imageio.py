@@ -46,6 +46,7 @@ from invsr_desktop.engine.errors import (
     InvsrError,
     OutputExistsError,
 )
+from invsr_desktop.engine.native_stderr import native_stderr
 from invsr_desktop.engine.output import next_copy, part_name
 
 try:  # ImageCms needs Pillow built with LittleCMS; without it CMYK is converted without the profile.
@@ -483,7 +484,11 @@ def _tiff_16bit_layout(tags: Any) -> str | None:
 
 
 def _decode_16bit_with_opencv(path: Path, data: bytes, layout: str) -> np.ndarray:
-    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    printed: list[str] = []
+    with native_stderr(printed):  # libpng's warnings: to this file's notes and the log, not the terminal
+        array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    for line in printed:
+        warnings.warn(line, UserWarning, stacklevel=2)
     if array is None:
         raise ImageReadError(path, "corrupt or truncated image data (OpenCV could not decode the 16-bit pixels)")
     if array.dtype != np.uint16:
