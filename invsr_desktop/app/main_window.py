@@ -25,6 +25,7 @@ from PySide6.QtGui import (
     QKeySequence,
 )
 from PySide6.QtWidgets import (
+    QAbstractButton,
     QApplication,
     QFileDialog,
     QLabel,
@@ -532,19 +533,26 @@ class MainWindow(QMainWindow):
 
     def confirm_quit(self) -> bool:
         """Ask before quitting with work left (a silent quit used to drop the queue); True to go ahead."""
-        left = self.unfinished()
-        if not left or not self.ask_before_quit:
+        if not self.unfinished() or not self.ask_before_quit:
             return True
+        box, quit_button = self.quit_question()
+        box.exec()
+        return box.clickedButton() is quit_button
+
+    def quit_question(self) -> tuple[QMessageBox, QAbstractButton]:
+        """The question :meth:`confirm_quit` asks (built apart so the screenshots can show it without a user)."""
+        left = self.unfinished()
         box = QMessageBox(QMessageBox.Icon.Question, "Quit InvSR Desktop?",
                           f"{left} photo{'s are' if left != 1 else ' is'} still in the queue. Quit and stop "
                           f"{'them' if left != 1 else 'it'}?", parent=self)  # fmt: skip
         box.setObjectName("quit_dialog")
-        box.setInformativeText("The running image stops between two tiles; nothing half-written is left behind.")
+        kept = " They wait as Ready when you start the app again." if self.queue_file is not None else ""
+        box.setInformativeText("The running image stops between two tiles; nothing half-written is left behind."
+                               + kept)  # fmt: skip
         quit_button = box.addButton("Quit", QMessageBox.ButtonRole.AcceptRole)
         box.addButton(QMessageBox.StandardButton.Cancel)
         box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-        box.exec()
-        return box.clickedButton() is quit_button
+        return box, quit_button
 
     def shutdown(self) -> None:
         """Save the settings and stop the worker: a running image is cancelled (it leaves no partial file).

@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="invsr-screenshots-") as tmp:
         work = Path(tmp)
         files = photos(work)
-        window = MainWindow(started_settings(work / "settings.ini"), paste_dir=work / "pasted")
+        window = MainWindow(started_settings(work / "settings.ini"), paste_dir=work / "pasted",
+                            queue_file=work / "queue.json")  # as the app keeps it: the quit question says so
         window.ask_before_quit = False
         window.resize(*WINDOW_SIZE)
         window.show()
@@ -168,6 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             wait(app, lambda: True)
             window.grab().save(str(args.out / name))
 
+        box, _ = window.quit_question()  # what closing with photos left asks (shown, not run modally)
+        box.show()
+        wait(app, lambda: True)
+        box.grab().save(str(args.out / "quit-dialog.png"))
+        box.close()
         window.queue.cancel_all()
         window.close()
         shrink_and_restore(app, work, files["sample"], args.out)
