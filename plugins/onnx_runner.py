@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -78,11 +77,3 @@ class OnnxRunner:
         feeds = {"lr": lr, **(self.extra_inputs or {})}
         (sr,) = self.session.run(["sr"], feeds)
         return sr[0].transpose(1, 2, 0)
-
-
-def read_metadata(model_path: str | os.PathLike) -> dict[str, str]:
-    """The model's metadata props (``invsr.scale``, ``invsr.arch``, ...) without loading its weights into ORT."""
-    import onnx
-
-    model = onnx.load(str(model_path), load_external_data=False)
-    return {prop.key: prop.value for prop in model.metadata_props}

@@ -12,7 +12,6 @@ import itertools
 import json
 import math
 import threading
-from pathlib import Path
 from typing import Any, Callable
 
 from PySide6.QtCore import (
@@ -222,10 +221,6 @@ class JobTableModel(QAbstractTableModel):
 
     def row_of(self, job_id: int) -> int:
         return self._ids.index(job_id) if job_id in self._ids else -1
-
-    def source_size(self, source: Path) -> QSize | None:
-        """The original's size once its thumbnail has been read."""
-        return self._sizes.get(str(source))
 
     # -- QAbstractTableModel -----------------------------------------------------------------------------------
     def rowCount(self, parent: Index = ROOT) -> int:

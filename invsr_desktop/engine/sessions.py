@@ -253,11 +253,6 @@ class SessionPool:
         """Which paths ran, with OpenVINO's precision (``OpenVINO f32``, ``ONNX Runtime CPU``): the summary and status line."""
         return sorted({info.path for info in self.infos.values() if info.providers})
 
-    def clear(self) -> None:
-        with self._lock:
-            self._cache.clear()
-            self.infos.clear()
-
 
 def _model_key(model: str | os.PathLike | bytes) -> str:
     if isinstance(model, bytes):

@@ -12,7 +12,6 @@ and a 2-process DDP run sees the same samples as one process with the same globa
 
 from __future__ import annotations
 
-import math
 import random
 import signal
 from typing import Any, Iterator
@@ -260,7 +259,3 @@ class ValidationSet:
 
     def __len__(self) -> int:
         return len(self.hr)
-
-
-def ceil_to(x: int, m: int) -> int:
-    return int(math.ceil(x / m) * m)
