@@ -7,7 +7,7 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
-from invsr_desktop.app._testsupport import make_photo, open_window
+from appsupport import make_photo, open_window
 from invsr_desktop.app.compare import MAX_ZOOM, ImageView
 from invsr_desktop.app.main_window import MainWindow
 from invsr_desktop.engine.jobs import Job, JobState

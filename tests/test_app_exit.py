@@ -7,13 +7,16 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+TESTS = str(Path(__file__).resolve().parent)  # the scripts below import the tests' appsupport
 
 SCRIPT = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
     from PySide6.QtWidgets import QApplication
-    from invsr_desktop.app._testsupport import make_photo
+    from appsupport import make_photo
     from invsr_desktop.app.main_window import MainWindow
     from invsr_desktop.app.settings import AppSettings
     from invsr_desktop.engine.jobs import JobState
@@ -42,7 +45,7 @@ SCRIPT = textwrap.dedent(
 
 def test_the_process_exits_cleanly_after_a_busy_queue(tmp_path):
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_STATE_HOME": str(tmp_path / "state"),
-           "XDG_CACHE_HOME": str(tmp_path / "cache")}  # fmt: skip
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONPATH": TESTS}  # fmt: skip
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert "closed" in done.stdout, done.stderr[-2000:]
@@ -71,7 +74,7 @@ KILLED_SCRIPT = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     from PySide6.QtWidgets import QApplication
-    from invsr_desktop.app._testsupport import make_photo, registry_for_tests
+    from appsupport import make_photo, registry_for_tests
     from invsr_desktop.app.main_window import MainWindow
     from invsr_desktop.app.settings import AppSettings
     from invsr_desktop.engine.jobs import JobState
@@ -102,10 +105,10 @@ KILLED_SCRIPT = textwrap.dedent(
 def test_a_killed_app_resumes_its_queue_without_redoing_or_duplicating(qtbot, tmp_path):
     """kill -9 after the first photo of four: the next start has that one Done (its result to compare) and the
     other three Ready; starting them writes three more results, no " (1)" copies, no partial files."""
-    from invsr_desktop.app._testsupport import open_window
+    from appsupport import open_window
     from invsr_desktop.engine.jobs import JobState
 
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_STATE_HOME": str(tmp_path / "state")}
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_STATE_HOME": str(tmp_path / "state"), "PYTHONPATH": TESTS}
     done = subprocess.run([sys.executable, "-c", KILLED_SCRIPT, str(tmp_path)], env=env, capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert done.returncode == -9 and "one done" in done.stdout, done.stderr[-2000:]

@@ -13,7 +13,7 @@ import time
 import pytest
 from PySide6.QtCore import QTimer
 
-from invsr_desktop.app._testsupport import make_photo, open_window
+from appsupport import make_photo, open_window
 from invsr_desktop.engine.jobs import JobState
 
 LATENCY_LIMIT_S = 0.100

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from invsr_desktop.app._testsupport import open_window
+from appsupport import open_window
 
 pytestmark = pytest.mark.usefixtures("qapp")
 BUNDLED = Path(__file__).resolve().parents[1] / "resources" / "models" / "esrgan-sharp-x4.onnx"

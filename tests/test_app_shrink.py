@@ -8,7 +8,7 @@ import pytest
 from PIL import Image as PILImage
 from PySide6.QtCore import Qt
 
-from invsr_desktop.app._testsupport import drop_files, make_photo, open_window
+from appsupport import drop_files, make_photo, open_window
 from invsr_desktop.app.main_window import MainWindow
 from invsr_desktop.app.queue_model import RESULT, SIZE, TASK
 from invsr_desktop.app.settings import AppSettings

@@ -10,7 +10,7 @@ from PySide6.QtCore import QByteArray, Qt
 from PySide6.QtGui import QGuiApplication, QImage, QKeySequence
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QSpinBox
 
-from invsr_desktop.app._testsupport import drop_files, make_photo, open_window, registry_for_tests
+from appsupport import drop_files, make_photo, open_window, registry_for_tests
 from invsr_desktop.app.main_window import MainWindow
 from invsr_desktop.engine.sessions import planned_path
 from invsr_desktop.app.plugins_dialog import PluginsDialog

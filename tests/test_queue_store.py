@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from invsr_desktop.app._testsupport import make_photo
+from appsupport import make_photo
 from invsr_desktop.engine.jobs import JobQueue, JobState, OutputSettings
 from invsr_desktop.engine.queue_store import load_records, restore, save_queue
 

@@ -62,7 +62,7 @@ def render_icon(svg: Path, png: Path, size: int = 256) -> None:
 
 def photos(work: Path) -> dict[str, Path]:
     """The sample (or a generated stand-in when the sample is absent), a larger photo and a broken file."""
-    from invsr_desktop.app._testsupport import make_photo
+    from invsr_desktop.app.sample_photo import make_photo
 
     sample = work / "astronaut.png"
     if SAMPLE.exists():

@@ -1,4 +1,4 @@
-"""Helpers for the GUI tests and the screenshot script (kept out of ``tests/`` so both can import them).
+"""Helpers for the GUI tests: a test registry, drag and drop, a shown window (the app never imports this).
 
 A test registry holds the real bicubic plugin plus small plugins made for tests: one slow enough to cancel or pause
 mid-image, one with a parameter of every type, one whose model file is missing and one that fails to load; with
@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image as PILImage
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QWidget
 
+from invsr_desktop.app.sample_photo import make_photo  # noqa: F401  (the tests' photos)
 from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Param
 from invsr_desktop.engine.hookspecs import hookimpl
 from invsr_desktop.engine.registry import Registry
@@ -99,19 +99,6 @@ def registry_for_tests(delay: float = SLOW_TILE_SECONDS, inn: bool = False) -> t
     registry.register(backends, "test-backends")
     registry.register(BrokenPlugin(), "broken-test")
     return registry, backends
-
-
-def make_photo(path: Path, width: int = 64, height: int = 48, seed: int = 0) -> Path:
-    """A smooth colourful photo-like image (gradients and a disc), so upscaled results look like something."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    rng = np.random.default_rng(seed)
-    r = 0.5 + 0.5 * np.sin(x / max(4.0, width / 6) + rng.uniform(0, 6))
-    g = 0.5 + 0.5 * np.cos(y / max(4.0, height / 5) + rng.uniform(0, 6))
-    b = ((x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(width, height) / 3) ** 2).astype(np.float32)
-    pixels = np.stack([r, g, 0.3 + 0.6 * b], axis=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    PILImage.fromarray((pixels * 255).round().astype(np.uint8)).save(path)
-    return path
 
 
 def file_mime(paths: list[Path]) -> QMimeData:
