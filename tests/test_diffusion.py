@@ -122,6 +122,8 @@ def test_denoiser_preconditioning_is_the_linear_estimate_at_start():
 
 def test_schedule_torch_and_plugin_agree():
     sd = Schedule()
+    assert isinstance(sd, dp.Schedule)  # one definition: training's schedule is the app's, with its additions
+    assert sd.eta(0.37) == dp.Schedule.eta(sd, 0.37)  # a float goes through the app's own code
     plug = dp.Schedule(sd.kappa, sd.eta_min, sd.eta_max, sd.power)
     for s in (0.0, 0.1, 0.5, 1.0):
         assert float(sd.eta(torch.tensor([s]))[0]) == pytest.approx(plug.eta(s), rel=1e-5)

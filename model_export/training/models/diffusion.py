@@ -81,8 +81,10 @@ _SEED_MIX = 7
 
 
 @dataclass(frozen=True)
-class Schedule:
-    """The noise schedule: ``eta(s)`` for s in [0, 1], the noise scale ``kappa``, the input normaliser's floor."""
+class Schedule(AppSchedule):
+    """The app's noise schedule (:class:`plugins.diffusion.Schedule`: its fields, its formula, its step order) with
+    what training adds: defaults, the input normaliser's floor ``sigma_data``, ``eta`` on arrays and tensors (the
+    same formula, vectorised: the exported graph computes it from ``s``) and the metadata the export writes."""
 
     kappa: float = 2.0
     eta_min: float = 4e-4
@@ -96,14 +98,13 @@ class Schedule:
                    float(d["sigma_data"]))  # fmt: skip
 
     def eta(self, s):
-        """eta(s) for a float, a numpy array or a tensor."""
+        """eta(s) for a float (the app's own code), a numpy array or a tensor."""
+        if isinstance(s, (int, float)):
+            return super().eta(s)
         ratio = math.log(self.eta_max / self.eta_min)
         if torch.is_tensor(s):
             return self.eta_min * torch.exp(ratio * s.clamp(0.0, 1.0) ** self.power)
         return self.eta_min * np.exp(ratio * np.clip(np.asarray(s, dtype=np.float64), 0.0, 1.0) ** self.power)
-
-    # The app's sampler defines the step order; training validates with the very same one (not a copy of it).
-    timesteps = staticmethod(AppSchedule.timesteps)
 
     def metadata(self) -> dict[str, str]:
         return {
