@@ -21,16 +21,11 @@ from typing import Iterable, Iterator, Sequence
 from tqdm import tqdm
 
 from invsr_desktop import __version__
+from invsr_desktop.engine.backend import BackendSpec
 from invsr_desktop.engine.errors import CancelledError, ImageWriteError, InvsrError
 from invsr_desktop.engine.formats import WRITE_EXTENSIONS, readable
-from invsr_desktop.engine.output import (
-    RESTORE_SUFFIX,
-    check_writable,
-    first_name,
-    output_path,
-    remove_stale_parts,
-    shrink_suffix,
-)
+from invsr_desktop.engine.jobs import Job, JobMode, OutputSettings, done_before, plan_restore, run_job
+from invsr_desktop.engine.output import check_writable, remove_stale_parts
 from invsr_desktop.engine.provenance import read_file
 from invsr_desktop.engine.registry import BackendBuildError, Registry, default_registry, describe_backends
 from invsr_desktop.engine.sessions import (
@@ -45,6 +40,8 @@ from invsr_desktop.engine.sessions import (
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_BACKEND, EXIT_NO_ORT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
 FORMATS = WRITE_EXTENSIONS
+#: ``--format`` values as the job queue names them (the CLI also takes ``jpg`` and ``tif``).
+OUTPUT_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp", "tiff": "tiff", "tif": "tiff"}
 
 
 @dataclass(frozen=True)
@@ -191,10 +188,6 @@ def parse_params(pairs: Sequence[str]) -> dict[str, str]:
     return params
 
 
-def scale_label(scale: float) -> str:
-    return f"{scale:g}"
-
-
 class CancelOnSigint:
     """The first Ctrl-C (or SIGTERM, as a logout or ``kill`` sends) asks the engine to stop after the current tile;
     a second one aborts the current image at once. Either way the summary is printed and no partial file stays."""
@@ -285,7 +278,6 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
                             overlap=args.overlap, memory_budget_mb=args.memory_mb, alpha=args.alpha)
     messages: list[str] = []
     engine = Engine(registry, options, on_message=lambda m: (messages.append(m), tqdm.write(f"note: {m}")))
-    ext = FORMATS[args.format]
     summary = Summary()
     stale = sum(remove_stale_parts(folder) for folder in {t.out_dir for t in tasks} if folder.is_dir())
     if stale:
@@ -299,7 +291,7 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
             progress = _bar_progress(bar, index)
             try:
                 _check_folder(task.out_dir, writable)
-                written = process(engine, args, mode, spec, params, task, ext, progress, cancel)
+                written = process(engine, args, mode, spec, params, task, progress, cancel)
                 summary.written.append((task.source, written))
             except AlreadyDone as done:
                 summary.done_before.append((task.source, done.args[0]))
@@ -357,33 +349,30 @@ def choose_mode(args: argparse.Namespace, registry: Registry) -> tuple[str, obje
     return "upscale", spec
 
 
-def process(engine, args, mode, spec, params, task: Task, ext: str, progress, cancel) -> Path:
-    """One file: upscale it, shrink it, or restore it (a plain run without --backend restores marked images)."""
-    from invsr_desktop.engine.shrink import read_file_marker, restore_file, shrink_file
+def job_for(args: argparse.Namespace, mode: str, spec: BackendSpec | None, params: dict, task: Task) -> Job:
+    """This file's task as the app's :class:`Job` (one task model for both): a plain run without ``--backend``, or
+    ``--restore``, lets the queue's planner find a shrunk image and restore it; ``--skip-existing`` is the queue's
+    "done before"."""
+    job_mode, marker, note = JobMode(mode), None, ""
+    backend_id, scale = (spec.id if spec is not None else ""), float(args.scale)
+    if mode == "restore" or (mode == "upscale" and args.backend is None):
+        job_mode, marker, params, note = plan_restore(task.source, job_mode, dict(params))
+        if marker is not None:
+            backend_id, scale = marker.backend, float(marker.scale)
+    output = OutputSettings(task.out_dir, OUTPUT_FORMATS[args.format], args.quality, args.lossless, args.suffix)
+    return Job(0, task.source, backend_id, scale, dict(params), output, mode=job_mode, note=note, marker=marker,
+               redo=not args.skip_existing, max_pixels=args.max_pixels)  # fmt: skip
 
-    if mode == "upscale" and args.backend is None and read_file_marker(task.source) is not None:
+
+def process(engine, args, mode, spec, params, task: Task, progress, cancel) -> Path:
+    """One file through the queue's runner (:func:`run_job`: load, upscale / shrink / restore, save)."""
+    job = job_for(args, mode, spec, params, task)
+    if mode == "upscale" and job.mode is JobMode.RESTORE and job.marker is not None:
         tqdm.write(f"note: {task.source.name} was made by --shrink: restoring it")
-        mode, params = "restore", {}
-    common = dict(quality=args.quality, max_pixels=args.max_pixels, progress=progress, cancel=cancel)
-    if mode == "shrink":
-        factor = int(args.scale)
-        if factor != args.scale:
-            raise ValueError(f"--shrink needs a whole factor, got {args.scale:g}")
-        suffix = args.suffix if args.suffix is not None else shrink_suffix(factor)
-        destination = output_path(task.source, task.out_dir, suffix, ext)
-        return shrink_file(engine, task.source, destination, spec.id, factor, params, **common)
-    if mode == "restore":
-        suffix = args.suffix if args.suffix is not None else RESTORE_SUFFIX
-        destination = output_path(task.source, task.out_dir, suffix, ext)
-        return restore_file(engine, task.source, destination, params, lossless=args.lossless, **common)
-    suffix = args.suffix if args.suffix is not None else f"_x{scale_label(args.scale)}_{spec.id}"
-    if args.skip_existing:
-        done = engine.earlier_result(task.source, first_name(task.source, task.out_dir, suffix, ext), spec.id,
-                                     args.scale, params)  # fmt: skip
-        if done is not None:
-            raise AlreadyDone(done)
-    destination = output_path(task.source, task.out_dir, suffix, ext)
-    return engine.upscale_file(task.source, destination, spec.id, args.scale, params, lossless=args.lossless, **common)
+    done = done_before(engine, job)
+    if done is not None:
+        raise AlreadyDone(done)
+    return run_job(engine, job, cancel=cancel, progress=progress)
 
 
 BAR = "{l_bar}{bar}| {n:.2f}/{total} img [{elapsed}<{remaining}{postfix}]"

@@ -34,7 +34,8 @@ class FakeEngine:
     def earlier_result(self, source, first_name, backend_id, scale, params=None):
         return None  # the fake writes b"result", not an image: nothing it wrote is ever found again
 
-    def upscale_file(self, source, destination, backend_id, scale, params, quality, lossless, progress, cancel):
+    def upscale_file(self, source, destination, backend_id, scale, params, quality, lossless, max_pixels, progress,
+                     cancel):
         self.calls.append(Path(source))
         if Path(source).name in self.fail:
             raise self.fail[Path(source).name]

@@ -98,13 +98,15 @@ class OutputSettings:
     """Where and how a job's result is written.
 
     ``folder`` None means next to the original. ``format`` is a key of :data:`FORMATS`. ``quality`` applies to
-    JPEG and WebP, ``lossless`` to WebP.
+    JPEG and WebP, ``lossless`` to WebP. ``suffix`` replaces the name rule's suffix (``_x4_bicubic``,
+    ``_shrunk_x4``, ``_restored``): the CLI's ``--suffix``.
     """
 
     folder: Path | None = None
     format: str = "png"
     quality: int = 95
     lossless: bool = False
+    suffix: str | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -165,6 +167,7 @@ class Job:
     marker: ShrinkMarker | None = None
     redo: bool = False  # run even when the same result exists ("Run again"); else a done-before result is kept
     reused: bool = False  # finished by finding its result done before: it took no measurable time
+    max_pixels: int | None = None  # refuse a larger input (None: the loader's limit)
     _paused_at: float | None = field(default=None, repr=False)
 
     @property
@@ -303,7 +306,8 @@ def _shrink_or_restore(
     a :class:`JobError` with the same message, so the row shows the reason and not an exception's name."""
     from invsr_desktop.engine.shrink import restore_file, shrink_file
 
-    common: dict[str, Any] = dict(quality=job.output.quality, progress=progress, cancel=cancel)
+    common: dict[str, Any] = dict(quality=job.output.quality, max_pixels=job.max_pixels, progress=progress,
+                                  cancel=cancel)  # fmt: skip
     try:
         if job.mode is JobMode.SHRINK:
             factor = int(job.scale)
@@ -316,12 +320,13 @@ def _shrink_or_restore(
 
 
 def _destination_rule(job: Job) -> tuple[str, str | None]:
-    """``(suffix, format)`` of a job's result: the names the CLI writes for the same task."""
+    """``(suffix, format)`` of a job's result: one naming rule for the CLI and the app."""
+    own = job.output.suffix
     if job.mode is JobMode.SHRINK:
-        return shrink_suffix(int(job.scale)), shrink_output_format(job.output, job.source)
+        return own if own is not None else shrink_suffix(int(job.scale)), shrink_output_format(job.output, job.source)
     if job.mode is JobMode.RESTORE:
-        return RESTORE_SUFFIX, job.output.output_format
-    return output_suffix(job.backend_id, job.scale), job.output.output_format
+        return own if own is not None else RESTORE_SUFFIX, job.output.output_format
+    return own if own is not None else output_suffix(job.backend_id, job.scale), job.output.output_format
 
 
 def done_before(engine: Engine, job: Job) -> Path | None:
@@ -356,7 +361,8 @@ def run_job(
                 return _shrink_or_restore(engine, job, destination, cancel, progress)
             return engine.upscale_file(
                 job.source, destination, job.backend_id, job.scale, job.params,
-                quality=job.output.quality, lossless=job.output.lossless, progress=progress, cancel=cancel,
+                quality=job.output.quality, lossless=job.output.lossless, max_pixels=job.max_pixels,
+                progress=progress, cancel=cancel,
             )  # fmt: skip
         except OutputExistsError:
             if attempt == NAME_ATTEMPTS - 1:
