@@ -224,7 +224,7 @@ def register_models(registry: Registry, models: Sequence[Path]) -> list[str]:
     """``--model`` files as backends of their own (the esrgan plugin's runner: ``lr`` -> ``sr``)."""
     from invsr_desktop.engine.backend import BackendSpec
     from invsr_desktop.engine.hookspecs import hookimpl
-    from plugins.model_folder import metadata_scale, read_metadata
+    from invsr_desktop.engine.model_files import metadata_scale, read_metadata
     from plugins.onnx_runner import OnnxRunner
 
     ids = []
@@ -257,7 +257,7 @@ def torch_rows(registry: Registry, backends: Sequence[str], size: int, threads: 
     from onnx import numpy_helper
 
     from model_export.archs import build_arch
-    from plugins.model_folder import scan
+    from invsr_desktop.engine.model_files import scan
 
     files = {m.id: m.path for m in scan("esrgan")}
     rows = []

@@ -126,7 +126,7 @@ def _load_image(path: str | None, size: int) -> np.ndarray:
 def link_model(model: Path, folder: Path) -> Path:
     """``model`` linked into ``folder`` (a folder of its own, which the plugin scans), with the prior network its
     metadata names, if any: a prior-conditioned denoiser refuses to run without it."""
-    from plugins.model_folder import read_metadata
+    from invsr_desktop.engine.model_files import read_metadata
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / model.name).symlink_to(model.resolve())

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from model_export.archs import available_archs, build_arch, count_parameters
-from plugins.model_folder import file_sha256
+from invsr_desktop.engine.model_files import file_sha256
 
 MODEL_FORMAT = "invsr-model/1"  # model_export.training.checkpoint.MODEL_FORMAT (not imported: the kit is in flux)
 TRAIN_FORMAT = "invsr-train/1"

@@ -437,7 +437,7 @@ def atomic_write(data: bytes, path: Path) -> None:
 
 def install(path: Path) -> Path:
     """Copy an exported model into the user model folder (atomically); returns the new path."""
-    from plugins.model_folder import user_models_dir
+    from invsr_desktop.engine.model_files import user_models_dir
 
     dest = user_models_dir() / path.name
     if dest.resolve() == path.resolve():
@@ -523,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output.exists() and not args.force:
         parser.error(f"{args.output} exists; choose another name or add --force to replace it")
     if args.install and not args.force:
-        from plugins.model_folder import user_models_dir
+        from invsr_desktop.engine.model_files import user_models_dir
 
         installed = user_models_dir() / args.output.name
         if installed.exists() and installed.resolve() != args.output.resolve():

@@ -209,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.install:
         import shutil
 
-        from plugins.model_folder import user_models_dir
+        from invsr_desktop.engine.model_files import user_models_dir
 
         folder = user_models_dir()
         folder.mkdir(parents=True, exist_ok=True)

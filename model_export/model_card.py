@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
-from plugins.model_folder import read_metadata
+from invsr_desktop.engine.model_files import read_metadata
 
 
 def _hours(seconds: float) -> str:

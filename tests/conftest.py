@@ -48,5 +48,5 @@ def models_dir(
     """The tiny INN models as the only models the plugins see (a bundled model would change what ``auto`` picks)."""
     folder, nets = inn_models
     monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
-    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "no-bundled-models")
+    monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "no-bundled-models")
     return folder, nets

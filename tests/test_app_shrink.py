@@ -42,7 +42,7 @@ def finish(qtbot, job: Job) -> Job:
 
 def test_shrink_mode_is_disabled_without_an_inn_model(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path / "no-models"))
-    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "no-bundled-models")
+    monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "no-bundled-models")
     stored = AppSettings(tmp_path / "settings.ini")
     stored.set_mode(JobMode.SHRINK)  # left over from a machine that had a model
     stored.sync()

@@ -70,7 +70,7 @@ def exported(tmp_path_factory):
 def _only_models_in(folder, monkeypatch):
     """The plugins see ``folder`` as the user model folder and no bundled models."""
     monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
-    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: folder / "none")
+    monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: folder / "none")
     return folder
 
 
@@ -257,7 +257,7 @@ def test_export_matches_torch_and_metadata(exported):
 
 
 def dp_model_folder_meta(path):
-    from plugins.model_folder import read_metadata
+    from invsr_desktop.engine.model_files import read_metadata
 
     return read_metadata(path)
 
@@ -276,7 +276,7 @@ def test_invsr_export_hands_diffusion_to_its_exporter(exported, tmp_path, capsys
 
 def test_no_model_no_backend_no_error(tmp_path, monkeypatch):
     monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path / "empty"))
-    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "none")
     assert dp.invsr_backends() == []
     registry = _registry()
     assert not registry.failures and [s.id for s in registry.backends()] == ["bicubic"]
@@ -401,7 +401,7 @@ def test_other_runners_unchanged():
 def test_benchmark_command(exported, tmp_path, capsys, monkeypatch):
     from model_export.bench_diffusion import main as bench_main
 
-    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "none")
     monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path))  # the command points it at its own folder
     model = exported[2].path
     assert bench_main(["--model", str(model), "--size", "16", "--steps", "1", "2", "--threads", "1",
@@ -418,7 +418,7 @@ def test_benchmark_and_seed_spread_bring_a_models_prior_along(exported_prior, tm
     from model_export.bench_diffusion import main as bench_main
     from model_export.seed_spread import main as spread_main
 
-    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "none")
     model = str(exported_prior[2].path)
     assert bench_main(["--model", model, "--size", "16", "--steps", "1", "--threads", "1"]) == 0
     assert "1 steps:" in capsys.readouterr().out
@@ -593,7 +593,7 @@ def test_seed_spread_figures(models_dir):
 def test_seed_spread_command(exported, tmp_path, capsys, monkeypatch):
     from model_export.seed_spread import main as spread_main
 
-    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "none")
     monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path))  # the command points it at its own folder
     image = tmp_path / "in.png"
     Image.fromarray((smooth_image(40, 30, seed=7) * 255).astype(np.uint8)).save(image)
@@ -685,7 +685,7 @@ def test_no_prior_is_todays_model(exported):
 
 
 def dp_model_file(path):
-    from plugins.model_folder import ModelFile
+    from invsr_desktop.engine.model_files import ModelFile
 
     return ModelFile(path=path, origin="user", metadata=dp_model_folder_meta(path))
 
@@ -794,7 +794,7 @@ def test_prior_sampler_through_the_engine_matches_torch(prior_models_dir, export
     from model_export.export_diffusion import load_prior
 
     folder = exported_prior[0]
-    from plugins.model_folder import scan
+    from invsr_desktop.engine.model_files import scan
 
     (model,) = dp.find_models()  # the prior is no diffusion model of its own, nor an ESRGAN one
     assert model.prior == prior_models_dir / "tiny_prior_prior.onnx" and scan("esrgan") == []
@@ -839,7 +839,7 @@ def test_prior_missing_or_mismatched_is_a_clear_error(exported_prior, tmp_path, 
 
     folder = _copy_models(exported_prior[0] / "models", tmp_path / "models")
     monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
-    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "none")
     prior = folder / "tiny_prior_prior.onnx"
     if damage == "missing":
         prior.unlink()

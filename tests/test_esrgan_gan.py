@@ -238,7 +238,7 @@ def test_gan_fine_tune_resumes_exactly_and_exports(tmp_path, images, psnr_model,
 
     # invsr-export reads it like the PSNR model's, and the app's esrgan plugin serves it
     from model_export import export
-    from plugins import model_folder
+    from invsr_desktop.engine import model_files as model_folder
 
     models = tmp_path / "models"
     monkeypatch.setenv("INVSR_MODELS_DIR", str(models))

@@ -16,8 +16,8 @@ from onnx import TensorProto, helper
 
 from invsr_desktop.engine.pipeline import Engine, EngineOptions
 from invsr_desktop.engine.registry import BackendBuildError, Registry
-from plugins import model_folder
-from plugins.model_folder import problems, read_metadata, user_models_dir
+from invsr_desktop.engine import model_files as model_folder
+from invsr_desktop.engine.model_files import problems, read_metadata, user_models_dir
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from model_export import export
 from model_export.archs import build_arch
 from model_export.archs import rrdbnet as rrdbnet_module
 from model_export.checkpoints import CheckpointError, load_checkpoint, load_untrusted
-from plugins.model_folder import read_metadata
+from invsr_desktop.engine.model_files import read_metadata
 
 TINY = {"num_feat": 8, "num_block": 1, "num_grow_ch": 4}
 STANDARD = {"num_feat": 64, "num_block": 23, "num_grow_ch": 32}

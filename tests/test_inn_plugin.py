@@ -24,7 +24,7 @@ def _registry() -> Registry:
 
 def test_no_model_no_backend_no_error(tmp_path, monkeypatch):
     monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path / "empty"))
-    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "none")
     assert inn.invsr_backends() == []
     registry = _registry()
     assert not registry.failures

@@ -100,7 +100,7 @@ def test_shrink_and_restore_failures_are_per_job_and_say_why(models_dir, tmp_pat
 
 def test_shrink_without_an_inn_model_fails_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path / "empty"))
-    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "none")
     queue = JobQueue()
     job = queue.add(photo(tmp_path / "photo.png"), "inn-shrink", 4, mode="shrink")
     queue.run_pending(Engine(registry(), EngineOptions(threads=1)))

@@ -43,7 +43,7 @@ def measured_model(tmp_path, monkeypatch):
     shutil.copy(BUNDLED, model)
     write_metadata(model, {QUALITY_KEY: quality_from_report(REPORT).to_json(), SUMMARY_KEY: "Sharper detail"})
     monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
-    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "no-bundled-models")
+    monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "no-bundled-models")
     return model
 
 

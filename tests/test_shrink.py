@@ -179,7 +179,7 @@ def test_jpeg_output_picks_the_jpeg_robust_model(inn_models, tmp_path, monkeypat
     shutil.copytree(inn_models[0], folder)
     export_inn(tiny_net(4), folder, "a_jpeg_x4", trained_on="nothing (test)", check_size=(5, 7), stored_as="jpeg")
     monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
-    monkeypatch.setattr("plugins.model_folder.bundled_models_dir", lambda: tmp_path / "no-bundled-models")
+    monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "no-bundled-models")
     assert {m.name: m.stored_as for m in inn.find_models()}["a_jpeg_x4"] == "jpeg"
     shrink_spec = {s.id: s for s in inn.invsr_backends()}["inn-shrink"]
     assert "as PNG it uses tiny_x4; as JPEG a_jpeg_x4" in shrink_spec.description  # what the app shows

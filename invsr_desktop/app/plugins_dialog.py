@@ -108,7 +108,7 @@ class PluginsDialog(QDialog):
 
     # -- the user's models -------------------------------------------------------------------------------------
     def open_models_folder(self) -> Path:
-        from plugins.model_folder import user_models_dir
+        from invsr_desktop.engine.model_files import user_models_dir
 
         folder = user_models_dir()
         folder.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ class PluginsDialog(QDialog):
         if path.suffix.lower() in CHECKPOINT_SUFFIXES:
             self._convert(path)
             return
-        from plugins.model_folder import install_model
+        from invsr_desktop.engine.model_files import install_model
 
         try:
             installed = install_model(path)
@@ -135,7 +135,7 @@ class PluginsDialog(QDialog):
         self._added(installed)
 
     def _convert(self, checkpoint: Path) -> None:
-        from plugins.model_folder import user_models_dir
+        from invsr_desktop.engine.model_files import user_models_dir
 
         if importlib.util.find_spec("torch") is None or importlib.util.find_spec("model_export") is None:
             self._say(f"Not added: converting {checkpoint.name} needs PyTorch, which this installation does not "

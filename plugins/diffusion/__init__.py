@@ -2,7 +2,7 @@
 ONNX Runtime.
 
 Models are ONNX denoisers written by ``invsr-export`` / ``model_export/export_diffusion.py`` (``invsr.backend =
-diffusion``), found in the model folders of :mod:`plugins.model_folder` (bundled, then the user's). One call maps
+diffusion``), found in the model folders of :mod:`invsr_desktop.engine.model_files` (bundled, then the user's). One call maps
 ``(x_t, lr_up, t) -> x0`` (see that module); the schedule the model was trained with comes from its metadata
 (``invsr.diffusion.kappa``, ``eta_min``, ``eta_max``, ``power``). With no diffusion model installed the plugin
 describes no backend (and reports no error).
@@ -126,9 +126,9 @@ def _float(meta: dict[str, str], key: str, path: Path) -> float:
 
 
 def model_from_file(f) -> DiffusionModel:
-    """A :class:`DiffusionModel` from a :class:`plugins.model_folder.ModelFile` (ModelFileError if unusable)."""
+    """A :class:`DiffusionModel` from a :class:`invsr_desktop.engine.model_files.ModelFile` (ModelFileError if unusable)."""
     from invsr_desktop.engine.errors import ModelFileError
-    from plugins.model_folder import metadata_int, metadata_scale
+    from invsr_desktop.engine.model_files import metadata_int, metadata_scale
 
     meta, path = f.metadata, Path(f.path)
     scale = metadata_scale(meta, path)
@@ -177,7 +177,7 @@ def open_prior(model: DiffusionModel, sessions) -> tuple[Any, int]:
     """``(session, input multiple)`` of the model's prior, checked: present, the very file the denoiser was exported
     with (sha256), an ``lr -> sr`` network at the model's scale. Any failure is a ModelFileError naming the file."""
     from invsr_desktop.engine.errors import ModelFileError
-    from plugins.model_folder import file_sha256, metadata_int, metadata_scale, read_metadata
+    from invsr_desktop.engine.model_files import file_sha256, metadata_int, metadata_scale, read_metadata
 
     prior = model.prior
     assert prior is not None
@@ -214,7 +214,7 @@ def run_bytes_per_pixel(model: DiffusionModel) -> int:
 def find_models(files: list | None = None) -> list[DiffusionModel]:
     """Every usable diffusion model among ``files`` (default: the model folders' files whose ``invsr.backend`` is
     ``diffusion``); a file with unusable metadata is reported through the model folder's problem list and skipped."""
-    from plugins.model_folder import report_problem, scan
+    from invsr_desktop.engine.model_files import report_problem, scan
 
     models = []
     for f in scan(BACKEND) if files is None else files:

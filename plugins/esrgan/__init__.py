@@ -1,6 +1,6 @@
 """ESRGAN-family GAN backends: one backend per ONNX model file whose metadata says ``invsr.backend = esrgan``.
 
-Model files come from the bundled ``models/`` folder and the user model folder (see :mod:`plugins.model_folder`:
+Model files come from the bundled ``models/`` folder and the user model folder (see :mod:`invsr_desktop.engine.model_files`:
 ``$INVSR_MODELS_DIR``, else ``$XDG_DATA_HOME/invsr-desktop/models``, else ``~/.local/share/invsr-desktop/models``).
 ``invsr-export CHECKPOINT -o NAME.onnx --install`` puts a converted ESRGAN / Real-ESRGAN / own checkpoint there.
 
@@ -9,8 +9,8 @@ guessed from the file name), the size its input sides must divide by ``invsr.inp
 model, which pixel-unshuffles its input; the engine pads), and its memory estimate ``invsr.bytes_per_pixel``.
 Describing reads the metadata props only; the ONNX Runtime session is created when the backend is first used.
 
-A file that is unreadable or has unusable metadata is skipped with a :class:`plugins.model_folder.ModelFolderWarning`
-and listed by :func:`plugins.model_folder.problems`; the other models still load.
+A file that is unreadable or has unusable metadata is skipped with a :class:`invsr_desktop.engine.model_files.ModelFolderWarning`
+and listed by :func:`invsr_desktop.engine.model_files.problems`; the other models still load.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Param
 from invsr_desktop.engine.errors import ModelFileError
 from invsr_desktop.engine.hookspecs import hookimpl
-from plugins import model_folder
+from invsr_desktop.engine import model_files
 from plugins.onnx_runner import OnnxRunner
 
 BACKEND = "esrgan"
@@ -66,12 +66,12 @@ def _builder(path: Path, scale: int, multiple: int):
     return build
 
 
-def spec_for(model: model_folder.ModelFile) -> BackendSpec:
+def spec_for(model: model_files.ModelFile) -> BackendSpec:
     """The backend description of one model file (metadata only: no session, no weights read)."""
     meta, path = model.metadata, model.path
-    scale = model_folder.metadata_scale(meta, path)
-    multiple = model_folder.metadata_int(meta, "invsr.input_multiple", 1, path)
-    bytes_per_pixel = model_folder.metadata_int(meta, "invsr.bytes_per_pixel", DEFAULT_BYTES_PER_PIXEL, path)
+    scale = model_files.metadata_scale(meta, path)
+    multiple = model_files.metadata_int(meta, "invsr.input_multiple", 1, path)
+    bytes_per_pixel = model_files.metadata_int(meta, "invsr.bytes_per_pixel", DEFAULT_BYTES_PER_PIXEL, path)
     arch = meta.get("invsr.arch", "unknown architecture")
     precision = meta.get("invsr.precision", "fp32")
     trained_on = meta.get("invsr.trained_on", "unknown data")
@@ -94,11 +94,11 @@ def spec_for(model: model_folder.ModelFile) -> BackendSpec:
 @hookimpl
 def invsr_backends() -> list[BackendSpec]:
     specs = []
-    for model in model_folder.scan(BACKEND):
+    for model in model_files.scan(BACKEND):
         try:
             specs.append(spec_for(model))
         except ModelFileError as exc:
-            model_folder.report_problem(model.path, str(exc))
+            model_files.report_problem(model.path, str(exc))
         except Exception as exc:  # noqa: BLE001 - one odd file's metadata never hides the other models
-            model_folder.report_problem(model.path, f"unreadable metadata ({type(exc).__name__}: {exc})")
+            model_files.report_problem(model.path, f"unreadable metadata ({type(exc).__name__}: {exc})")
     return specs

@@ -2,7 +2,7 @@
 
 Models are pairs of ONNX files written by ``model_export/export_inn.py`` (``inn_<name>_up.onnx`` and
 ``inn_<name>_down.onnx``), found by their metadata (``invsr.backend = inn``, ``invsr.direction``, ``invsr.scale``,
-``invsr.name``) in the model folders of :mod:`plugins.model_folder` (bundled, then the user's). With no INN model
+``invsr.name``) in the model folders of :mod:`invsr_desktop.engine.model_files` (bundled, then the user's). With no INN model
 installed the plugin describes no backend (and reports no error).
 
 - ``inn`` (INN upscale / restore): the inverse ``(lr, z, temperature) -> sr`` on any image. ``temperature`` scales a
@@ -51,11 +51,11 @@ class INNModel:
 
 def find_models(files: list | None = None) -> list[INNModel]:
     """Every INN model (an ``up`` file, with its ``down`` partner when present) among ``files`` (default: the model
-    folders' files whose ``invsr.backend`` is ``inn``, see :mod:`plugins.model_folder`), in scan order.
+    folders' files whose ``invsr.backend`` is ``inn``, see :mod:`invsr_desktop.engine.model_files`), in scan order.
 
     A file with incomplete INN metadata is reported through the model folder's problem list and skipped.
     """
-    from plugins.model_folder import metadata_int, metadata_scale, report_problem, scan
+    from invsr_desktop.engine.model_files import metadata_int, metadata_scale, report_problem, scan
 
     ups: dict[str, tuple[Path, dict[str, str]]] = {}
     downs: dict[str, Path] = {}
