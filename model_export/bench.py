@@ -40,6 +40,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from invsr_desktop.engine import model_metadata as keys
 from invsr_desktop.engine import openvino_sessions
 from invsr_desktop.engine.pipeline import Engine, EngineOptions
 from invsr_desktop.engine.registry import Registry
@@ -269,7 +270,7 @@ def torch_rows(registry: Registry, backends: Sequence[str], size: int, threads: 
         model = onnx.load(str(path))
         meta = {p.key: p.value for p in model.metadata_props}
         try:
-            net = build_arch(meta["invsr.arch"], **json.loads(meta.get("invsr.arch_options", "{}"))).eval()
+            net = build_arch(meta[keys.ARCH], **json.loads(meta.get(keys.ARCH_OPTIONS, "{}"))).eval()
         except (KeyError, ValueError):
             continue
         state = net.state_dict()

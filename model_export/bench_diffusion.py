@@ -35,6 +35,9 @@ from typing import Sequence
 
 import numpy as np
 
+from invsr_desktop.engine import model_metadata as keys
+
+
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
@@ -130,7 +133,7 @@ def link_model(model: Path, folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / model.name).symlink_to(model.resolve())
-    prior = read_metadata(model).get("invsr.diffusion.prior", "")
+    prior = read_metadata(model).get(keys.DIFFUSION_PRIOR, "")
     if prior and (model.parent / prior).is_file():  # a missing one is the plugin's error to report
         (folder / prior).symlink_to((model.parent / prior).resolve())
     return folder / model.name

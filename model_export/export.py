@@ -54,6 +54,7 @@ import onnx
 import torch
 import torch.nn as nn
 
+from invsr_desktop.engine import model_metadata as keys
 from model_export.checkpoints import Checkpoint, CheckpointError, default_backend, load_checkpoint
 
 DEFAULT_OPSET = 17
@@ -374,27 +375,27 @@ def metadata(ckpt: Checkpoint, args: argparse.Namespace, precision: str, exporte
         name += f" {precision}"
     trained_on = args.trained_on or ckpt.trained_on or f"unknown (third-party checkpoint {ckpt.path.name})"
     props = {
-        "invsr.backend": args.backend or default_backend(ckpt.arch),
-        "invsr.arch": ckpt.arch,
-        "invsr.arch_options": json.dumps(ckpt.options, sort_keys=True),
-        "invsr.scale": str(scale),
-        "invsr.version": __version__,
-        "invsr.trained_on": trained_on,
-        "invsr.name": name,
-        "invsr.precision": precision,
-        "invsr.input_multiple": str(multiple),
-        "invsr.parameters": str(parameters),
-        "invsr.source": ckpt.source,
+        keys.BACKEND: args.backend or default_backend(ckpt.arch),
+        keys.ARCH: ckpt.arch,
+        keys.ARCH_OPTIONS: json.dumps(ckpt.options, sort_keys=True),
+        keys.SCALE: str(scale),
+        keys.VERSION: __version__,
+        keys.TRAINED_ON: trained_on,
+        keys.NAME: name,
+        keys.PRECISION: precision,
+        keys.INPUT_MULTIPLE: str(multiple),
+        keys.PARAMETERS: str(parameters),
+        keys.SOURCE: ckpt.source,
         "invsr.source_sha256": ckpt.sha256,
-        "invsr.exporter": f"invsr-export {__version__}, torch {torch.__version__}, {exporter}, opset {opset}",
-        "invsr.check": json.dumps([{"what": c.what, "input": list(c.shape), "max_abs_diff": c.max_abs,
+        keys.EXPORTER: f"invsr-export {__version__}, torch {torch.__version__}, {exporter}, opset {opset}",
+        keys.CHECK: json.dumps([{"what": c.what, "input": list(c.shape), "max_abs_diff": c.max_abs,
                                     "psnr_db": None if math.isinf(c.psnr) else round(c.psnr, 3)} for c in checks]),
     }
     if ckpt.training:
-        props["invsr.training"] = json.dumps(ckpt.training, sort_keys=True)
+        props[keys.TRAINING] = json.dumps(ckpt.training, sort_keys=True)
     bpp = estimate_bytes_per_pixel(ckpt.arch, ckpt.options)
     if bpp:
-        props["invsr.bytes_per_pixel"] = str(bpp * (2 if precision == "int8" else 1))
+        props[keys.BYTES_PER_PIXEL] = str(bpp * (2 if precision == "int8" else 1))
     return props
 
 

@@ -50,6 +50,9 @@ import onnx
 import torch
 import torch.nn as nn
 
+from invsr_desktop.engine import model_metadata as keys
+
+
 OPSET = 17
 DEFAULT_TOLERANCE = 1e-4
 INPUTS_DOC = ("x_t (N,3,H,W) noisy image; lr_up (N,3,H,W) LR upsampled by the scale (bicubic a=-0.75, half-pixel "
@@ -246,7 +249,7 @@ def export_denoiser(denoiser: nn.Module, out: str | Path, props: dict[str, str],
     if max_abs > tolerance:
         raise RuntimeError(f"ONNX Runtime disagrees with PyTorch: max |diff| {max_abs:.3e} > {tolerance:g} on "
                            f"{hw[0]}x{hw[1]}; nothing written")
-    props = {**props, "invsr.check": json.dumps([{"what": "x0 (ONNX Runtime vs PyTorch), t in {1, 0.3, 0}",
+    props = {**props, keys.CHECK: json.dumps([{"what": "x0 (ONNX Runtime vs PyTorch), t in {1, 0.3, 0}",
                                                   "input": [2, 3, *hw], "max_abs_diff": max_abs}])}
     onnx.helper.set_model_props(model, props)
     model.producer_name = "invsr-export"
@@ -262,12 +265,12 @@ def prior_metadata(prior: PriorExport, prior_options: dict[str, Any], denoiser_b
     the memory per LR pixel of the larger of the two networks (the app tiles both passes with one tile size)."""
     from model_export.export import estimate_bytes_per_pixel
 
-    prior_bpp = estimate_bytes_per_pixel(prior.metadata["invsr.arch"], prior_options) or 0
+    prior_bpp = estimate_bytes_per_pixel(prior.metadata[keys.ARCH], prior_options) or 0
     return {
-        "invsr.diffusion.prior": prior.path.name,
-        "invsr.diffusion.prior_sha256": prior.sha256,
-        "invsr.inputs": INPUTS_DOC_PRIOR,
-        "invsr.bytes_per_pixel": str(max(denoiser_bpp, prior_bpp)),
+        keys.DIFFUSION_PRIOR: prior.path.name,
+        keys.DIFFUSION_PRIOR_SHA256: prior.sha256,
+        keys.INPUTS: INPUTS_DOC_PRIOR,
+        keys.BYTES_PER_PIXEL: str(max(denoiser_bpp, prior_bpp)),
     }
 
 
@@ -276,25 +279,25 @@ def metadata(ckpt, denoiser, schedule, cfg: dict, name: str, trained_on: str, pa
 
     o = cfg.get("diffusion", {})
     props = {
-        "invsr.backend": "diffusion",
-        "invsr.arch": "diffusion_unet",
-        "invsr.arch_options": json.dumps(ckpt.options, sort_keys=True),
-        "invsr.scale": str(ckpt.scale),
-        "invsr.version": __version__,
-        "invsr.trained_on": trained_on,
-        "invsr.name": name,
-        "invsr.precision": "fp32",
-        "invsr.input_multiple": str(int(denoiser.input_multiple)),
-        "invsr.parameters": str(parameters),
-        "invsr.source": ckpt.source,
-        "invsr.inputs": INPUTS_DOC,
-        "invsr.diffusion.default_steps": str(int(o.get("default_steps", 4))),
-        "invsr.bytes_per_pixel": str(bytes_per_pixel(ckpt.options, ckpt.scale)),
-        "invsr.exporter": f"export_diffusion, torch {torch.__version__}, opset {OPSET}",
+        keys.BACKEND: "diffusion",
+        keys.ARCH: "diffusion_unet",
+        keys.ARCH_OPTIONS: json.dumps(ckpt.options, sort_keys=True),
+        keys.SCALE: str(ckpt.scale),
+        keys.VERSION: __version__,
+        keys.TRAINED_ON: trained_on,
+        keys.NAME: name,
+        keys.PRECISION: "fp32",
+        keys.INPUT_MULTIPLE: str(int(denoiser.input_multiple)),
+        keys.PARAMETERS: str(parameters),
+        keys.SOURCE: ckpt.source,
+        keys.INPUTS: INPUTS_DOC,
+        keys.DIFFUSION_DEFAULT_STEPS: str(int(o.get("default_steps", 4))),
+        keys.BYTES_PER_PIXEL: str(bytes_per_pixel(ckpt.options, ckpt.scale)),
+        keys.EXPORTER: f"export_diffusion, torch {torch.__version__}, opset {OPSET}",
         **schedule.metadata(),
     }
     if ckpt.training:
-        props["invsr.training"] = json.dumps(ckpt.training, sort_keys=True)
+        props[keys.TRAINING] = json.dumps(ckpt.training, sort_keys=True)
     return props
 
 
@@ -309,7 +312,7 @@ def _degradation(cfg: dict) -> str:
 def model_card(result: DiffusionExport, cfg: dict) -> str:
     """A Markdown model card for the exported file (evaluation figures to be added from ``invsr-eval``)."""
     p = result.metadata
-    training = json.loads(p.get("invsr.training", "{}"))
+    training = json.loads(p.get(keys.TRAINING, "{}"))
     o = cfg.get("diffusion", {})
     wall = training.get("wall_time_s")
     lines = [
@@ -360,7 +363,7 @@ def export_checkpoint(path: str | Path, out: str | Path, name: str = "", trained
     prior = prior_bytes = None
     if prior_ckpt is not None:
         prior_bytes, prior = export_prior(prior_ckpt, prior_net, prior_path(out), name, check_size, tolerance)
-        props.update(prior_metadata(prior, prior_ckpt.options, int(props["invsr.bytes_per_pixel"])))
+        props.update(prior_metadata(prior, prior_ckpt.options, int(props[keys.BYTES_PER_PIXEL])))
     result = export_denoiser(denoiser, out, props, check_size=check_size, tolerance=tolerance)
     if prior is not None:  # both checks passed: the pair is written (the denoiser first: it names the prior)
         from model_export.export import atomic_write

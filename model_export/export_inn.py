@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from invsr_desktop.engine import model_metadata as keys
 from plugins.inn import STORED_AS
 
 OPSET = 18
@@ -141,19 +142,19 @@ def export_inn(
     finally:
         net.unfreeze_inverse()
     common = {
-        "invsr.backend": "inn",
-        "invsr.arch": "irn",
-        "invsr.scale": str(s),
-        "invsr.version": __version__,
-        "invsr.trained_on": trained_on or "unknown",
-        "invsr.name": name,
-        "invsr.z_channels": str(zc),
-        "invsr.noise_max": repr(float(noise_max)),
-        "invsr.stored_as": stored_as,
+        keys.BACKEND: "inn",
+        keys.ARCH: "irn",
+        keys.SCALE: str(s),
+        keys.VERSION: __version__,
+        keys.TRAINED_ON: trained_on or "unknown",
+        keys.NAME: name,
+        keys.Z_CHANNELS: str(zc),
+        keys.NOISE_MAX: repr(float(noise_max)),
+        keys.STORED_AS: stored_as,
         **(extra_metadata or {}),
     }
-    _set_metadata(down_path, {**common, "invsr.direction": "down", "invsr.input_multiple": str(s)})
-    _set_metadata(up_path, {**common, "invsr.direction": "up", "invsr.input_multiple": "1"})
+    _set_metadata(down_path, {**common, keys.DIRECTION: "down", keys.INPUT_MULTIPLE: str(s)})
+    _set_metadata(up_path, {**common, keys.DIRECTION: "up", keys.INPUT_MULTIPLE: "1"})
 
     # -- check on an odd size
     h, w = check_size

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
+from invsr_desktop.engine import model_metadata as keys
 from invsr_desktop.engine.model_files import read_metadata
 
 
@@ -33,7 +34,7 @@ def losses(cfg: dict[str, Any]) -> str:
 
 def check_lines(onnx_meta: dict[str, str]) -> list[str]:
     """The export checks recorded in the file: ONNX Runtime against PyTorch on an odd-sized input."""
-    checks = json.loads(onnx_meta.get("invsr.check", "[]"))
+    checks = json.loads(onnx_meta.get(keys.CHECK, "[]"))
     return [
         f"- {c['what']}: input {'x'.join(map(str, c['input']))}, max |diff| {c['max_abs_diff']:.2e}"
         + (f" (PSNR {c['psnr_db']:.1f} dB)" if "psnr_db" in c else "")  # the diffusion export records no PSNR

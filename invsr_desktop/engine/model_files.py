@@ -29,6 +29,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from invsr_desktop.engine import model_metadata as keys
 from invsr_desktop.engine.errors import ModelFileError, ModelFileWarning, ModelReplacedWarning
 
 ENV_MODELS_DIR = "INVSR_MODELS_DIR"
@@ -243,13 +244,13 @@ def scan(backend: str) -> list[ModelFile]:
             except ModelFileError as exc:
                 report_problem(path, str(exc))
                 continue
-            if "invsr.backend" not in meta:
+            if keys.BACKEND not in meta:
                 report_problem(path, "it has no invsr.backend metadata (not exported by invsr-export?); convert the "
                               "checkpoint with invsr-export, or remove the file")
                 continue
             with _lock:
                 _problems.pop(path, None)
-            if meta["invsr.backend"] != backend:
+            if meta[keys.BACKEND] != backend:
                 continue
             earlier = found.get(path.stem)
             if earlier is not None and earlier.origin == "bundled" and origin == "user":
@@ -266,7 +267,7 @@ def install_model(source: str | os.PathLike) -> Path:
     already holds a file of that name (an installed model is never replaced without the user removing it)."""
     source = Path(source)
     meta = read_metadata(source)  # ModelFileError for what is not an ONNX model
-    if "invsr.backend" not in meta:
+    if keys.BACKEND not in meta:
         raise ModelFileError(f"{source.name} is an ONNX model without invsr.backend metadata: it was not made for "
                              "InvSR Desktop; convert the checkpoint with invsr-export")  # fmt: skip
     dest = user_models_dir() / source.name
@@ -297,7 +298,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def metadata_scale(meta: dict[str, str], path: Path) -> int:
     """``invsr.scale`` as a positive integer; ModelFileError naming the file otherwise."""
-    raw = meta.get("invsr.scale")
+    raw = meta.get(keys.SCALE)
     if raw is None:
         raise ModelFileError(f"{path} has no invsr.scale metadata; re-export it with invsr-export")
     try:

@@ -16,8 +16,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-QUALITY_KEY = "invsr.quality"
-SUMMARY_KEY = "invsr.summary"
+from invsr_desktop.engine import model_metadata as keys
+
+QUALITY_KEY = keys.QUALITY
+SUMMARY_KEY = keys.SUMMARY
 #: The set whose figures the one-line summary quotes (the smallest standard benchmark, five photos).
 HEADLINE_SET = "Set5"
 

@@ -12,6 +12,9 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
+from invsr_desktop.engine import model_metadata as keys
+
+
 OPSET = 18
 MODEL = Path(__file__).with_name("bicubic.onnx")
 
@@ -62,10 +65,10 @@ def bicubic_graph() -> bytes:
     helper.set_model_props(
         model,
         {
-            "invsr.backend": "bicubic",
-            "invsr.arch": "resize-cubic-a-0.5",
-            "invsr.scale": "any (the scale input)",
-            "invsr.trained_on": "nothing (interpolation)",
+            keys.BACKEND: "bicubic",
+            keys.ARCH: "resize-cubic-a-0.5",
+            keys.SCALE: "any (the scale input)",
+            keys.TRAINED_ON: "nothing (interpolation)",
         },
     )
     onnx.checker.check_model(model)

@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 
+from invsr_desktop.engine import model_metadata as keys
 from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Param
 from invsr_desktop.engine.hookspecs import hookimpl
 from invsr_desktop.engine.quality import quality_info
@@ -132,20 +133,20 @@ def model_from_file(f) -> DiffusionModel:
 
     meta, path = f.metadata, Path(f.path)
     scale = metadata_scale(meta, path)
-    schedule = Schedule(*(_float(meta, f"invsr.diffusion.{k}", path) for k in ("kappa", "eta_min", "eta_max", "power")))
+    schedule = Schedule(*(_float(meta, keys.schedule_key(k), path) for k in ("kappa", "eta_min", "eta_max", "power")))
     if not schedule.eta_min < schedule.eta_max <= 1.0:
         raise ModelFileError(f"{path}: invsr.diffusion.eta_min / eta_max are not 0 < eta_min < eta_max <= 1")
     prior, prior_sha256 = _prior_of(meta, path)
     return DiffusionModel(
         id=path.stem,
-        name=meta.get("invsr.name") or path.stem,
+        name=meta.get(keys.NAME) or path.stem,
         path=path,
         scale=scale,
-        input_multiple=metadata_int(meta, "invsr.input_multiple", 16, path),
+        input_multiple=metadata_int(meta, keys.INPUT_MULTIPLE, 16, path),
         schedule=schedule,
-        default_steps=min(MAX_STEPS, metadata_int(meta, "invsr.diffusion.default_steps", 4, path)),
-        bytes_per_pixel=metadata_int(meta, "invsr.bytes_per_pixel", DEFAULT_BYTES_PER_PIXEL, path),
-        trained_on=meta.get("invsr.trained_on", ""),
+        default_steps=min(MAX_STEPS, metadata_int(meta, keys.DIFFUSION_DEFAULT_STEPS, 4, path)),
+        bytes_per_pixel=metadata_int(meta, keys.BYTES_PER_PIXEL, DEFAULT_BYTES_PER_PIXEL, path),
+        trained_on=meta.get(keys.TRAINED_ON, ""),
         metadata=dict(meta),
         prior=prior,
         prior_sha256=prior_sha256,
@@ -160,13 +161,13 @@ def _prior_of(meta: dict[str, str], path: Path) -> tuple[Path | None, str]:
     is untrusted and never points elsewhere) and its sha256; ``(None, "")`` for a bicubic-conditioned model."""
     from invsr_desktop.engine.errors import ModelFileError
 
-    name = meta.get("invsr.diffusion.prior", "")
+    name = meta.get(keys.DIFFUSION_PRIOR, "")
     if not name:
         return None, ""
     if Path(name).name != name or name in (".", "..") or not name.lower().endswith(".onnx"):
         raise ModelFileError(f"{path}: invsr.diffusion.prior is {name!r}; expected the file name of an .onnx file "
                              "next to it (re-export it with invsr-export)")
-    sha = meta.get("invsr.diffusion.prior_sha256", "").lower()
+    sha = meta.get(keys.DIFFUSION_PRIOR_SHA256, "").lower()
     if not _SHA256.fullmatch(sha):
         raise ModelFileError(f"{path}: invsr.diffusion.prior_sha256 is {sha!r}, not a sha256; re-export it with "
                              "invsr-export")
@@ -202,7 +203,7 @@ def open_prior(model: DiffusionModel, sessions) -> tuple[Any, int]:
     if "lr" not in inputs or "sr" not in outputs:
         raise ModelFileError(f"the prior network {prior} has inputs {inputs} and outputs {outputs}; it must map "
                              f"'lr' to 'sr'; {pair}")
-    return session, metadata_int(meta, "invsr.input_multiple", 1, prior)
+    return session, metadata_int(meta, keys.INPUT_MULTIPLE, 1, prior)
 
 
 def run_bytes_per_pixel(model: DiffusionModel) -> int:

@@ -19,6 +19,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from invsr_desktop.engine import model_metadata as keys
 from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Param
 from invsr_desktop.engine.errors import ModelFileError
 from invsr_desktop.engine.hookspecs import hookimpl
@@ -43,7 +44,7 @@ def trained_on_noisy_photos(meta: dict[str, str]) -> bool:
     """Whether the model's training record (``invsr.training``, written by invsr-export) names the real-photo
     degradation."""
     try:
-        record = json.loads(meta.get("invsr.training", "{}"))
+        record = json.loads(meta.get(keys.TRAINING, "{}"))
     except json.JSONDecodeError:
         return False
     return isinstance(record, dict) and record.get("degradation") == "real_photo"
@@ -70,17 +71,17 @@ def spec_for(model: model_files.ModelFile) -> BackendSpec:
     """The backend description of one model file (metadata only: no session, no weights read)."""
     meta, path = model.metadata, model.path
     scale = model_files.metadata_scale(meta, path)
-    multiple = model_files.metadata_int(meta, "invsr.input_multiple", 1, path)
-    bytes_per_pixel = model_files.metadata_int(meta, "invsr.bytes_per_pixel", DEFAULT_BYTES_PER_PIXEL, path)
-    arch = meta.get("invsr.arch", "unknown architecture")
-    precision = meta.get("invsr.precision", "fp32")
-    trained_on = meta.get("invsr.trained_on", "unknown data")
+    multiple = model_files.metadata_int(meta, keys.INPUT_MULTIPLE, 1, path)
+    bytes_per_pixel = model_files.metadata_int(meta, keys.BYTES_PER_PIXEL, DEFAULT_BYTES_PER_PIXEL, path)
+    arch = meta.get(keys.ARCH, "unknown architecture")
+    precision = meta.get(keys.PRECISION, "fp32")
+    trained_on = meta.get(keys.TRAINED_ON, "unknown data")
     description = f"{arch} x{scale} ({precision}), trained on {trained_on}. File: {path}"
     info = {"file": str(path), "origin": model.origin}
     info.update({k: v for k, v in meta.items() if k.startswith("invsr.")})
     return BackendSpec(
         id=model.id,
-        name=meta.get("invsr.name") or model.id,
+        name=meta.get(keys.NAME) or model.id,
         kind="gan",
         scales=(scale,),
         build=_builder(path, scale, multiple),

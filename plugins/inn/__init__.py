@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from invsr_desktop.engine import model_metadata as keys
 from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Param
 from invsr_desktop.engine.hookspecs import hookimpl
 from invsr_desktop.engine.quality import quality_info
@@ -61,7 +62,7 @@ def find_models(files: list | None = None) -> list[INNModel]:
     downs: dict[str, Path] = {}
     for f in scan("inn") if files is None else files:
         meta, path = f.metadata, Path(f.path)
-        direction = meta.get("invsr.direction")
+        direction = meta.get(keys.DIRECTION)
         # the model's id (what --param model= and the shrink marker name) comes from the file name, as for every
         # model folder file; invsr.name is only its display name
         name = path.stem.removeprefix("inn_").removesuffix("_up").removesuffix("_down")
@@ -75,16 +76,16 @@ def find_models(files: list | None = None) -> list[INNModel]:
     for name, (path, meta) in ups.items():
         try:
             scale = metadata_scale(meta, path)
-            z_channels = metadata_int(meta, "invsr.z_channels", 3 * scale * scale - 3, path)
-            noise_max = float(meta.get("invsr.noise_max", 1.0))
-            stored_as = meta.get("invsr.stored_as", "png")
+            z_channels = metadata_int(meta, keys.Z_CHANNELS, 3 * scale * scale - 3, path)
+            noise_max = float(meta.get(keys.NOISE_MAX, 1.0))
+            stored_as = meta.get(keys.STORED_AS, "png")
             if stored_as not in STORED_AS:
                 raise ValueError(f"invsr.stored_as is {stored_as!r}, not one of {', '.join(STORED_AS)}")
         except Exception as exc:  # noqa: BLE001 - ModelFileError / ValueError: skip this one, keep the others
             report_problem(path, str(exc))
             continue
         models.append(INNModel(name, scale, path, downs.get(name), z_channels, noise_max,
-                               meta.get("invsr.trained_on", ""), stored_as, meta))  # fmt: skip
+                               meta.get(keys.TRAINED_ON, ""), stored_as, meta))  # fmt: skip
     return models
 
 

@@ -64,6 +64,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from invsr_desktop.engine import model_metadata as keys
 from model_export.archs import build_arch
 from model_export.training import gan_losses  # noqa: F401  (registers the 'frequency' and 'ragan' loss terms)
 from model_export.training.adversary import NETWORK_D_DEFAULTS, Adversary, split_terms
@@ -108,11 +109,11 @@ class Schedule(AppSchedule):
 
     def metadata(self) -> dict[str, str]:
         return {
-            "invsr.diffusion.kappa": repr(self.kappa),
-            "invsr.diffusion.eta_min": repr(self.eta_min),
-            "invsr.diffusion.eta_max": repr(self.eta_max),
-            "invsr.diffusion.power": repr(self.power),
-            "invsr.diffusion.sigma_data": repr(self.sigma_data),
+            keys.schedule_key("kappa"): repr(self.kappa),
+            keys.schedule_key("eta_min"): repr(self.eta_min),
+            keys.schedule_key("eta_max"): repr(self.eta_max),
+            keys.schedule_key("power"): repr(self.power),
+            keys.schedule_key("sigma_data"): repr(self.sigma_data),
         }
 
 
