@@ -194,3 +194,23 @@ def test_jpeg_output_picks_the_jpeg_robust_model(inn_models, tmp_path, monkeypat
     assert read_file_marker(chosen).model == "tiny_x4"  # a model the user chose is kept
     restored = restore_file(engine, as_jpeg, tmp_path / "r.png")
     assert PILImage.open(restored).size == (40, 32)
+
+
+def test_every_file_path_checks_the_results_memory_from_the_header(models_dir, tmp_path, monkeypatch):
+    """Shrink, restore and upscale share one load-transform-save (pipeline.transform_file): a restore, like an
+    upscale, checks the memory of its result from the file's header and the marker's scale before decoding."""
+    import invsr_desktop.engine.pipeline as pipeline
+
+    engine = Engine(_registry(), EngineOptions(threads=1))
+    PILImage.fromarray((np.random.default_rng(2).random((24, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+    small = shrink_file(engine, tmp_path / "p.png", tmp_path / "s.png", "inn-shrink", 2)
+    events = []
+    load = pipeline.load_image
+    monkeypatch.setattr(pipeline, "check_memory", lambda target: events.append(target))
+    monkeypatch.setattr(pipeline, "load_image", lambda *a, **k: events.append("decode") or load(*a, **k))
+    restore_file(engine, small, tmp_path / "r.png")
+    first = events.index("decode")
+    engine.upscale_file(tmp_path / "p.png", tmp_path / "u.png", "bicubic", 3)
+    second = events.index("decode", first + 1)
+    assert events[:first] == [(24, 32)]  # the restore's result (12 x 16 at x2), checked before decoding
+    assert events[first + 1 : second][-1] == (72, 96)  # the upscale's (24 x 32 at x3), likewise

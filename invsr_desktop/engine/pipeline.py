@@ -212,15 +212,13 @@ class Engine:
     ) -> Path:
         """Load ``source``, upscale it and write ``destination`` atomically (never over an existing file: if another
         program took the name meanwhile, the next numbered copy's name); returns the path written. The result carries its :class:`~invsr_desktop.engine.provenance.Provenance` record."""
-        size = header_size(source)
-        if size is not None:  # before the pixels are decoded: a small file can hold a huge image
-            check_memory((int(round(size[1] * scale)), int(round(size[0] * scale))))
-        image = load_image(source, max_pixels=max_pixels)
-        result = self.upscale_image(image, backend_id, scale, params, progress, cancel)
-        if cancel and cancel():
-            raise CancelledError("cancelled")
-        result.exif = stamp(result.exif, self.provenance(source, backend_id, scale, params))
-        return save_image(result, destination, quality=quality, lossless=lossless, renumber=True)
+        def upscaled(image: Image) -> Image:
+            result = self.upscale_image(image, backend_id, scale, params, progress, cancel)
+            result.exif = stamp(result.exif, self.provenance(source, backend_id, scale, params))
+            return result
+
+        return transform_file(source, destination, upscaled, scale=scale, quality=quality, lossless=lossless,
+                              max_pixels=max_pixels, cancel=cancel)  # fmt: skip
 
     def earlier_result(self, source: str | Path, first_name: Path, backend_id: str, scale: float,
                        params: dict[str, Any] | None = None) -> Path | None:
@@ -239,6 +237,32 @@ class Engine:
         or left out is the same setting)."""
         resolved = self.registry.get(backend_id).resolve_params(params)
         return Provenance.of("upscale", backend_id, scale, resolved, source)
+
+
+def transform_file(
+    source: str | Path,
+    destination: str | Path,
+    transform: Callable[[Image], Image],
+    *,
+    scale: float | None = None,
+    quality: int = 95,
+    lossless: bool = False,
+    max_pixels: int | None = None,
+    cancel: Cancel | None = None,
+) -> Path:
+    """The one load -> transform -> save of a file, for upscale, shrink and restore alike: with ``scale`` (the
+    result's size over the input's) the result's memory is checked from the header before any pixel is decoded (a
+    small file can hold a huge image); nothing is written once ``cancel()`` is true; the result is written
+    atomically and never over a file (a name taken meanwhile gets the next numbered copy's)."""
+    if scale is not None:
+        size = header_size(source)
+        if size is not None:
+            check_memory((int(round(size[1] * scale)), int(round(size[0] * scale))))
+    image = load_image(source, max_pixels=max_pixels)
+    result = transform(image)
+    if cancel and cancel():
+        raise CancelledError("cancelled")
+    return save_image(result, destination, quality=quality, lossless=lossless, renumber=True)
 
 
 #: Bytes of memory one output pixel costs at the peak of a run: the float32 RGB accumulator, the clipped result,

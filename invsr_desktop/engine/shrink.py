@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
-from invsr_desktop.engine.errors import CancelledError
 from invsr_desktop.engine.formats import JPEG_SUFFIXES
-from invsr_desktop.engine.imageio import Image, load_image, save_image
-from invsr_desktop.engine.pipeline import Engine
+from invsr_desktop.engine.imageio import Image
+from invsr_desktop.engine.pipeline import Engine, transform_file
 from invsr_desktop.engine.provenance import load_exif
 from invsr_desktop.engine.tiling import Cancel, Progress, reflect_pad
 
@@ -214,12 +213,12 @@ def shrink_file(
 ) -> Path:
     """Load, shrink and write ``destination`` (PNG, or JPEG at ``quality``: then with a JPEG-robust model where
     one is installed and ``model`` is auto) atomically, never over a file."""
-    image = load_image(source, max_pixels=max_pixels)
     stored_as = "jpeg" if Path(destination).suffix.lower() in JPEG_SUFFIXES else "png"
-    small = shrink_image(engine, image, backend_id, factor, params, progress, cancel, stored_as)
-    if cancel and cancel():
-        raise CancelledError("cancelled")
-    return save_image(small, destination, quality=quality, renumber=True)
+    return transform_file(
+        source, destination, lambda image: shrink_image(engine, image, backend_id, factor, params, progress, cancel,
+                                                        stored_as),
+        quality=quality, max_pixels=max_pixels, cancel=cancel,
+    )  # fmt: skip
 
 
 def restore_file(
@@ -234,8 +233,9 @@ def restore_file(
     cancel: Cancel | None = None,
 ) -> Path:
     """Load a shrunk image, restore it and write ``destination`` atomically, never over a file."""
-    image = load_image(source, max_pixels=max_pixels)
-    full = restore_image(engine, image, params, progress, cancel)
-    if cancel and cancel():
-        raise CancelledError("cancelled")
-    return save_image(full, destination, quality=quality, lossless=lossless, renumber=True)
+    marker = read_file_marker(source)
+    return transform_file(
+        source, destination, lambda image: restore_image(engine, image, params, progress, cancel),
+        scale=marker.scale if marker is not None else None, quality=quality, lossless=lossless,
+        max_pixels=max_pixels, cancel=cancel,
+    )  # fmt: skip
