@@ -91,6 +91,9 @@ class Runner(Protocol):
     then calls ``runner(tile, on_pass=callback)`` and the runner calls ``on_pass()`` after each pass but the last,
     so the progress of a photo that fits in one tile moves too.
 
+    ``model_name`` (a string) names the model a runner runs: error messages quote it, and a shrinking runner's is
+    what a shrunk image's marker records (the model that inverts it).
+
     A shrinking runner (``BackendSpec.direction == "down"``) has ``scale = 1 / factor``: it maps an (H, W, 3) tile
     to (H / factor, W / factor, 3), H and W multiples of ``multiple`` (a multiple of the factor).
     """
