@@ -296,17 +296,26 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def metadata_scale(meta: dict[str, str], path: Path) -> int:
-    """``invsr.scale`` as a positive integer; ModelFileError naming the file otherwise."""
-    raw = meta.get(keys.SCALE)
+def metadata_number(meta: dict[str, str], key: str, path: Path) -> float:
+    """``key`` as a finite number; ModelFileError naming the file and the key otherwise (missing, not a number,
+    NaN or infinite)."""
+    raw = meta.get(key)
     if raw is None:
-        raise ModelFileError(f"{path} has no invsr.scale metadata; re-export it with invsr-export")
+        raise ModelFileError(f"{path} has no {key} metadata; re-export it with invsr-export")
     try:
         value = float(raw)
     except ValueError:
-        raise ModelFileError(f"{path}: invsr.scale is {raw!r}, not a number") from None
-    if not math.isfinite(value) or value < 1 or value != int(value):
-        raise ModelFileError(f"{path}: invsr.scale is {raw!r}; expected a whole number >= 1")
+        raise ModelFileError(f"{path}: {key} is {raw!r}, not a number") from None
+    if not math.isfinite(value):
+        raise ModelFileError(f"{path}: {key} is {raw!r}; expected a finite number")
+    return value
+
+
+def metadata_scale(meta: dict[str, str], path: Path) -> int:
+    """``invsr.scale`` as a positive integer; ModelFileError naming the file otherwise."""
+    value = metadata_number(meta, keys.SCALE, path)
+    if value < 1 or value != int(value):
+        raise ModelFileError(f"{path}: invsr.scale is {meta[keys.SCALE]!r}; expected a whole number >= 1")
     return int(value)
 
 

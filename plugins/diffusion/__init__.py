@@ -113,16 +113,11 @@ class DiffusionModel:
 
 def _float(meta: dict[str, str], key: str, path: Path) -> float:
     from invsr_desktop.engine.errors import ModelFileError
+    from invsr_desktop.engine.model_files import metadata_number
 
-    raw = meta.get(key)
-    if raw is None:
-        raise ModelFileError(f"{path} has no {key} metadata; re-export it with invsr-export")
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ModelFileError(f"{path}: {key} is {raw!r}, not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ModelFileError(f"{path}: {key} is {raw!r}; expected a positive number")
+    value = metadata_number(meta, key, path)
+    if value <= 0:
+        raise ModelFileError(f"{path}: {key} is {meta[key]!r}; expected a positive number")
     return value
 
 
