@@ -23,7 +23,7 @@ from tqdm import tqdm
 from invsr_desktop import __version__
 from invsr_desktop.engine.backend import BackendSpec
 from invsr_desktop.engine.errors import CancelledError, ImageWriteError, InvsrError
-from invsr_desktop.engine.formats import WRITE_EXTENSIONS, readable
+from invsr_desktop.engine.formats import WRITE_EXTENSIONS, canonical_format, readable
 from invsr_desktop.engine.jobs import Job, JobMode, OutputSettings, done_before, plan_restore, run_job
 from invsr_desktop.engine.output import check_writable, remove_stale_parts
 from invsr_desktop.engine.provenance import read_file
@@ -40,8 +40,6 @@ from invsr_desktop.engine.sessions import (
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_INPUT, EXIT_BACKEND, EXIT_NO_ORT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 5, 130
 FORMATS = WRITE_EXTENSIONS
-#: ``--format`` values as the job queue names them (the CLI also takes ``jpg`` and ``tif``).
-OUTPUT_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "webp": "webp", "tiff": "tiff", "tif": "tiff"}
 
 
 @dataclass(frozen=True)
@@ -359,7 +357,7 @@ def job_for(args: argparse.Namespace, mode: str, spec: BackendSpec | None, param
         job_mode, marker, params, note = plan_restore(task.source, job_mode, dict(params))
         if marker is not None:
             backend_id, scale = marker.backend, float(marker.scale)
-    output = OutputSettings(task.out_dir, OUTPUT_FORMATS[args.format], args.quality, args.lossless, args.suffix)
+    output = OutputSettings(task.out_dir, canonical_format(args.format), args.quality, args.lossless, args.suffix)
     return Job(0, task.source, backend_id, scale, dict(params), output, mode=job_mode, note=note, marker=marker,
                redo=not args.skip_existing, max_pixels=args.max_pixels)  # fmt: skip
 

@@ -19,3 +19,9 @@ WRITE_EXTENSIONS: dict[str, str] = {
 def readable(suffix: str) -> bool:
     """Whether a file with this suffix is one the loader reads (case-insensitive)."""
     return suffix.lower() in READ_SUFFIXES
+
+
+def canonical_format(name: str) -> str:
+    """The one name of an output format (``jpg`` -> ``jpeg``, ``tif`` -> ``tiff``), as the job queue takes it."""
+    extension = WRITE_EXTENSIONS[name.lower()]
+    return next(key for key, ext in WRITE_EXTENSIONS.items() if ext == extension)
