@@ -26,6 +26,26 @@ class BaseModel:
         self.device = device
         self.dist = dist
 
+    def build_network(self) -> nn.Module:
+        """The ``[network]`` table's architecture at the config's ``scale`` (on the CPU; the family moves it), with
+        ``self.arch`` and ``self.arch_kwargs`` set for the model file. A bad table is a ConfigError naming the key."""
+        from model_export.archs import build_arch
+        from model_export.training.config import ConfigError
+
+        net_cfg = dict(self.cfg["network"])
+        self.arch = net_cfg.pop("arch")
+        scale = self.cfg["scale"]
+        if "scale" in net_cfg and net_cfg["scale"] != scale:
+            raise ConfigError(f"config key 'network.scale' ({net_cfg['scale']}) disagrees with 'scale' ({scale})")
+        net_cfg["scale"] = scale
+        self.arch_kwargs = net_cfg
+        try:
+            return build_arch(self.arch, **net_cfg)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"config table 'network': {exc}") from exc
+        except KeyError as exc:
+            raise ConfigError(f"config key 'network.arch': {exc.args[0]}") from exc
+
     # -- training -------------------------------------------------------------------------------------------
     def optimize(self, batch: dict[str, Any], step: int) -> dict[str, float]:
         """One optimisation step on ``batch`` (``lr``, ``hr`` tensors) for 0-based ``step``. Returns floats to

@@ -65,7 +65,6 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from invsr_desktop.engine import model_metadata as keys
-from model_export.archs import build_arch
 from model_export.training import gan_losses  # noqa: F401  (registers the 'frequency' and 'ragan' loss terms)
 from model_export.training.adversary import NETWORK_D_DEFAULTS, Adversary, split_terms
 from model_export.training.config import ConfigError
@@ -325,18 +324,7 @@ class DiffusionModel(BaseModel):
 
     def __init__(self, cfg: dict, device: torch.device, dist: DistInfo):
         super().__init__(cfg, device, dist)
-        net_cfg = dict(cfg["network"])
-        self.arch = net_cfg.pop("arch")
-        if "scale" in net_cfg and net_cfg["scale"] != cfg["scale"]:
-            raise ConfigError(f"config key 'network.scale' ({net_cfg['scale']}) disagrees with 'scale' ({cfg['scale']})")
-        net_cfg["scale"] = cfg["scale"]
-        self.arch_kwargs = net_cfg
-        try:
-            net = build_arch(self.arch, **net_cfg)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"config table 'network': {exc}") from exc
-        except KeyError as exc:
-            raise ConfigError(f"config key 'network.arch': {exc.args[0]}") from exc
+        net = self.build_network()
         if not hasattr(net, "input_multiple") or self.arch != "diffusion_unet":
             raise ConfigError(f"config key 'network.arch': the diffusion family needs diffusion_unet, "
                               f"not {self.arch!r}")

@@ -13,7 +13,6 @@ import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 
-from model_export.archs import build_arch
 from model_export.training.config import ConfigError
 from model_export.training.distributed import DistInfo
 from model_export.training.ema import EMA
@@ -28,18 +27,7 @@ from model_export.training.validation import upscale
 class ESRGANModel(BaseModel):
     def __init__(self, cfg: dict, device: torch.device, dist: DistInfo):
         super().__init__(cfg, device, dist)
-        net_cfg = dict(cfg["network"])
-        self.arch = net_cfg.pop("arch")
-        if "scale" in net_cfg and net_cfg["scale"] != cfg["scale"]:
-            raise ConfigError(f"config key 'network.scale' ({net_cfg['scale']}) disagrees with 'scale' ({cfg['scale']})")
-        net_cfg["scale"] = cfg["scale"]
-        self.arch_kwargs = net_cfg
-        try:
-            self.net_g = build_arch(self.arch, **net_cfg).to(device)
-        except TypeError as exc:
-            raise ConfigError(f"config table 'network': {exc}") from exc
-        except KeyError as exc:
-            raise ConfigError(f"config key 'network.arch': {exc.args[0]}") from exc
+        self.net_g = self.build_network().to(device)
         t = cfg["train"]
         self.ema = EMA(self.net_g, t["ema_decay"], t["ema_warmup"])
         self.net_g_train = DistributedDataParallel(self.net_g) if dist.enabled else self.net_g

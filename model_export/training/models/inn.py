@@ -40,7 +40,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from model_export.archs import build_arch
 from model_export.degradations.diff_jpeg import SUBSAMPLE_BELOW, jpeg_simulate, pillow_jpeg
 from model_export.training.config import ConfigError
 from model_export.training.distributed import DistInfo
@@ -127,20 +126,7 @@ class INNModel(BaseModel):
 
     def __init__(self, cfg: dict, device: torch.device, dist: DistInfo):
         super().__init__(cfg, device, dist)
-        net_cfg = dict(cfg["network"])
-        self.arch = net_cfg.pop("arch")
-        if "scale" in net_cfg and net_cfg["scale"] != cfg["scale"]:
-            raise ConfigError(f"config key 'network.scale' ({net_cfg['scale']}) disagrees with 'scale' ({cfg['scale']})")
-        net_cfg["scale"] = cfg["scale"]
-        self.arch_kwargs = net_cfg
-        try:
-            self.net = build_arch(self.arch, **net_cfg).to(device)
-        except TypeError as exc:
-            raise ConfigError(f"config table 'network': {exc}") from exc
-        except KeyError as exc:
-            raise ConfigError(f"config key 'network.arch': {exc.args[0]}") from exc
-        except ValueError as exc:
-            raise ConfigError(f"config table 'network': {exc}") from exc
+        self.net = self.build_network().to(device)
         if not hasattr(self.net, "inverse"):
             raise ConfigError(f"config key 'network.arch': {self.arch!r} is not invertible (the inn family needs irn)")
         self.opts = cfg["inn"]
