@@ -321,12 +321,13 @@ def _shrink_or_restore(
 
 def _destination_rule(job: Job) -> tuple[str, str | None]:
     """``(suffix, format)`` of a job's result: one naming rule for the CLI and the app."""
-    own = job.output.suffix
     if job.mode is JobMode.SHRINK:
-        return own if own is not None else shrink_suffix(int(job.scale)), shrink_output_format(job.output, job.source)
-    if job.mode is JobMode.RESTORE:
-        return own if own is not None else RESTORE_SUFFIX, job.output.output_format
-    return own if own is not None else output_suffix(job.backend_id, job.scale), job.output.output_format
+        rule, fmt = shrink_suffix(int(job.scale)), shrink_output_format(job.output, job.source)
+    elif job.mode is JobMode.RESTORE:
+        rule, fmt = RESTORE_SUFFIX, job.output.output_format
+    else:
+        rule, fmt = output_suffix(job.backend_id, job.scale), job.output.output_format
+    return (rule if job.output.suffix is None else job.output.suffix), fmt
 
 
 def done_before(engine: Engine, job: Job) -> Path | None:
