@@ -166,21 +166,11 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(seed)
 
     # ---- data
-    from model_export.data import Degrader, ImageStore, SRPatchDataset, ValidationSet, build_train_loader
-    from model_export.data.images import find_images, split_holdout
+    from model_export.data import build_train_loader
 
     d = cfg["data"]
     scale = cfg["scale"]
-    files = find_images(d["folders"], d["extensions"])
-    train_files, val_files = split_holdout(files, d["val_count"])
-    store = ImageStore(train_files, min_size=d["patch_size"], what="training")
-    degrader = Degrader(d["degradation"], scale, d["round_lr"], d["real_photo"])
-    dataset = SRPatchDataset(store, d["patch_size"], scale, degrader, seed=seed, augment=d["augment"],
-                             grey_fraction=d["grey_fraction"])
-    val_set = None
-    if info.is_main and val_files:
-        val_degrader = Degrader(d["val_degradation"], scale, True, d["real_photo"])
-        val_set = ValidationSet(ImageStore(val_files, what="validation"), scale, val_degrader, seed=seed)
+    store, dataset, val_files, val_set = _data(cfg, info.is_main)
 
     # ---- model
     model = model_cls(cfg, device, info)
@@ -240,43 +230,14 @@ def run(args: argparse.Namespace) -> int:
         return wall_base + (time.perf_counter() - t_session)
 
     def save(step_: int, rng_ranks: list) -> None:
-        payload = {
-            "format": ckpt_io.TRAIN_FORMAT,
-            "family": args.model,
-            "step": step_,
-            "wall_time_s": wall_now(),
-            "config": cfg,
-            "model": model.state_dict(),
-            "rng": rng_ranks[0],
-            "rng_ranks": rng_ranks,  # one per DDP process
-            "data": {"next_sample": step_ * d["batch_size"], "batch_size": d["batch_size"], "seed": seed},
-            "log": {"best_val_psnr": best_val, "last_val_psnr": last_val},
-        }
+        payload = _train_state(args.model, cfg, model, step_, wall_now(), rng_ranks, best_val, last_val)
         ckpt_io.atomic_save(payload, out_dir / "latest.pt")
         if log_cfg["keep_every"] > 0 and step_ % log_cfg["keep_every"] == 0:
             ckpt_io.atomic_save(payload, out_dir / f"ckpt_{step_:08d}.pt")
-        exp = model.export_payload()
-        ckpt_io.atomic_save({
-            "format": ckpt_io.MODEL_FORMAT,
-            "family": args.model,
-            "arch": exp["arch"],
-            "arch_kwargs": exp["arch_kwargs"],
-            "scale": scale,
-            "params_ema": exp["params_ema"],
-            **{k: v for k, v in exp.items() if k not in ("arch", "arch_kwargs", "params_ema")},  # a family's own
-            "config": cfg,
-            "meta": {
-                "step": step_,
-                "wall_time_s": round(wall_now(), 1),
-                "val_psnr": last_val,
-                "val_images": len(val_files),
-                "parameters": n_params,
-                "data": [str(f) for f in d["folders"]],
-                "degradation": d["degradation"],
-                "torch": str(torch.__version__),
-                "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            },
-        }, out_dir / f"model_{exp['arch']}_x{scale}.pt")
+        meta = {"step": step_, "wall_time_s": round(wall_now(), 1), "val_psnr": last_val, "val_images": len(val_files),
+                "parameters": n_params}  # fmt: skip
+        exported = _model_file(args.model, cfg, model, meta)
+        ckpt_io.atomic_save(exported, out_dir / f"model_{exported['arch']}_x{scale}.pt")
 
     it = None
     try:
@@ -359,6 +320,66 @@ def run(args: argparse.Namespace) -> int:
         + f"; checkpoint {out_dir / 'latest.pt'}")
     dist_utils.shutdown(info)
     return 0
+
+
+def _data(cfg: dict, is_main: bool):
+    """``(store, dataset, val_files, val_set)``: the training patches from the config's folders less the held-out
+    images, and (on the main process) the held-out validation set."""
+    from model_export.data import Degrader, ImageStore, SRPatchDataset, ValidationSet
+    from model_export.data.images import find_images, split_holdout
+
+    d, scale, seed = cfg["data"], cfg["scale"], cfg["seed"]
+    train_files, val_files = split_holdout(find_images(d["folders"], d["extensions"]), d["val_count"])
+    store = ImageStore(train_files, min_size=d["patch_size"], what="training")
+    degrader = Degrader(d["degradation"], scale, d["round_lr"], d["real_photo"])
+    dataset = SRPatchDataset(store, d["patch_size"], scale, degrader, seed=seed, augment=d["augment"],
+                             grey_fraction=d["grey_fraction"])  # fmt: skip
+    val_set = None
+    if is_main and val_files:
+        val_degrader = Degrader(d["val_degradation"], scale, True, d["real_photo"])
+        val_set = ValidationSet(ImageStore(val_files, what="validation"), scale, val_degrader, seed=seed)
+    return store, dataset, val_files, val_set
+
+
+def _train_state(family: str, cfg: dict, model, step: int, wall_time_s: float, rng_ranks: list,
+                 best_val: float | None, last_val: float | None) -> dict:
+    """What ``latest.pt`` holds: everything a resumed run needs to continue exactly (see training.checkpoint)."""
+    d = cfg["data"]
+    return {
+        "format": ckpt_io.TRAIN_FORMAT,
+        "family": family,
+        "step": step,
+        "wall_time_s": wall_time_s,
+        "config": cfg,
+        "model": model.state_dict(),
+        "rng": rng_ranks[0],
+        "rng_ranks": rng_ranks,  # one per DDP process
+        "data": {"next_sample": step * d["batch_size"], "batch_size": d["batch_size"], "seed": cfg["seed"]},
+        "log": {"best_val_psnr": best_val, "last_val_psnr": last_val},
+    }
+
+
+def _model_file(family: str, cfg: dict, model, meta: dict) -> dict:
+    """What ``model_<arch>_x<scale>.pt`` holds: the EMA weights and what the exporters and model cards read."""
+    exp = model.export_payload()
+    d = cfg["data"]
+    return {
+        "format": ckpt_io.MODEL_FORMAT,
+        "family": family,
+        "arch": exp["arch"],
+        "arch_kwargs": exp["arch_kwargs"],
+        "scale": cfg["scale"],
+        "params_ema": exp["params_ema"],
+        **{k: v for k, v in exp.items() if k not in ("arch", "arch_kwargs", "params_ema")},  # a family's own
+        "config": cfg,
+        "meta": {
+            **meta,
+            "data": [str(f) for f in d["folders"]],
+            "degradation": d["degradation"],
+            "torch": str(torch.__version__),
+            "saved": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
 
 
 def _seed_rank(seed: int, rank: int) -> None:
