@@ -127,3 +127,19 @@ def test_a_killed_app_resumes_its_queue_without_redoing_or_duplicating(qtbot, tm
     assert all(j.state is JobState.DONE for j in window.queue.jobs())
     results = sorted(p.name for p in photos.glob("*_x2_*"))
     assert results == [f"p{i}_x2_slow-test.png" for i in range(4)]  # one each: nothing redone into a (1) copy
+
+
+def test_a_folder_dropped_at_once_is_one_write_of_the_queue(qtbot, tmp_path, monkeypatch):
+    """Adding many photos in one go writes the queue file once (at the next event-loop pass), not once per photo."""
+    import invsr_desktop.app.main_window as main_window
+    from appsupport import make_photo, open_window
+
+    writes = []
+    real = main_window.save_queue
+    monkeypatch.setattr(main_window, "save_queue", lambda path, jobs: (writes.append(len(jobs)), real(path, jobs)))
+    window = open_window(qtbot, tmp_path, delay=0, queue_file=tmp_path / "queue.json", start_at_once=False)
+    photos = [make_photo(tmp_path / "many" / f"p{i}.png", 16, 12, seed=i) for i in range(40)]
+    window.add_paths(photos)
+    qtbot.waitUntil(lambda: bool(writes), timeout=5_000)
+    qtbot.wait(50)
+    assert writes == [40]

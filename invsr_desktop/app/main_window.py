@@ -141,6 +141,8 @@ class MainWindow(QMainWindow):
         self._shut_down = False
         self.queue_file: Path | None = None  # set once the saved queue is back (restoring it need not rewrite it)
         self._saved_states: dict[int, JobState] = {}
+        self._save_timer = QTimer(self, singleShot=True, interval=0)
+        self._save_timer.timeout.connect(self.save_queue)
         self.restored = self._restore_queue(queue_file)
         self.queue_file = queue_file
         self.ask_before_quit = True  # tests that close windows with a queue turn it off
@@ -414,12 +416,16 @@ class MainWindow(QMainWindow):
         return restored
 
     def _save_queue_after(self, event: QueueEvent) -> None:
-        """Keep the file in step: after rows are added, moved or removed, and when a job starts or finishes (not
-        on every tile's progress)."""
+        """Keep the file in step: at once when a job finishes (a crash a moment later must not redo it), at the
+        next pass of the event loop after rows are added, moved or removed or a job starts (a folder of 1,000
+        photos dropped at once is one write, not 1,000); never on a tile's progress."""
         job = event.job
         if event.kind == "changed" and job is not None and self._saved_states.get(job.id) is job.state:
             return
-        self.save_queue()
+        if event.kind == "changed" and job is not None and job.state.finished:
+            self.save_queue()
+        else:
+            self._save_timer.start()
 
     def save_queue(self) -> None:
         """Write the queue file now (when there is one and the window is not shut down)."""
