@@ -139,20 +139,20 @@ def prior_path(denoiser_path: str | Path) -> Path:
 def export_prior(ckpt, net: nn.Module, out: str | Path, denoiser_name: str, check_size: tuple[int, int],
                  tolerance: float = DEFAULT_TOLERANCE, opset: int = OPSET, seed: int = 0) -> tuple[bytes, PriorExport]:
     """The prior as a checked ``lr -> sr`` ONNX model (``bytes`` to write at ``out``), through invsr-export's plain
-    path: :func:`~model_export.export.torch_to_onnx`, the check of ONNX Runtime against PyTorch on a random input
-    of an odd size (:func:`~model_export.export.compare`), its :func:`~model_export.export.metadata`. Raises
+    path: :func:`~model_export.onnx_core.torch_to_onnx`, the check of ONNX Runtime against PyTorch on a random input
+    of an odd size (:func:`~model_export.onnx_core.compare`), its :func:`~model_export.onnx_core.metadata`. Raises
     RuntimeError over ``tolerance`` (nothing is written: the caller writes the bytes)."""
-    from model_export.export import (
-        _finish,
-        _serialize,
+    from model_export.onnx_core import (
         check_input_size,
         compare,
-        metadata as plain_metadata,
+        finish_model,
         ort_session,
         random_input,
         run_ort,
+        serialize,
         torch_to_onnx,
     )
+    from model_export.onnx_core import metadata as plain_metadata
 
     net = net.eval().float().cpu()
     multiple = int(getattr(net, "input_multiple", 1))
@@ -161,7 +161,7 @@ def export_prior(ckpt, net: nn.Module, out: str | Path, denoiser_name: str, chec
     with torch.no_grad():
         reference = net(x).numpy()
     model = torch_to_onnx(net, random_input(check_input_size((16, 20), multiple), seed=seed + 1), opset=opset)
-    got = run_ort(ort_session(_serialize(model), threads=1), x.numpy())
+    got = run_ort(ort_session(serialize(model), threads=1), x.numpy())
     check = compare("prior fp32 (ONNX Runtime vs PyTorch)", x, got, reference, None, tolerance=tolerance)
     if not check.ok:
         raise RuntimeError(f"the prior's ONNX model disagrees with PyTorch: max |diff| {check.max_abs:.3e} > "
@@ -171,7 +171,7 @@ def export_prior(ckpt, net: nn.Module, out: str | Path, denoiser_name: str, chec
     props = plain_metadata(ckpt, args, "fp32", "torchscript", opset, multiple, parameters, [check])
     description = (f"{props['invsr.name']}: the frozen {ckpt.arch} x{ckpt.scale} whose output is the condition y0 "
                    f"(lr_up) of the diffusion denoiser next to it. Input lr, output sr: NCHW float32 RGB.")
-    data = _finish(model, props, description)
+    data = finish_model(model, props, description)
     sha = hashlib.sha256(data).hexdigest()
     return data, PriorExport(Path(out), sha, check.max_abs, hw, props)
 
@@ -221,7 +221,7 @@ def export_denoiser(denoiser: nn.Module, out: str | Path, props: dict[str, str],
     ``check_size`` is rounded up to the input multiple with an odd number of blocks per side."""
     import onnxruntime as ort
 
-    from model_export.export import _serialize, _strip_debug_info, atomic_write, check_input_size
+    from model_export.onnx_core import atomic_write, check_input_size, serialize, strip_debug_info
 
     denoiser = denoiser.eval().float().cpu()
     m = int(denoiser.input_multiple)
@@ -229,7 +229,7 @@ def export_denoiser(denoiser: nn.Module, out: str | Path, props: dict[str, str],
     ex = check_input_size((2 * m, 3 * m), m)
     example = (torch.rand(1, 3, *ex, generator=g), torch.rand(1, 3, *ex, generator=g), torch.tensor([0.5]))
     model = _export(denoiser, example, opset)
-    _strip_debug_info(model.graph)
+    strip_debug_info(model.graph)
     hw = check_input_size(check_size, m)
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
@@ -256,14 +256,14 @@ def export_denoiser(denoiser: nn.Module, out: str | Path, props: dict[str, str],
     model.doc_string = f"{props.get('invsr.name', 'diffusion')}: diffusion SR denoiser. {INPUTS_DOC}."
     onnx.checker.check_model(model)
     out = Path(out)
-    atomic_write(_serialize(model), out)
+    atomic_write(serialize(model), out)
     return DiffusionExport(out, max_abs, hw, props)
 
 
 def prior_metadata(prior: PriorExport, prior_options: dict[str, Any], denoiser_bpp: int) -> dict[str, str]:
     """The denoiser's props that pair it with its prior: the file name, its sha256, the inputs' description, and
     the memory per LR pixel of the larger of the two networks (the app tiles both passes with one tile size)."""
-    from model_export.export import estimate_bytes_per_pixel
+    from model_export.onnx_core import estimate_bytes_per_pixel
 
     prior_bpp = estimate_bytes_per_pixel(prior.metadata[keys.ARCH], prior_options) or 0
     return {
@@ -366,7 +366,7 @@ def export_checkpoint(path: str | Path, out: str | Path, name: str = "", trained
         props.update(prior_metadata(prior, prior_ckpt.options, int(props[keys.BYTES_PER_PIXEL])))
     result = export_denoiser(denoiser, out, props, check_size=check_size, tolerance=tolerance)
     if prior is not None:  # both checks passed: the pair is written (the denoiser first: it names the prior)
-        from model_export.export import atomic_write
+        from model_export.onnx_core import atomic_write
 
         atomic_write(prior_bytes, prior.path)
         result.prior = prior
@@ -403,7 +403,7 @@ def _report(result: DiffusionExport, started: float, install: bool) -> int:
     print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.1f} MB, backend 'diffusion', id "
           f"{result.path.stem!r}, {p['invsr.parameters']} parameters) in {time.perf_counter() - started:.1f} s")
     if install:
-        from model_export.export import install as install_file
+        from model_export.onnx_core import install as install_file
 
         if result.prior is not None:
             print(f"installed {install_file(result.prior.path)} (the prior)")

@@ -19,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model_export import export
+from model_export import export, onnx_core
 from model_export.archs import build_arch
 from model_export.archs import rrdbnet as rrdbnet_module
 from model_export.checkpoints import CheckpointError, load_checkpoint, load_untrusted
@@ -398,7 +398,7 @@ def test_int8_model_runs_and_reports_its_difference(tmp_path, capsys):
         expected = net(x).numpy()
     got = ort_run(out, x.numpy())
     assert got.shape == expected.shape and np.isfinite(got).all()
-    assert export.psnr(got, expected) > 25
+    assert onnx_core.psnr(got, expected) > 25
 
 
 def test_int8_needs_calibration_folder(tmp_path, capsys):
