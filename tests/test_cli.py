@@ -67,6 +67,9 @@ def test_any_scale_formats_and_recursive_mirroring(tmp_path):
     a = load_image(out / "a_x1.5_bicubic.webp")
     assert a.size == (60, 45) and a.has_alpha
     assert load_image(out / "trip" / "day1" / "b_x1.5_bicubic.webp").size == (60, 45)
+    for alias, suffix in (("jpg", ".jpg"), ("tif", ".tif")):  # the aliases map to the queue's format names
+        assert cli.main([str(src / "a.png"), "-o", str(out), "--format", alias, "--quiet"]) == 0
+        assert load_image(out / f"a_x4_bicubic{suffix}").size == (160, 120)
 
 
 def test_usage_errors_and_no_input(tmp_path, capsys):
