@@ -1,7 +1,11 @@
 """``invsr-upscale``: the engine from the command line (batch files and folders, progress bar, clean Ctrl-C).
 
+The CLI is argument parsing, a folder scan and a progress bar over the app's own :class:`JobQueue`: the same
+planner, runner, naming rule and "done before" check as the GUI's queue.
+
 ``--shrink`` makes small images with an invertible network (the INN's forward pass) and marks them; a marked image
-is restored to full size by ``--restore``, or by a plain run without ``--backend``, which recognises the marker.
+is always restored to full size (by ``--restore``, or by any run that meets it, as the app does): upscaling the
+small image with another backend would throw away what only the inverse network can give back.
 
 Exit codes say what happened: 0 all written, 1 some images failed, 2 bad usage, 3 no images found, 4 the backend
 could not start, 5 ONNX Runtime missing, 130 cancelled by Ctrl-C (nothing partial left behind).
@@ -22,12 +26,12 @@ from tqdm import tqdm
 
 from invsr_desktop import __version__
 from invsr_desktop.engine.backend import BackendSpec
-from invsr_desktop.engine.errors import CancelledError, ImageWriteError, InvsrError
 from invsr_desktop.engine.formats import WRITE_EXTENSIONS, canonical_format, readable
-from invsr_desktop.engine.jobs import Job, JobMode, OutputSettings, done_before, plan_restore, run_job
-from invsr_desktop.engine.output import check_writable, remove_stale_parts
+from invsr_desktop.engine.jobs import Job, JobQueue, JobState, OutputSettings, QueueEvent
+from invsr_desktop.engine.output import remove_stale_parts
 from invsr_desktop.engine.provenance import read_file
 from invsr_desktop.engine.registry import BackendBuildError, Registry, default_registry, describe_backends
+from invsr_desktop.engine.task import Task, TaskError, TaskMode
 from invsr_desktop.engine.sessions import (
     PREFERENCE,
     PRECISIONS,
@@ -43,22 +47,11 @@ FORMATS = WRITE_EXTENSIONS
 
 
 @dataclass(frozen=True)
-class Task:
+class Input:
     """One input file and the folder its result goes to."""
 
     source: Path
     out_dir: Path
-
-
-@dataclass
-class Summary:
-    written: list[tuple[Path, Path]] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-    done_before: list[tuple[Path, Path]] = field(default_factory=list)
-
-
-class AlreadyDone(Exception):
-    """``--skip-existing`` found this input's result (``args[0]``, its path) from an earlier run."""
 
 
 EPILOG = """examples:
@@ -126,13 +119,13 @@ class Scan:
     """What a scan of the inputs found: the tasks, missing paths, and every file or folder it left out, by reason
     (so a summary can say "30 skipped: .gif is not a supported image type" instead of dropping them silently)."""
 
-    tasks: list[Task] = field(default_factory=list)
+    inputs: list[Input] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
 
 
-def find_tasks(inputs: Iterable[Path], output: Path | None, recursive: bool) -> Scan:
-    """Expand files and folders into tasks. Folders are walked without following symbolic links (no loops); with
+def find_inputs(inputs: Iterable[Path], output: Path | None, recursive: bool) -> Scan:
+    """Expand files and folders into inputs. Folders are walked without following symbolic links (no loops); with
     ``-r`` the output folder itself is not descended into, so earlier results are not upscaled again."""
     scan = Scan()
     out_dir = output.resolve() if output is not None else None
@@ -143,9 +136,9 @@ def find_tasks(inputs: Iterable[Path], output: Path | None, recursive: bool) -> 
                     scan.skipped[reason] += 1
                 else:
                     relative_dir = path.parent.relative_to(item)
-                    scan.tasks.append(Task(path, (output / relative_dir) if output else path.parent))
+                    scan.inputs.append(Input(path, (output / relative_dir) if output else path.parent))
         elif item.is_file():
-            scan.tasks.append(Task(item, output or item.parent))
+            scan.inputs.append(Input(item, output or item.parent))
         else:
             scan.problems.append(f"{item}: no such file or folder")
     return scan
@@ -187,12 +180,14 @@ def parse_params(pairs: Sequence[str]) -> dict[str, str]:
 
 
 class CancelOnSigint:
-    """The first Ctrl-C (or SIGTERM, as a logout or ``kill`` sends) asks the engine to stop after the current tile;
-    a second one aborts the current image at once. Either way the summary is printed and no partial file stays."""
+    """The first Ctrl-C (or SIGTERM, as a logout or ``kill`` sends) closes the queue: the engine stops after the
+    current tile and no other image starts; a second one aborts the current image at once. Either way the summary
+    is printed and no partial file stays."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
         self.event = threading.Event()
         self._previous: dict[int, object] = {}
 
@@ -209,6 +204,7 @@ class CancelOnSigint:
         if self.event.is_set():
             raise KeyboardInterrupt
         self.event.set()
+        self.queue.close()  # the queue's lock is reentrant: safe from a handler interrupting this thread
         what = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         print(f"\n{what}: cancelling after the current tile (Ctrl-C again to abort this image)...", file=sys.stderr)
 
@@ -249,11 +245,8 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     from invsr_desktop.engine.pipeline import Engine, EngineOptions
 
     try:
-        mode, spec = choose_mode(args, registry)
-        params = spec.resolve_params(parse_params(args.param)) if spec else parse_params(args.param)
-        if args.scale < 1:
-            raise ValueError(f"--scale must be >= 1, got {args.scale:g}")
-    except (KeyError, ValueError) as exc:
+        asked = requested_task(args, registry)
+    except (KeyError, ValueError, TaskError) as exc:
         print(f"invsr-upscale: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return EXIT_USAGE
     if not args.inputs:
@@ -263,127 +256,115 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
         print(f"invsr-upscale: -o {args.output}: that is a file; -o takes a folder (it is created if missing)",
               file=sys.stderr)
         return EXIT_USAGE
-    scan = find_tasks(args.inputs, args.output, args.recursive)
-    tasks = scan.tasks
+    scan = find_inputs(args.inputs, args.output, args.recursive)
     for problem in scan.problems:
         print(f"invsr-upscale: {problem}", file=sys.stderr)
-    if not tasks:
+    if not scan.inputs:
         print("invsr-upscale: no images found" + "".join(f"; {line}" for line in skipped_lines(scan)),
               file=sys.stderr)
         return EXIT_NO_INPUT
 
     options = EngineOptions(provider=args.provider, threads=args.threads, precision=args.precision, tile=args.tile,
                             overlap=args.overlap, memory_budget_mb=args.memory_mb, alpha=args.alpha)
-    messages: list[str] = []
-    engine = Engine(registry, options, on_message=lambda m: (messages.append(m), tqdm.write(f"note: {m}")))
-    summary = Summary()
-    stale = sum(remove_stale_parts(folder) for folder in {t.out_dir for t in tasks} if folder.is_dir())
+    engine = Engine(registry, options, on_message=lambda m: tqdm.write(f"note: {m}"))
+    stale = sum(remove_stale_parts(folder) for folder in {i.out_dir for i in scan.inputs} if folder.is_dir())
     if stale:
         print(f"note: removed {stale} unfinished temporary file(s) that an interrupted run left behind", file=sys.stderr)
-    writable: dict[Path, ImageWriteError | None] = {}  # output folder -> why it cannot take results (None: it can)
-    with CancelOnSigint() as cancel, tqdm(
-        total=len(tasks), unit="img", disable=args.quiet, dynamic_ncols=True, bar_format=BAR
+    queue = queue_inputs(args, asked, scan.inputs)
+    try:
+        prepare(engine, queue.jobs())
+    except BackendBuildError as exc:
+        print(f"invsr-upscale: {exc}", file=sys.stderr)
+        return EXIT_BACKEND
+    with CancelOnSigint(queue) as cancel, tqdm(
+        total=len(queue), unit="img", disable=args.quiet, dynamic_ncols=True, bar_format=BAR
     ) as bar:
-        for index, task in enumerate(tasks):
-            bar.set_postfix_str(task.source.name, refresh=False)
-            progress = _bar_progress(bar, index)
-            try:
-                _check_folder(task.out_dir, writable)
-                written = process(engine, args, mode, spec, params, task, progress, cancel)
-                summary.written.append((task.source, written))
-            except AlreadyDone as done:
-                summary.done_before.append((task.source, done.args[0]))
-            except (CancelledError, KeyboardInterrupt):
-                cancel.event.set()
-                break
-            except BackendBuildError as exc:
-                print(f"\ninvsr-upscale: {exc}", file=sys.stderr)
-                return EXIT_BACKEND
-            except (InvsrError, OSError, ValueError) as exc:
-                _failed(summary, task, str(exc))
-            except MemoryError:
-                _failed(summary, task, "not enough memory for this image (try a smaller --tile or --memory-mb)")
-            except Exception as exc:  # noqa: BLE001 - a bug fails this one file, never the batch or its summary
-                _failed(summary, task, f"unexpected error: {type(exc).__name__}: {exc}")
-            progress(1.0)
-    return report(summary, tasks, cancelled=cancel(), engine=engine, skipped=skipped_lines(scan))
-
-
-def _check_folder(folder: Path, known: dict[Path, ImageWriteError | None]) -> None:
-    """Create ``folder`` if needed and prove it takes a file (a real probe), once per folder, before an image is
-    computed for it: a read-only folder fails every image at once instead of after each one's work."""
-    if folder not in known:
+        queue.subscribe(BarView(bar).update)
         try:
-            check_writable(folder, create=True)
-            known[folder] = None
-        except ImageWriteError as exc:
-            known[folder] = exc
-    problem = known[folder]
-    if problem is not None:
-        raise ImageWriteError(problem.path, problem.reason)
+            queue.run_pending(engine)
+        except KeyboardInterrupt:  # a second Ctrl-C: the image in hand is dropped (it was never written)
+            cancel.event.set()
+    return report(queue.jobs(), cancelled=cancel(), engine=engine, skipped=skipped_lines(scan))
 
 
-def _failed(summary: Summary, task: Task, reason: str) -> None:
-    summary.failed.append((task.source, reason))
-    tqdm.write(f"failed: {task.source}: {reason}")
+def requested_task(args: argparse.Namespace, registry: Registry) -> Task:
+    """The task the command line asks for (before the planner sees each file): its backend id is resolved (the
+    first shrinking backend for a bare ``--shrink``) and its parameters checked."""
+    mode, spec = choose_mode(args, registry)
+    params = spec.resolve_params(parse_params(args.param)) if spec else parse_params(args.param)
+    if args.scale < 1:
+        raise ValueError(f"--scale must be >= 1, got {args.scale:g}")
+    task = Task(mode, spec.id if spec is not None else "", float(args.scale), params)
+    task.check()  # a shrink by a fractional factor is a usage error, as in the app
+    return task
 
 
-def choose_mode(args: argparse.Namespace, registry: Registry) -> tuple[str, object | None]:
-    """``("upscale" | "shrink" | "restore", spec)``; the spec is None for --restore (the marker names the backend)."""
+def choose_mode(args: argparse.Namespace, registry: Registry) -> tuple[TaskMode, BackendSpec | None]:
+    """``(mode, spec)``; the spec is None for --restore (the marker names the backend)."""
     if args.shrink and args.restore:
         raise ValueError("--shrink and --restore exclude each other")
     if args.restore:
-        return "restore", registry.get(args.backend) if args.backend else None
+        return TaskMode.RESTORE, registry.get(args.backend) if args.backend else None
     if args.shrink:
         if args.backend:
-            return "shrink", registry.get(args.backend)
+            return TaskMode.SHRINK, registry.get(args.backend)
         found = [s for s in registry.backends() if s.direction == "down"]
         if not found:
             raise ValueError("--shrink needs a shrinking backend (an INN model); none is installed")
-        return "shrink", found[0]
+        return TaskMode.SHRINK, found[0]
     spec = registry.get(args.backend or "bicubic")
     if spec.direction == "down":
         raise ValueError(f"backend {spec.id!r} shrinks images: use --shrink")
-    return "upscale", spec
+    return TaskMode.UPSCALE, spec
 
 
-def job_for(args: argparse.Namespace, mode: str, spec: BackendSpec | None, params: dict, task: Task) -> Job:
-    """This file's task as the app's :class:`Job` (one task model for both): a plain run without ``--backend``, or
-    ``--restore``, lets the queue's planner find a shrunk image and restore it; ``--skip-existing`` is the queue's
-    "done before"."""
-    job_mode, marker, note = JobMode(mode), None, ""
-    backend_id, scale = (spec.id if spec is not None else ""), float(args.scale)
-    if mode == "restore" or (mode == "upscale" and args.backend is None):
-        job_mode, marker, params, note = plan_restore(task.source, job_mode, dict(params))
-        if marker is not None:
-            backend_id, scale = marker.backend, float(marker.scale)
-    output = OutputSettings(task.out_dir, canonical_format(args.format), args.quality, args.lossless, args.suffix)
-    return Job(0, task.source, backend_id, scale, dict(params), output, mode=job_mode, note=note, marker=marker,
-               redo=not args.skip_existing, max_pixels=args.max_pixels)  # fmt: skip
+def queue_inputs(args: argparse.Namespace, asked: Task, inputs: Sequence[Input]) -> JobQueue:
+    """A queue with one job per input, planned as the app plans it (a marked image becomes a restore, said in a
+    note); ``--skip-existing`` is the queue's "done before"."""
+    queue = JobQueue()
+    fmt = canonical_format(args.format)
+    for item in inputs:
+        output = OutputSettings(item.out_dir, fmt, args.quality, args.lossless, args.suffix)
+        job = queue.add(item.source, asked.backend_id, asked.scale, asked.params, output, mode=asked.mode,
+                        redo=not args.skip_existing, max_pixels=args.max_pixels)  # fmt: skip
+        if job.mode is not asked.mode and job.note:
+            print(f"note: {item.source.name}: {job.note}", file=sys.stderr)
+    return queue
 
 
-def process(engine, args, mode, spec, params, task: Task, progress, cancel) -> Path:
-    """One file through the queue's runner (:func:`run_job`: load, upscale / shrink / restore, save)."""
-    job = job_for(args, mode, spec, params, task)
-    if mode == "upscale" and job.mode is JobMode.RESTORE and job.marker is not None:
-        tqdm.write(f"note: {task.source.name} was made by --shrink: restoring it")
-    done = done_before(engine, job)
-    if done is not None:
-        raise AlreadyDone(done)
-    return run_job(engine, job, cancel=cancel, progress=progress)
+def prepare(engine: object, jobs: Sequence[Job]) -> None:
+    """Build the asked backend once before the first image, so a backend that cannot start (a broken model file,
+    a provider that fails) ends the run at once with its reason (exit 4) instead of failing every image."""
+    for job in jobs:
+        if job.mode is TaskMode.UPSCALE:
+            engine.runner(job.backend_id, job.scale, job.params)  # type: ignore[attr-defined]
+            return
+
+
+class BarView:
+    """The batch progress bar as a view of the queue: per-image progress moves within a long image too, and each
+    failure is printed as it happens."""
+
+    def __init__(self, bar: tqdm) -> None:
+        self.bar = bar
+        self.finished: set[int] = set()
+
+    def update(self, event: QueueEvent) -> None:
+        job = event.job
+        if event.kind != "changed" or job is None:
+            return
+        if job.state.finished and job.id not in self.finished:
+            self.finished.add(job.id)
+            if job.state is JobState.FAILED:
+                tqdm.write(f"failed: {job.source}: {job.error}")
+        elif job.state.active:
+            self.bar.set_postfix_str(job.source.name, refresh=False)
+        running = job.progress if job.state.active else 0.0
+        self.bar.n = len(self.finished) + min(1.0, max(0.0, running))
+        self.bar.refresh()
 
 
 BAR = "{l_bar}{bar}| {n:.2f}/{total} img [{elapsed}<{remaining}{postfix}]"
-
-
-def _bar_progress(bar: tqdm, index: int):
-    """Per-image progress drawn into the batch bar, so the ETA moves within a long image too."""
-
-    def update(fraction: float) -> None:
-        bar.n = index + min(1.0, max(0.0, fraction))
-        bar.refresh()
-
-    return update
 
 
 def skipped_lines(scan: Scan) -> list[str]:
@@ -391,28 +372,27 @@ def skipped_lines(scan: Scan) -> list[str]:
     return [f"{n} skipped: {reason}" for reason, n in scan.skipped.most_common()]
 
 
-def report(summary: Summary, tasks: list[Task], cancelled: bool, engine: object,
-           skipped: Sequence[str] = ()) -> int:
+def report(jobs: Sequence[Job], cancelled: bool, engine: object, skipped: Sequence[str] = ()) -> int:
     """Print what was written, what failed and what the scan left out; return the exit code."""
-    for source, written in summary.written:
-        print(f"wrote {written}  (from {source})")
-    for source, reason in summary.failed:
-        print(f"FAILED {source}: {reason}", file=sys.stderr)
+    written = [j for j in jobs if j.state is JobState.DONE and not j.reused]
+    reused = [j for j in jobs if j.state is JobState.DONE and j.reused]
+    failed = [j for j in jobs if j.state is JobState.FAILED]
+    for job in written:
+        print(f"wrote {job.result}  (from {job.source})")
+    for job in failed:
+        print(f"FAILED {job.source}: {job.error}", file=sys.stderr)
     paths = ", ".join(engine.sessions.paths_in_use()) or "none"  # type: ignore[attr-defined]
-    done = len(summary.written) + len(summary.failed) + len(summary.done_before)
-    print(
-        f"{len(summary.written)} written, {len(summary.failed)} failed, {len(tasks) - done} not started "
-        f"(ran on: {paths})",
-        file=sys.stderr,
-    )
-    if summary.done_before:
-        print(f"{len(summary.done_before)} skipped: done before (--skip-existing found the result)", file=sys.stderr)
+    not_started = len(jobs) - len(written) - len(reused) - len(failed)
+    print(f"{len(written)} written, {len(failed)} failed, {not_started} not started (ran on: {paths})",
+          file=sys.stderr)  # fmt: skip
+    if reused:
+        print(f"{len(reused)} skipped: done before (--skip-existing found the result)", file=sys.stderr)
     for line in skipped:
         print(line, file=sys.stderr)
     if cancelled:
         print("cancelled: no partial file was left behind", file=sys.stderr)
         return EXIT_CANCELLED
-    return EXIT_FAILED if summary.failed else EXIT_OK
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 if __name__ == "__main__":

@@ -64,7 +64,7 @@ def evaluate_round_trip(
 ) -> dict:
     from invsr_desktop.engine.imageio import Image
     from invsr_desktop.engine.pipeline import Engine, EngineOptions
-    from invsr_desktop.engine.shrink import restore_image, shrink_image
+    from invsr_desktop.engine.task import Task
 
     engine = engine or Engine(options=EngineOptions(threads=1))
     settings = [("png", 100)] + [("jpg", int(q)) for q in jpeg]
@@ -79,13 +79,13 @@ def evaluate_round_trip(
                 grey = hr.ndim == 2
                 pixels = (hr / 255.0).astype(np.float32)
                 pixels = pixels[..., None] if grey else pixels
-                small = shrink_image(engine, Image(pixels), "inn-shrink", scale, {"model": model})
+                small = engine.run_image(Image(pixels), Task.shrink("inn-shrink", scale, {"model": model}))
                 bic_lr = np.clip(imresize(hr, 1.0 / scale), 0, 255) / 255.0
                 bic_lr = (bic_lr[..., None] if grey else bic_lr).astype(np.float32)
                 row = {"image": path.name}
                 for fmt, q in settings:
                     key = fmt if fmt == "png" else f"jpeg{q}"
-                    restored = restore_image(engine, _through_file(None, tmp_dir, fmt, q, small))
+                    restored = engine.run_image(_through_file(None, tmp_dir, fmt, q, small), Task.restore())
                     out = np.clip(np.round(restored.pixels.astype(np.float64) * 255.0), 0, 255)
                     out = out[..., 0] if grey else out
                     lr_b = _through_file(bic_lr, tmp_dir, fmt, q).pixels.astype(np.float64) * 255.0

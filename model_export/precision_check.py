@@ -75,7 +75,7 @@ def check_upscaler(registry: Registry, backend: str, images: Sequence[np.ndarray
 def round_trip_delta(registry: Registry, images: Sequence[np.ndarray], threads: int) -> tuple[float, float] | None:
     """Mean round-trip PSNR (shrink, restore, against the original) at fp32 and at fast, forcing the INN's
     sessions to the pool's precision; None when no INN with a shrink half is installed."""
-    from invsr_desktop.engine.shrink import restore_image, shrink_image
+    from invsr_desktop.engine.task import Task
     from invsr_desktop.engine.imageio import Image
     import plugins.inn as inn
 
@@ -90,10 +90,10 @@ def round_trip_delta(registry: Registry, images: Sequence[np.ndarray], threads: 
             scores = []
             for hr in images:
                 hr = modcrop(hr, 4)
-                small = shrink_image(engine, Image(pixels=hr), "inn-shrink", 4)
+                small = engine.run_image(Image(pixels=hr), Task.shrink("inn-shrink", 4))
                 eight_bit = np.round(np.clip(small.pixels, 0, 1) * 255) / 255.0  # what the 8-bit PNG holds
                 small = small.with_pixels(eight_bit.astype(np.float32))
-                back = restore_image(engine, small)
+                back = engine.run_image(small, Task.restore())
                 scores.append(psnr_u8(back.pixels, hr))
             results.append(float(np.mean(scores)))
     finally:

@@ -189,6 +189,34 @@ def test_a_runner_that_fails_one_image_does_not_stop_the_batch(tmp_path, capsys)
     assert sorted(p.name for p in tmp_path.glob("*_x2_moody.png")) == ["p0_x2_moody.png", "p4_x2_moody.png"]
 
 
+def test_a_backend_that_cannot_start_ends_the_run_at_once(tmp_path, capsys):
+    """The CLI runs the app's job queue; the asked backend is built once before the first image, so a broken model
+    file is exit 4 with its reason, not one failure per image."""
+    from invsr_desktop.engine.backend import BackendSpec
+    from invsr_desktop.engine.hookspecs import hookimpl
+    from invsr_desktop.engine.registry import Registry
+
+    builds = []
+
+    def broken(request):
+        builds.append(request)
+        raise RuntimeError("model.onnx: protobuf parsing failed")
+
+    class Plugin:
+        @hookimpl
+        def invsr_backends(self):
+            return [BackendSpec(id="broken", name="Broken", kind="gan", scales=(2,), build=broken)]
+
+    registry = Registry()
+    registry.register(Plugin(), "broken-plugin")
+    for i in range(3):
+        write_photo(tmp_path / f"p{i}.png")
+    args = cli.parse_args([str(tmp_path), "--backend", "broken", "--scale", "2", "--quiet"])
+    assert cli.run(args, registry) == cli.EXIT_BACKEND
+    assert "protobuf parsing failed" in capsys.readouterr().err
+    assert len(builds) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["p0.png", "p1.png", "p2.png"]
+
+
 def test_every_file_the_scan_leaves_out_is_counted(tmp_path, capsys):
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)

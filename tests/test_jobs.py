@@ -24,18 +24,17 @@ from invsr_desktop.engine.jobs import (
 
 
 class FakeEngine:
-    """Stands in for Engine.upscale_file: ``tiles`` steps, polling cancel and reporting progress like the tiler."""
+    """Stands in for Engine.run_file: ``tiles`` steps, polling cancel and reporting progress like the tiler."""
 
     def __init__(self, tiles: int = 4, delay: float = 0.0, fail: dict[str, Exception] | None = None) -> None:
         self.tiles, self.delay, self.fail = tiles, delay, fail or {}
         self.calls: list[Path] = []
         self.tile_started = threading.Event()
 
-    def earlier_result(self, source, first_name, backend_id, scale, params=None):
+    def earlier_result(self, source, first_name, task):
         return None  # the fake writes b"result", not an image: nothing it wrote is ever found again
 
-    def upscale_file(self, source, destination, backend_id, scale, params, quality, lossless, max_pixels, progress,
-                     cancel):
+    def run_file(self, source, destination, task, quality, lossless, max_pixels, progress, cancel):
         self.calls.append(Path(source))
         if Path(source).name in self.fail:
             raise self.fail[Path(source).name]

@@ -10,10 +10,11 @@ import pytest
 from PIL import Image as PILImage
 
 from invsr_desktop.engine.imageio import Image, save_image
-from invsr_desktop.engine.jobs import Job, JobMode, JobQueue, JobState, OutputSettings
+from invsr_desktop.engine.jobs import Job, JobQueue, JobState, OutputSettings
+from invsr_desktop.engine.task import Task, TaskMode
 from invsr_desktop.engine.pipeline import Engine, EngineOptions
 from invsr_desktop.engine.registry import Registry
-from invsr_desktop.engine.shrink import ShrinkMarker, read_file_marker, restore_file, with_marker
+from invsr_desktop.engine.shrink_marker import ShrinkMarker, read_file_marker, with_marker
 
 
 def registry() -> Registry:
@@ -41,7 +42,7 @@ def test_shrink_then_queue_the_result_to_upscale_restores_it(models_dir, tmp_pat
     source = photo(tmp_path / "photo.png")
     queue = JobQueue()
     shrink = queue.add(source, "inn-shrink", 2, mode="shrink")
-    jpeg = queue.add(source, "inn-shrink", 2, output=OutputSettings(format="jpeg", quality=80), mode=JobMode.SHRINK)
+    jpeg = queue.add(source, "inn-shrink", 2, output=OutputSettings(format="jpeg", quality=80), mode=TaskMode.SHRINK)
     assert shrink.describe() == "shrink ÷2 with inn-shrink" and shrink.output_size(37, 26) == (19, 13)
     run(queue, engine)
     assert shrink.state is JobState.DONE, shrink.error
@@ -53,14 +54,14 @@ def test_shrink_then_queue_the_result_to_upscale_restores_it(models_dir, tmp_pat
 
     # queued to upscale with bicubic x4: recognised and restored, and the job says so
     restore = queue.add(shrink.result, "bicubic", 4, {"unused": 1})
-    assert restore.mode is JobMode.RESTORE and restore.backend_id == "inn" and restore.scale == 2
+    assert restore.mode is TaskMode.RESTORE and restore.backend_id == "inn" and restore.scale == 2
     assert restore.params == {} and "restored to 37×26 instead of upscaled" in restore.note
     assert restore.describe() == "restore x2 with inn (tiny_x2)" and restore.output_size(19, 13) == (37, 26)
     run(queue, engine)
     assert restore.state is JobState.DONE, restore.error
     assert restore.result == tmp_path / "photo_shrunk_x2_restored.png"
     assert read_file_marker(restore.result) is None
-    expected = restore_file(engine, shrink.result, tmp_path / "expected.png")
+    expected = engine.run_file(shrink.result, tmp_path / "expected.png", Task.restore())
     assert np.array_equal(np.asarray(PILImage.open(restore.result)), np.asarray(PILImage.open(expected)))
     # a second restore never overwrites the first
     again = queue.add(shrink.result, "", 1, mode="restore")
@@ -85,11 +86,11 @@ def test_shrink_and_restore_failures_are_per_job_and_say_why(models_dir, tmp_pat
     exif.get_ifd(0x8769)[0x9286] = b"ASCII\0\0\0invsr-shrink: v=1; backend=inn; model=tiny_x2; scale=2; size=14y12"
     PILImage.new("RGB", (7, 6)).save(tmp_path / "damaged.png", exif=exif.tobytes())
     damaged = queue.add(tmp_path / "damaged.png", "bicubic", 2)
-    assert damaged.mode is JobMode.RESTORE and "damaged" in damaged.note
+    assert damaged.mode is TaskMode.RESTORE and "damaged" in damaged.note
     good = queue.add(source, "bicubic", 2)
     run(queue, engine)
 
-    assert good.state is JobState.DONE and good.mode is JobMode.UPSCALE  # the queue went on
+    assert good.state is JobState.DONE and good.mode is TaskMode.UPSCALE  # the queue went on
     for job, words in ((unmarked, "no invsr-shrink marker"), (webp, "PNG or JPEG"), (not_a_shrinker, "does not shrink"),
                        (wrong_factor, "shrinks by 2, 4, not 3"), (wrong_model, "'gone'"), (damaged, "damaged")):
         assert job.state is JobState.FAILED, job
@@ -109,7 +110,7 @@ def test_shrink_without_an_inn_model_fails_clearly(tmp_path, monkeypatch):
 
 def test_describe_and_sizes_of_each_mode():
     job = Job(1, Path("a.png"), "bicubic", 4.0)
-    assert job.mode is JobMode.UPSCALE and job.output_size(10, 7) == (40, 28)
-    assert Job(2, Path("a.png"), "", 1.0, mode=JobMode.RESTORE).output_size(10, 7) is None
+    assert job.mode is TaskMode.UPSCALE and job.output_size(10, 7) == (40, 28)
+    assert Job(2, Path("a.png"), "", 1.0, mode=TaskMode.RESTORE).output_size(10, 7) is None
     with pytest.raises(ValueError):
-        JobMode("grow")
+        TaskMode("grow")

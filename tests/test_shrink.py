@@ -10,16 +10,8 @@ from PIL import Image as PILImage
 from invsr_desktop.cli import main as cli_main
 from invsr_desktop.engine.imageio import Image, load_image
 from invsr_desktop.engine.pipeline import Engine, EngineOptions
-from invsr_desktop.engine.shrink import (
-    ShrinkMarker,
-    read_file_marker,
-    read_marker,
-    restore_file,
-    restore_image,
-    shrink_file,
-    shrink_image,
-    with_marker,
-)
+from invsr_desktop.engine.shrink_marker import ShrinkMarker, read_file_marker, read_marker, with_marker
+from invsr_desktop.engine.task import Task, TaskError
 from invsr_desktop.engine.tiling import upscale_tiled
 
 pytest.importorskip("torch")
@@ -83,11 +75,11 @@ def test_engine_round_trip(models_dir):
     engine = Engine(_registry(), EngineOptions(threads=1))
     rng = np.random.default_rng(3)
     hr = np.clip(rng.random((50, 61, 3)) * 0.5 + 0.25, 0, 1).astype(np.float32)  # not multiples of 4
-    small = shrink_image(engine, Image(hr), "inn-shrink", 4)
+    small = engine.run_image(Image(hr), Task.shrink("inn-shrink", 4))
     assert small.pixels.shape == (13, 16, 3)
     marker = read_marker(small)
     assert marker == ShrinkMarker("inn", "tiny_x4", 4, 61, 50)
-    restored = restore_image(engine, small)
+    restored = engine.run_image(small, Task.restore())
     assert restored.pixels.shape == hr.shape
     assert read_marker(restored) is None
     # one tile: the same as PyTorch on the reflect-padded image, shrink then restore at z = 0 (the mean)
@@ -100,31 +92,32 @@ def test_engine_round_trip(models_dir):
         sr_t = nets[4].inverse(lr_t, None).clamp(0, 1)[0].numpy().transpose(1, 2, 0)[:50, :61]
     assert np.abs(small.pixels - lr_t[0].numpy().transpose(1, 2, 0)).max() < 1e-4
     assert np.abs(restored.pixels - sr_t).max() < 1e-4
-    with pytest.raises(ValueError, match="no invsr-shrink marker"):
-        restore_image(engine, Image(hr))
-    with pytest.raises(ValueError, match="shrinks by"):
-        shrink_image(engine, Image(hr), "inn-shrink", 3)
-    with pytest.raises(ValueError, match="does not shrink"):
-        shrink_image(engine, Image(hr), "inn", 4)
+    with pytest.raises(TaskError, match="no invsr-shrink marker"):
+        engine.run_image(Image(hr), Task.restore())
+    with pytest.raises(TaskError, match="shrinks by"):
+        engine.run_image(Image(hr), Task.shrink("inn-shrink", 3))
+    with pytest.raises(TaskError, match="does not shrink"):
+        engine.run_image(Image(hr), Task.shrink("inn", 4))
     bad = with_marker(small, ShrinkMarker("inn", "gone", 4, 61, 50))
-    with pytest.raises(ValueError, match="'gone'"):
-        restore_image(engine, bad)
+    with pytest.raises(TaskError, match="'gone'"):
+        engine.run_image(bad, Task.restore())
 
 
 def test_grey_and_alpha_round_trip(models_dir):
     engine = Engine(_registry(), EngineOptions(threads=1))
     rng = np.random.default_rng(4)
     rgba = rng.random((32, 40, 4)).astype(np.float32) * 0.5 + 0.25
-    small = shrink_image(engine, Image(rgba), "inn-shrink", 2)
+    small = engine.run_image(Image(rgba), Task.shrink("inn-shrink", 2))
     assert small.pixels.shape == (16, 20, 4)
-    restored = restore_image(engine, small)
+    restored = engine.run_image(small, Task.restore())
     assert restored.pixels.shape == (32, 40, 4)
     assert np.abs(restored.pixels[..., 3] - rgba[..., 3]).mean() < 0.2  # alpha: area down, bicubic up
     grey = rng.random((24, 24, 1)).astype(np.float32)
-    assert restore_image(engine, shrink_image(engine, Image(grey), "inn-shrink", 2)).pixels.shape == (24, 24, 1)
+    small_grey = engine.run_image(Image(grey), Task.shrink("inn-shrink", 2))
+    assert engine.run_image(small_grey, Task.restore()).pixels.shape == (24, 24, 1)
 
 
-def test_cli_shrink_then_restore(models_dir, tmp_path, monkeypatch):
+def test_cli_shrink_then_restore(models_dir, tmp_path, monkeypatch, capsys):
     import invsr_desktop.cli as cli
 
     monkeypatch.setattr(cli, "default_registry", _registry)
@@ -142,6 +135,13 @@ def test_cli_shrink_then_restore(models_dir, tmp_path, monkeypatch):
     assert PILImage.open(out / "photo_shrunk_x2_restored.png").size == (42, 30)
     assert cli_main(["--quiet", "-o", str(out / "auto"), str(small)]) == 0
     assert PILImage.open(out / "auto" / "photo_shrunk_x2_restored.png").size == (42, 30)
+    # one planner for the CLI and the app: a marked image asked to be upscaled by a backend is restored (a note
+    # says so), as the app's queue does; a shrink by a fractional factor is refused before any work, as there
+    assert cli_main(["-b", "bicubic", "--quiet", "-o", str(out / "asked"), str(small)]) == 0
+    assert [p.name for p in (out / "asked").iterdir()] == ["photo_shrunk_x2_restored.png"]
+    assert "restored to 42×30 instead of upscaled" in capsys.readouterr().err
+    assert cli_main(["--shrink", "-s", "2.5", "--quiet", "-o", str(out), str(photo)]) == 2
+    assert "whole factor of 2 or more" in capsys.readouterr().err
     # an unmarked image cannot be restored; the INN shrink backend is not an upscaler
     assert cli_main(["--restore", "--quiet", "-o", str(out), str(photo)]) == 1
     assert cli_main(["-b", "inn-shrink", "--quiet", str(photo)]) == 2
@@ -186,13 +186,13 @@ def test_jpeg_output_picks_the_jpeg_robust_model(inn_models, tmp_path, monkeypat
     engine = Engine(_registry(), EngineOptions(threads=1))
     rng = np.random.default_rng(5)
     PILImage.fromarray((rng.random((32, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
-    as_jpeg = shrink_file(engine, tmp_path / "p.png", tmp_path / "s.jpg", "inn-shrink", 4, quality=80)
-    as_png = shrink_file(engine, tmp_path / "p.png", tmp_path / "s.png", "inn-shrink", 4)
+    as_jpeg = engine.run_file(tmp_path / "p.png", tmp_path / "s.jpg", Task.shrink("inn-shrink", 4), quality=80)
+    as_png = engine.run_file(tmp_path / "p.png", tmp_path / "s.png", Task.shrink("inn-shrink", 4))
     assert read_file_marker(as_jpeg).model == "a_jpeg_x4"
     assert read_file_marker(as_png).model == "tiny_x4"
-    chosen = shrink_file(engine, tmp_path / "p.png", tmp_path / "c.jpg", "inn-shrink", 4, {"model": "tiny_x4"})
+    chosen = engine.run_file(tmp_path / "p.png", tmp_path / "c.jpg", Task.shrink("inn-shrink", 4, {"model": "tiny_x4"}))
     assert read_file_marker(chosen).model == "tiny_x4"  # a model the user chose is kept
-    restored = restore_file(engine, as_jpeg, tmp_path / "r.png")
+    restored = engine.run_file(as_jpeg, tmp_path / "r.png", Task.restore())
     assert PILImage.open(restored).size == (40, 32)
 
 
@@ -203,14 +203,14 @@ def test_every_file_path_checks_the_results_memory_from_the_header(models_dir, t
 
     engine = Engine(_registry(), EngineOptions(threads=1))
     PILImage.fromarray((np.random.default_rng(2).random((24, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
-    small = shrink_file(engine, tmp_path / "p.png", tmp_path / "s.png", "inn-shrink", 2)
+    small = engine.run_file(tmp_path / "p.png", tmp_path / "s.png", Task.shrink("inn-shrink", 2))
     events = []
     load = pipeline.load_image
     monkeypatch.setattr(pipeline, "check_memory", lambda target: events.append(target))
     monkeypatch.setattr(pipeline, "load_image", lambda *a, **k: events.append("decode") or load(*a, **k))
-    restore_file(engine, small, tmp_path / "r.png")
+    engine.run_file(small, tmp_path / "r.png", Task.restore())
     first = events.index("decode")
-    engine.upscale_file(tmp_path / "p.png", tmp_path / "u.png", "bicubic", 3)
+    engine.run_file(tmp_path / "p.png", tmp_path / "u.png", Task.upscale("bicubic", 3))
     second = events.index("decode", first + 1)
     assert events[:first] == [(24, 32)]  # the restore's result (12 x 16 at x2), checked before decoding
     assert events[first + 1 : second][-1] == (72, 96)  # the upscale's (24 x 32 at x3), likewise

@@ -38,7 +38,8 @@ from invsr_desktop.app.param_form import ParamForm
 from invsr_desktop.app.settings import AppSettings
 from invsr_desktop.engine import sessions
 from invsr_desktop.engine.backend import BackendSpec
-from invsr_desktop.engine.jobs import FORMATS, SHRINK_FORMATS, JobMode, OutputSettings
+from invsr_desktop.engine.jobs import FORMATS, SHRINK_FORMATS, OutputSettings
+from invsr_desktop.engine.task import TaskMode
 from invsr_desktop.engine.pipeline import EngineOptions
 from invsr_desktop.engine.quality import user_line
 from invsr_desktop.engine.registry import Registry
@@ -47,19 +48,19 @@ FORMAT_LABELS = {"png": "PNG", "jpeg": "JPEG", "webp": "WebP", "tiff": "TIFF", "
 ANY_SCALE_PRESETS = (1.5, 2, 3, 4, 6, 8)
 MAX_SCALE = 16.0
 
-MODE_LABELS = {JobMode.UPSCALE: "Upscale", JobMode.SHRINK: "Shrink (INN)", JobMode.RESTORE: "Restore"}
+MODE_LABELS = {TaskMode.UPSCALE: "Upscale", TaskMode.SHRINK: "Shrink (INN)", TaskMode.RESTORE: "Restore"}
 MODE_TIPS = {
-    JobMode.UPSCALE: "Make photos larger with the backend below",
-    JobMode.SHRINK: "Shrink & restore, step 1: make a small image that INN restore brings back to full size",
-    JobMode.RESTORE: "Shrink & restore, step 2: bring images made by Shrink back to full size",
+    TaskMode.UPSCALE: "Make photos larger with the backend below",
+    TaskMode.SHRINK: "Shrink & restore, step 1: make a small image that INN restore brings back to full size",
+    TaskMode.RESTORE: "Shrink & restore, step 2: bring images made by Shrink back to full size",
 }
 MODE_HINTS = {
-    JobMode.UPSCALE: "Makes photos larger with the backend below. Images made by Shrink are recognised and restored "
+    TaskMode.UPSCALE: "Makes photos larger with the backend below. Images made by Shrink are recognised and restored "
     "instead.",
-    JobMode.SHRINK: "Shrink & restore: makes a small image that INN restore brings back to full size, far closer "
+    TaskMode.SHRINK: "Shrink & restore: makes a small image that INN restore brings back to full size, far closer "
     "to the original than upscaling a downscaled photo. It is an ordinary PNG or JPEG with a marker inside: drop it "
     "back on this window (in any mode) to restore it.",
-    JobMode.RESTORE: "Brings images made by Shrink back to full size. The network, its model and the original size "
+    TaskMode.RESTORE: "Brings images made by Shrink back to full size. The network, its model and the original size "
     "come from the marker inside the small image, so there is nothing to choose. (A shrunk image dropped in any mode "
     "is restored.)",
 }
@@ -121,7 +122,7 @@ class ScalePicker(QComboBox):
 class BackendPanel(QWidget):
     """Mode, backend picker, scale, parameters (built from the spec), output and performance settings.
 
-    ``modeChanged(str)`` carries the new :class:`~invsr_desktop.engine.jobs.JobMode` value.
+    ``modeChanged(str)`` carries the new :class:`~invsr_desktop.engine.jobs.TaskMode` value.
     """
 
     pluginsRequested = Signal()
@@ -133,7 +134,7 @@ class BackendPanel(QWidget):
         self.registry = registry
         self.settings = settings
         self._spec: BackendSpec | None = None
-        self._mode: JobMode | None = None
+        self._mode: TaskMode | None = None
         layout = QVBoxLayout(self)
         layout.addWidget(self._mode_group())
         layout.addWidget(self._backend_group())
@@ -157,8 +158,8 @@ class BackendPanel(QWidget):
         row = QHBoxLayout()
         row.setSpacing(0)
         self.mode_button_group = QButtonGroup(self)
-        self.mode_buttons: dict[JobMode, QPushButton] = {}
-        for mode in JobMode:
+        self.mode_buttons: dict[TaskMode, QPushButton] = {}
+        for mode in TaskMode:
             button = QPushButton(MODE_LABELS[mode], objectName=f"mode_{mode.value}", checkable=True)
             button.setToolTip(MODE_TIPS[mode])
             button.clicked.connect(lambda _=False, m=mode: self.set_mode(m))
@@ -166,8 +167,8 @@ class BackendPanel(QWidget):
             self.mode_buttons[mode] = button
             row.addWidget(button)
         if not self.shrink_specs():
-            self.mode_buttons[JobMode.SHRINK].setEnabled(False)
-            self.mode_buttons[JobMode.SHRINK].setToolTip(NO_SHRINK_TIP)
+            self.mode_buttons[TaskMode.SHRINK].setEnabled(False)
+            self.mode_buttons[TaskMode.SHRINK].setToolTip(NO_SHRINK_TIP)
         column.addLayout(row)
         self.mode_hint = QLabel(wordWrap=True, objectName="mode_hint")
         column.addWidget(self.mode_hint)
@@ -265,7 +266,7 @@ class BackendPanel(QWidget):
         """The combo lists the upscalers, or in Shrink mode the shrinking backends (never both: a shrinker makes
         images smaller, and an upscaler cannot write the marker that restore needs). In Restore mode it is empty:
         the image's marker names the backend."""
-        direction = {JobMode.UPSCALE: "up", JobMode.SHRINK: "down"}.get(self.mode())
+        direction = {TaskMode.UPSCALE: "up", TaskMode.SHRINK: "down"}.get(self.mode())
         self.backend_combo.blockSignals(True)
         self.backend_combo.clear()
         for spec in self.registry.backends():
@@ -285,9 +286,9 @@ class BackendPanel(QWidget):
 
     # -- state -------------------------------------------------------------------------------------------------
     def _load(self) -> None:
-        self._chosen = {JobMode.UPSCALE: self.settings.backend_id(), JobMode.SHRINK: self.settings.shrink_backend_id()}
+        self._chosen = {TaskMode.UPSCALE: self.settings.backend_id(), TaskMode.SHRINK: self.settings.shrink_backend_id()}
         output = self.settings.output()
-        self._formats = {JobMode.UPSCALE: output.format, JobMode.SHRINK: self.settings.shrink_format()}
+        self._formats = {TaskMode.UPSCALE: output.format, TaskMode.SHRINK: self.settings.shrink_format()}
         self.folder_edit.setText(str(output.folder) if output.folder else "")
         self.quality_spin.setValue(output.quality)
         self.lossless_check.setChecked(output.lossless)
@@ -302,10 +303,10 @@ class BackendPanel(QWidget):
         """Write the panel's state to the settings (called on every queued job and on close)."""
         self._remember_choices()
         self.settings.set_mode(self.mode())
-        self.settings.set_backend_id(self._chosen[JobMode.UPSCALE])
-        self.settings.set_shrink_backend_id(self._chosen[JobMode.SHRINK])
-        self.settings.set_output(replace(self.output(), format=self._formats[JobMode.UPSCALE]))
-        self.settings.set_shrink_format(self._formats[JobMode.SHRINK])
+        self.settings.set_backend_id(self._chosen[TaskMode.UPSCALE])
+        self.settings.set_shrink_backend_id(self._chosen[TaskMode.SHRINK])
+        self.settings.set_output(replace(self.output(), format=self._formats[TaskMode.UPSCALE]))
+        self.settings.set_shrink_format(self._formats[TaskMode.SHRINK])
         self.settings.set_engine_options(self.engine_options())
 
     def _remember_choices(self) -> None:
@@ -321,22 +322,22 @@ class BackendPanel(QWidget):
         if fmt:
             self._formats[self._format_mode()] = fmt
 
-    def _format_mode(self) -> JobMode:
+    def _format_mode(self) -> TaskMode:
         """Restore shares the upscaler's output format (both write full-size photos); Shrink has its own."""
-        return JobMode.SHRINK if self._mode is JobMode.SHRINK else JobMode.UPSCALE
+        return TaskMode.SHRINK if self._mode is TaskMode.SHRINK else TaskMode.UPSCALE
 
-    def set_mode(self, mode: JobMode | str) -> None:
+    def set_mode(self, mode: TaskMode | str) -> None:
         """Switch to upscale, shrink or restore (shrink falls back to upscale when no shrinking backend exists)."""
-        mode = JobMode(mode)
-        if mode is JobMode.SHRINK and not self.shrink_specs():
-            mode = JobMode.UPSCALE
+        mode = TaskMode(mode)
+        if mode is TaskMode.SHRINK and not self.shrink_specs():
+            mode = TaskMode.UPSCALE
         self.mode_buttons[mode].setChecked(True)
         if mode is self._mode:
             return
         self._remember_choices()
         self._mode, self._spec = mode, None
         self._fill_backends()
-        if mode is not JobMode.RESTORE:
+        if mode is not TaskMode.RESTORE:
             index = self.backend_combo.findData(self._chosen[mode])
             self.backend_combo.setCurrentIndex(max(0, index))
         self._backend_changed()
@@ -346,9 +347,9 @@ class BackendPanel(QWidget):
     def _show_mode(self) -> None:
         """Labels, visibility and the formats on offer for the current mode."""
         mode = self.mode()
-        shrinking = mode is JobMode.SHRINK
+        shrinking = mode is TaskMode.SHRINK
         self.mode_hint.setText(MODE_HINTS[mode])
-        self.backend_group.setVisible(mode is not JobMode.RESTORE)
+        self.backend_group.setVisible(mode is not TaskMode.RESTORE)
         self.backend_group.setTitle("Shrinking network" if shrinking else "Backend")
         self.scale_label.setText("Shrink by" if shrinking else "Scale")
         model = self.format_combo.model()
@@ -387,7 +388,7 @@ class BackendPanel(QWidget):
     def _format_changed(self) -> None:
         fmt = self.format_combo.currentData()
         self.quality_spin.setEnabled(fmt in ("jpeg", "webp", "same"))
-        self.lossless_check.setEnabled(fmt in ("webp", "same") and self._mode is not JobMode.SHRINK)
+        self.lossless_check.setEnabled(fmt in ("webp", "same") and self._mode is not TaskMode.SHRINK)
 
     def _browse_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Output folder", self.folder_edit.text() or str(Path.home()))
@@ -395,8 +396,8 @@ class BackendPanel(QWidget):
             self.folder_edit.setText(folder)
 
     # -- values ------------------------------------------------------------------------------------------------
-    def mode(self) -> JobMode:
-        return self._mode or JobMode.UPSCALE
+    def mode(self) -> TaskMode:
+        return self._mode or TaskMode.UPSCALE
 
     def spec(self) -> BackendSpec | None:
         """The chosen backend (None in Restore mode, where the image's marker names it)."""
@@ -405,7 +406,7 @@ class BackendPanel(QWidget):
     def select_backend(self, backend_id: str) -> None:
         """Choose a backend, switching to Shrink for a shrinking one and to Upscale for an upscaler."""
         spec = self.registry.get(backend_id)
-        self.set_mode(JobMode.SHRINK if spec.direction == "down" else JobMode.UPSCALE)
+        self.set_mode(TaskMode.SHRINK if spec.direction == "down" else TaskMode.UPSCALE)
         self.backend_combo.setCurrentIndex(self.backend_combo.findData(backend_id))
 
     def scale(self) -> float:

@@ -46,7 +46,8 @@ from invsr_desktop.app.queue_model import JobTableModel, QueueBridge, format_dur
 from invsr_desktop.app.queue_view import QueuePanel
 from invsr_desktop.app.settings import AppSettings
 from invsr_desktop.app.worker import WorkerThread
-from invsr_desktop.engine.jobs import Job, JobMode, JobQueue, JobState, QueueEvent, expand_sources
+from invsr_desktop.engine.jobs import Job, JobQueue, JobState, QueueEvent, expand_sources
+from invsr_desktop.engine.task import TaskMode
 from invsr_desktop.engine.pipeline import Engine
 from invsr_desktop.engine.queue_store import Restored, load_records, restore, save_queue
 from invsr_desktop.engine.registry import Registry, default_registry
@@ -60,17 +61,17 @@ log = logging.getLogger(__name__)
 PANEL_SHARE = 0.32
 #: What the empty queue invites the user to do, per mode.
 EMPTY_QUEUE_TEXT = {
-    JobMode.UPSCALE: "Drop photos or folders here to upscale them",
-    JobMode.SHRINK: "Drop photos or folders here to shrink them (INN shrink & restore)",
-    JobMode.RESTORE: "Drop images made by Shrink here to restore them to full size",
+    TaskMode.UPSCALE: "Drop photos or folders here to upscale them",
+    TaskMode.SHRINK: "Drop photos or folders here to shrink them (INN shrink & restore)",
+    TaskMode.RESTORE: "Drop images made by Shrink here to restore them to full size",
 }
 
 
-def added_text(jobs: list[Job], mode: JobMode) -> str:
+def added_text(jobs: list[Job], mode: TaskMode) -> str:
     """``Added 3 images``, and how many of them are shrunk images that will be restored instead."""
     text = f"Added {len(jobs)} image{'s' if len(jobs) != 1 else ''}"
-    restored = sum(1 for job in jobs if job.mode is JobMode.RESTORE)
-    if restored and mode is not JobMode.RESTORE:
+    restored = sum(1 for job in jobs if job.mode is TaskMode.RESTORE)
+    if restored and mode is not TaskMode.RESTORE:
         text += f" ({restored} made by Shrink: restored to full size)"
     return text
 
@@ -278,7 +279,7 @@ class MainWindow(QMainWindow):
         if not images:
             return []
         mode, spec = self.panel.mode(), self.panel.spec()
-        if spec is None and mode is not JobMode.RESTORE:
+        if spec is None and mode is not TaskMode.RESTORE:
             self.statusBar().showMessage("No backend is available: see Plugins… for what failed to load.")
             return []
         try:
@@ -477,7 +478,7 @@ class MainWindow(QMainWindow):
     def _update_start(self, ready: list[Job]) -> None:
         """"Upscale 3 photos", "Shrink 1 photo", "Start 4 photos" (mixed tasks); disabled with nothing ready."""
         verbs = {job.mode for job in ready}
-        verb = {JobMode.UPSCALE: "Upscale", JobMode.SHRINK: "Shrink", JobMode.RESTORE: "Restore"}.get(
+        verb = {TaskMode.UPSCALE: "Upscale", TaskMode.SHRINK: "Shrink", TaskMode.RESTORE: "Restore"}.get(
             next(iter(verbs)) if len(verbs) == 1 else None, "Start")
         n = len(ready)
         action = self.actions_["start"]

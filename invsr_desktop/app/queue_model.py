@@ -27,7 +27,8 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QColor, QImage, QPixmap
 
 from invsr_desktop.app.images import ThumbnailLoader
-from invsr_desktop.engine.jobs import Job, JobMode, JobQueue, JobState, QueueEvent
+from invsr_desktop.engine.jobs import Job, JobQueue, JobState, QueueEvent
+from invsr_desktop.engine.task import TaskMode
 
 #: What fits a 1280 px window without scrolling sideways: the photo, its size, the task in the backend's own
 #: name, the status (a progress bar with the time left while it runs) and the result (its file, or why it failed).
@@ -124,9 +125,9 @@ class QueueBridge(QObject):
 def task_text(job: Job, backend_name: str) -> str:
     """The row's task in the user's words: ``Bicubic ×4``, ``ESRGAN (faithful) x4``, ``Shrink ÷4 (INN shrink)``,
     ``Restore ×4``; the parameters are in the tooltip (:meth:`Job.describe`)."""
-    if job.mode is JobMode.RESTORE:
+    if job.mode is TaskMode.RESTORE:
         return f"Restore ×{job.marker.scale}" if job.marker is not None else "Restore"
-    if job.mode is JobMode.SHRINK:
+    if job.mode is TaskMode.SHRINK:
         return f"Shrink ÷{job.scale:g} ({backend_name})"
     return backend_name if backend_name.endswith(f"x{job.scale:g}") else f"{backend_name} ×{job.scale:g}"
 

@@ -82,13 +82,13 @@ def photos(work: Path) -> dict[str, Path]:
 def shrink_and_restore(app: QApplication, work: Path, sample: Path, out: Path) -> None:
     """Shrink (INN) mode: the sample shrunk x4, then the small image dropped back and restored to full size."""
     from invsr_desktop.app.main_window import MainWindow
-    from invsr_desktop.engine.jobs import JobMode
+    from invsr_desktop.engine.task import TaskMode
 
     window = MainWindow(started_settings(work / "settings-shrink.ini"), paste_dir=work / "pasted")
     window.ask_before_quit = False
     window.resize(*WINDOW_SIZE)
     window.show()
-    window.panel.set_mode(JobMode.SHRINK)
+    window.panel.set_mode(TaskMode.SHRINK)
     window.panel.scale_picker.set_value(4)
     (shrink,) = window.add_paths([sample])
     wait(app, lambda: shrink.state.finished)

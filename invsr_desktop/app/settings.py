@@ -15,7 +15,8 @@ from PySide6.QtCore import QByteArray, QSettings
 
 from invsr_desktop.app import APPLICATION, ORGANISATION
 from invsr_desktop.engine.backend import BackendSpec
-from invsr_desktop.engine.jobs import FORMATS, SHRINK_FORMATS, JobMode, OutputSettings
+from invsr_desktop.engine.jobs import FORMATS, SHRINK_FORMATS, OutputSettings
+from invsr_desktop.engine.task import TaskMode
 from invsr_desktop.engine.pipeline import EngineOptions
 
 
@@ -44,13 +45,13 @@ class AppSettings:
             return default
 
     # -- mode ------------------------------------------------------------------------------------------------------
-    def mode(self) -> JobMode:
+    def mode(self) -> TaskMode:
         """Upscale, shrink or restore: what dropped photos are queued for (an unknown value means upscale)."""
-        value = self._get("mode", JobMode.UPSCALE.value, str)
-        return JobMode(value) if value in {m.value for m in JobMode} else JobMode.UPSCALE
+        value = self._get("mode", TaskMode.UPSCALE.value, str)
+        return TaskMode(value) if value in {m.value for m in TaskMode} else TaskMode.UPSCALE
 
-    def set_mode(self, mode: JobMode) -> None:
-        self.qsettings.setValue("mode", JobMode(mode).value)
+    def set_mode(self, mode: TaskMode) -> None:
+        self.qsettings.setValue("mode", TaskMode(mode).value)
 
     # -- backend ---------------------------------------------------------------------------------------------------
     def backend_id(self, default: str = "bicubic") -> str:

@@ -134,7 +134,7 @@ class BackendSpec:
     ``direction`` is ``"up"`` for every upscaler. ``"down"`` marks a backend that makes images smaller (the
     shrink half of an invertible network's shrink-and-restore): its ``scales`` are the reduction factors, its runner
     is built with ``BuildRequest.scale`` = the factor and has ``scale = 1 / factor``; the engine runs it only
-    through :mod:`invsr_desktop.engine.shrink`, never as an upscaler. ``info["restore_backend"]`` names the
+    as a shrink :class:`~invsr_desktop.engine.task.Task`, never as an upscaler. ``info["restore_backend"]`` names the
     backend that undoes it.
     """
 

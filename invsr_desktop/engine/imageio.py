@@ -24,7 +24,6 @@ import errno
 import io
 import logging
 import os
-import secrets
 import struct
 import warnings
 import zlib

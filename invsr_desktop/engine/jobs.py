@@ -9,10 +9,10 @@ Pause works between images and between tiles: the engine polls the ``cancel`` ca
 callback a job gets from the queue blocks while the queue is paused. Cancelling works the same way; because the
 engine writes a file only after the whole image is done, a cancelled job leaves nothing behind.
 
-A job upscales (the default), shrinks (an invertible network's forward pass, see :mod:`invsr_desktop.engine.shrink`)
-or restores a shrunk image. A shrunk image is recognised by its marker when it is queued and is always restored,
-whatever mode it was queued in, the way a plain ``invsr-upscale`` run restores it: upscaling the small image with
-another backend would throw away what only the inverse network can give back.
+A job is one :class:`~invsr_desktop.engine.task.Task` (upscale, shrink or restore) and its state. The task is
+planned when the job is queued (:func:`~invsr_desktop.engine.task.plan`: a shrunk image is always restored) and
+run by :func:`run_job` through :meth:`Engine.run_file <invsr_desktop.engine.pipeline.Engine.run_file>`. The CLI
+runs its files through this same queue.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal
 
 from invsr_desktop.engine.errors import CancelledError, InvsrError, OutputExistsError
 from invsr_desktop.engine.formats import JPEG_SUFFIXES, READ_SUFFIXES
+from invsr_desktop.engine.task import Task, TaskError, TaskMode, plan
 from invsr_desktop.engine.output import (
     RESTORE_SUFFIX,
     check_writable,
@@ -41,7 +42,7 @@ from invsr_desktop.engine.output import (
 
 if TYPE_CHECKING:  # the pipeline pulls in OpenCV and ONNX Runtime; the queue model itself needs neither
     from invsr_desktop.engine.pipeline import Engine
-    from invsr_desktop.engine.shrink import ShrinkMarker
+    from invsr_desktop.engine.shrink_marker import ShrinkMarker
 
 #: File name suffixes the queue accepts when files or folders are added (what the image loader reads).
 IMAGE_SUFFIXES = READ_SUFFIXES
@@ -54,19 +55,6 @@ SHRINK_FORMATS: tuple[str, ...] = ("png", "jpeg")
 
 
 log = logging.getLogger(__name__)
-
-
-class JobMode(str, Enum):
-    """What a job does with its image: upscale it, shrink it with an invertible network, or restore a shrunk one."""
-
-    UPSCALE = "upscale"
-    SHRINK = "shrink"
-    RESTORE = "restore"
-
-
-class JobError(InvsrError):
-    """A shrink or restore job that cannot run as asked (no shrinking model, a damaged marker, the wrong model):
-    the message is the engine's own, written for the user."""
 
 
 class JobState(str, Enum):
@@ -131,7 +119,7 @@ def shrink_output_format(output: OutputSettings, source: Path) -> str:
     if output.format == "same":
         return "jpeg" if source.suffix.lower() in JPEG_SUFFIXES else "png"
     if output.format not in SHRINK_FORMATS:
-        raise JobError(f"a shrunk image is written as PNG or JPEG (the formats its restore marker is known to "
+        raise TaskError(f"a shrunk image is written as PNG or JPEG (the formats its restore marker is known to "
                        f"survive), not {output.format.upper()}")  # fmt: skip
     return output.format
 
@@ -162,13 +150,18 @@ class Job:
     finished: float | None = None
     paused_for: float = 0.0
     cancel_requested: bool = False
-    mode: JobMode = JobMode.UPSCALE
+    mode: TaskMode = TaskMode.UPSCALE
     note: str = ""
     marker: ShrinkMarker | None = None
     redo: bool = False  # run even when the same result exists ("Run again"); else a done-before result is kept
     reused: bool = False  # finished by finding its result done before: it took no measurable time
     max_pixels: int | None = None  # refuse a larger input (None: the loader's limit)
     _paused_at: float | None = field(default=None, repr=False)
+
+    @property
+    def task(self) -> Task:
+        """What the job asks the engine to do (the engine's one request type; the rest of a job is its state)."""
+        return Task(self.mode, self.backend_id, self.scale, dict(self.params), self.marker)
 
     @property
     def saving(self) -> bool:
@@ -188,12 +181,12 @@ class Job:
         """The task in a few words, e.g. ``bicubic x4``, ``esrgan x4, seed=3``, ``shrink ÷4 with inn-shrink`` or
         ``restore x4 with inn (irn_x4)``: the mode comes first, so a shrunk image queued to upscale shows why it is
         restored instead."""
-        if self.mode is JobMode.RESTORE:
+        if self.mode is TaskMode.RESTORE:
             if self.marker is None:
                 return "restore"
             model = f" ({self.marker.model})" if self.marker.model else ""
             text = f"restore x{self.marker.scale} with {self.marker.backend}{model}"
-        elif self.mode is JobMode.SHRINK:
+        elif self.mode is TaskMode.SHRINK:
             text = f"shrink ÷{self.scale:g} with {self.backend_id}"
         else:
             text = f"{self.backend_id} x{self.scale:g}"
@@ -204,9 +197,9 @@ class Job:
 
     def output_size(self, width: int, height: int) -> tuple[int, int] | None:
         """The result's size for an original of ``width`` x ``height`` (None when a restore has no marker to say)."""
-        if self.mode is JobMode.RESTORE:
+        if self.mode is TaskMode.RESTORE:
             return (self.marker.width, self.marker.height) if self.marker is not None else None
-        if self.mode is JobMode.SHRINK:
+        if self.mode is TaskMode.SHRINK:
             factor = int(self.scale)
             return math.ceil(width / factor), math.ceil(height / factor)
         return round(width * self.scale), round(height * self.scale)
@@ -231,6 +224,8 @@ Listener = Callable[[QueueEvent], None]
 
 def describe_error(exc: BaseException) -> str:
     """A failure in one line a user can act on: the engine's own errors are written for users already."""
+    if isinstance(exc, MemoryError):
+        return "not enough memory for this image (try a smaller tile size or memory budget)"
     if isinstance(exc, (InvsrError, OSError)):
         return str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {exc}"
@@ -257,73 +252,11 @@ def expand_sources(paths: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     return images, problems
 
 
-def read_source_marker(source: Path) -> tuple[ShrinkMarker | None, str]:
-    """The shrink marker of ``source`` and, if the marker is damaged, what is wrong with it.
-
-    Reads only the file's header and EXIF, so queueing a folder stays quick; a file that is missing or not an
-    image has no marker (running its job says what is wrong with it).
-    """
-    from invsr_desktop.engine.shrink import read_file_marker
-
-    try:
-        return read_file_marker(source), ""
-    except ValueError as exc:
-        return None, str(exc)
-
-
-def plan_restore(
-    source: Path, mode: JobMode, params: dict[str, Any]
-) -> tuple[JobMode, ShrinkMarker | None, dict[str, Any], str]:
-    """``(mode, marker, params, note)`` for a job about to be queued: a shrunk image is restored in any mode.
-
-    A restore takes its backend, model and scale from the marker; the parameters asked for another backend are
-    dropped (an explicit restore keeps its own, e.g. a temperature). The note says what will happen and why.
-    """
-    marker, damage = read_source_marker(source)
-    if marker is None and not damage:
-        note = "" if mode is not JobMode.RESTORE else "no shrink marker: only images made by Shrink can be restored"
-        return mode, None, params, note
-    automatic = mode is not JobMode.RESTORE
-    if damage:
-        return JobMode.RESTORE, None, {}, damage
-    size = f"{marker.width}×{marker.height}"
-    if automatic:
-        instead = "upscaled" if mode is JobMode.UPSCALE else "shrunk again"
-        note = f"a shrunk image (÷{marker.scale}): restored to {size} instead of {instead}"
-    else:
-        note = f"restores to {size}"
-    return JobMode.RESTORE, marker, ({} if automatic else params), note
-
-
-def _shrink_or_restore(
-    engine: Engine,
-    job: Job,
-    destination: Path,
-    cancel: Callable[[], bool] | None,
-    progress: Callable[[float], None] | None,
-) -> Path:
-    """Run a shrink or restore job; the engine's ValueError / KeyError (no such model, a damaged marker, ...) become
-    a :class:`JobError` with the same message, so the row shows the reason and not an exception's name."""
-    from invsr_desktop.engine.shrink import restore_file, shrink_file
-
-    common: dict[str, Any] = dict(quality=job.output.quality, max_pixels=job.max_pixels, progress=progress,
-                                  cancel=cancel)  # fmt: skip
-    try:
-        if job.mode is JobMode.SHRINK:
-            factor = int(job.scale)
-            if factor != job.scale or factor < 2:
-                raise ValueError(f"shrinking needs a whole factor of 2 or more, not {job.scale:g}")
-            return shrink_file(engine, job.source, destination, job.backend_id, factor, job.params, **common)
-        return restore_file(engine, job.source, destination, job.params, lossless=job.output.lossless, **common)
-    except (KeyError, ValueError) as exc:
-        raise JobError(str(exc.args[0]) if exc.args else type(exc).__name__) from exc
-
-
 def _destination_rule(job: Job) -> tuple[str, str | None]:
     """``(suffix, format)`` of a job's result: one naming rule for the CLI and the app."""
-    if job.mode is JobMode.SHRINK:
+    if job.mode is TaskMode.SHRINK:
         rule, fmt = shrink_suffix(int(job.scale)), shrink_output_format(job.output, job.source)
-    elif job.mode is JobMode.RESTORE:
+    elif job.mode is TaskMode.RESTORE:
         rule, fmt = RESTORE_SUFFIX, job.output.output_format
     else:
         rule, fmt = output_suffix(job.backend_id, job.scale), job.output.output_format
@@ -333,11 +266,11 @@ def _destination_rule(job: Job) -> tuple[str, str | None]:
 def done_before(engine: Engine, job: Job) -> Path | None:
     """An earlier result of exactly this upscale (same photo, backend, scale, parameters, folder and format), or
     None: a folder queued again is not redone, nor duplicated as ``(1)`` copies. A job with ``redo`` always runs."""
-    if job.redo or job.mode is not JobMode.UPSCALE:
+    if job.redo or job.mode is not TaskMode.UPSCALE:
         return None
     suffix, fmt = _destination_rule(job)
     first = first_name(job.source, job.output.folder or job.source.parent, suffix, fmt)
-    return engine.earlier_result(job.source, first, job.backend_id, job.scale, job.params)
+    return engine.earlier_result(job.source, first, job.task)
 
 
 def run_job(
@@ -358,13 +291,9 @@ def run_job(
     for attempt in range(NAME_ATTEMPTS):
         destination = output_path(job.source, folder, suffix, fmt)
         try:
-            if job.mode is not JobMode.UPSCALE:
-                return _shrink_or_restore(engine, job, destination, cancel, progress)
-            return engine.upscale_file(
-                job.source, destination, job.backend_id, job.scale, job.params,
-                quality=job.output.quality, lossless=job.output.lossless, max_pixels=job.max_pixels,
-                progress=progress, cancel=cancel,
-            )  # fmt: skip
+            return engine.run_file(job.source, destination, job.task, quality=job.output.quality,
+                                   lossless=job.output.lossless, max_pixels=job.max_pixels, progress=progress,
+                                   cancel=cancel)  # fmt: skip
         except OutputExistsError:
             if attempt == NAME_ATTEMPTS - 1:
                 raise
@@ -467,23 +396,24 @@ class JobQueue:
         scale: float,
         params: dict[str, Any] | None = None,
         output: OutputSettings | None = None,
-        mode: JobMode | str = JobMode.UPSCALE,
+        mode: TaskMode | str = TaskMode.UPSCALE,
         start: bool = True,
         redo: bool = False,
+        max_pixels: int | None = None,
     ) -> Job:
         """Append a job and return it: queued, or with ``start=False`` ready (it waits for :meth:`start`).
 
         ``mode`` shrink needs a shrinking backend and a whole factor as ``scale``; restore takes the backend, model
         and scale from the image's marker. A shrunk image queued in any mode becomes a restore job whose ``note``
-        says so (see :func:`plan_restore`).
+        says so (see :func:`~invsr_desktop.engine.task.plan`). ``max_pixels`` refuses a larger input.
         """
         source = Path(source)
-        mode, marker, params, note = plan_restore(source, JobMode(mode), dict(params or {}))
-        if marker is not None:
-            backend_id, scale = marker.backend, marker.scale
+        asked = Task(TaskMode(mode), backend_id, float(scale), dict(params or {}))
+        task, note = plan(source, asked)
         with self._cond:
-            job = Job(next(self._ids), source, backend_id, float(scale), params, output or OutputSettings(),
-                      mode=mode, note=note, marker=marker, redo=redo)  # fmt: skip
+            job = Job(next(self._ids), source, task.backend_id, task.scale, dict(task.params),
+                      output or OutputSettings(), mode=task.mode, note=note, marker=task.marker, redo=redo,
+                      max_pixels=max_pixels)  # fmt: skip
             if not start:
                 job.state = JobState.READY
             self._jobs.append(job)

@@ -1,7 +1,8 @@
-"""The one upscale pipeline: load -> alpha split -> tiles -> backend -> blend -> alpha merge -> resample -> save.
+"""The one pipeline: load -> alpha split -> tiles -> backend -> blend -> alpha merge -> resample -> save.
 
-The GUI, the CLI, ``invsr-eval`` and the benchmarks all call :class:`Engine`; there is no second copy of this
-anywhere. Nothing here knows about Qt or torch.
+The GUI, the CLI (both through the job queue), ``invsr-eval`` and the benchmarks all call :class:`Engine`; there is
+no second copy of this anywhere. Every piece of work is a :class:`~invsr_desktop.engine.task.Task` (upscale, shrink
+or restore) and :meth:`Engine.run_file` is its one load -> run -> save. Nothing here knows about Qt or torch.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import numpy as np
 
 from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Runner
 from invsr_desktop.engine.errors import BackendError, CancelledError, InvsrError
+from invsr_desktop.engine.formats import JPEG_SUFFIXES
 from invsr_desktop.engine.imageio import Image, header_size, load_image, save_image
 from invsr_desktop.engine.provenance import Provenance, find_done, stamp
 from invsr_desktop.engine.registry import Registry, default_registry
 from invsr_desktop.engine.sessions import Precision, SessionPool
-from invsr_desktop.engine.tiling import Cancel, Progress, run_whole_image, upscale_tiled
+from invsr_desktop.engine.shrink_marker import ShrinkMarker, read_file_marker, read_marker, with_marker, without_marker
+from invsr_desktop.engine.task import Task, TaskError, TaskMode
+from invsr_desktop.engine.tiling import Cancel, Progress, reflect_pad, run_whole_image, upscale_tiled
 
 AlphaMode = Literal["bicubic", "backend"]
 # BT.601 luma weights (what Pillow's convert("L") uses): a grey image's result is brought back to one channel.
@@ -197,46 +201,135 @@ class Engine:
         pixels = self.upscale_array(image.pixels, backend_id, scale, params, progress, cancel)
         return image.with_pixels(pixels)
 
-    def upscale_file(
+    # -- tasks: upscale, shrink, restore ----------------------------------------------------------------------
+    def run_image(self, image: Image, task: Task, progress: Progress | None = None, cancel: Cancel | None = None,
+                  stored_as: str = "png") -> Image:
+        """Run one task on a loaded image; metadata travels with it. ``stored_as`` is the format the result will
+        be saved in (a shrink picks a JPEG-robust model for ``jpeg``, see :class:`BuildRequest`).
+
+        A shrink's or restore's ValueError / KeyError (no such model, a damaged marker, ...) becomes a
+        :class:`TaskError` with the same message, so a queue row shows the reason and not an exception's name."""
+        task.check()
+        if task.mode is TaskMode.UPSCALE:
+            return self.upscale_image(image, task.backend_id, task.scale, task.params, progress, cancel)
+        try:
+            if task.mode is TaskMode.SHRINK:
+                return self._shrink(image, task, progress, cancel, stored_as)
+            return self._restore(image, task, progress, cancel)
+        except (KeyError, ValueError) as exc:
+            raise TaskError(str(exc.args[0]) if exc.args else type(exc).__name__) from exc
+
+    def run_file(
         self,
         source: str | Path,
         destination: str | Path,
-        backend_id: str,
-        scale: float,
-        params: dict[str, Any] | None = None,
+        task: Task,
         quality: int = 95,
         lossless: bool = False,
         max_pixels: int | None = None,
         progress: Progress | None = None,
         cancel: Cancel | None = None,
     ) -> Path:
-        """Load ``source``, upscale it and write ``destination`` atomically (never over an existing file: if another
-        program took the name meanwhile, the next numbered copy's name); returns the path written. The result carries its :class:`~invsr_desktop.engine.provenance.Provenance` record."""
-        def upscaled(image: Image) -> Image:
-            result = self.upscale_image(image, backend_id, scale, params, progress, cancel)
-            result.exif = stamp(result.exif, self.provenance(source, backend_id, scale, params))
+        """The one runner of a task: load ``source``, run ``task``, write ``destination`` atomically (never over an
+        existing file: if another program took the name meanwhile, the next numbered copy's name); returns the path
+        written. An upscale's result carries its :class:`~invsr_desktop.engine.provenance.Provenance` record."""
+        stored_as = "jpeg" if Path(destination).suffix.lower() in JPEG_SUFFIXES else "png"
+
+        def run(image: Image) -> Image:
+            result = self.run_image(image, task, progress, cancel, stored_as)
+            if task.mode is TaskMode.UPSCALE:
+                result.exif = stamp(result.exif, self.provenance(source, task))
             return result
 
-        return transform_file(source, destination, upscaled, scale=scale, quality=quality, lossless=lossless,
-                              max_pixels=max_pixels, cancel=cancel)  # fmt: skip
+        return transform_file(source, destination, run, scale=_result_scale(task, source), quality=quality,
+                              lossless=lossless, max_pixels=max_pixels, cancel=cancel)  # fmt: skip
 
-    def earlier_result(self, source: str | Path, first_name: Path, backend_id: str, scale: float,
-                       params: dict[str, Any] | None = None) -> Path | None:
+    def shrink_backends(self) -> list[BackendSpec]:
+        """The specs of the registered shrinking backends (``direction == "down"``)."""
+        return [spec for spec in self.registry.backends() if spec.direction == "down"]
+
+    def _shrink(self, image: Image, task: Task, progress: Progress | None, cancel: Cancel | None,
+                stored_as: str) -> Image:
+        """The small image (ceil(H / factor) x ceil(W / factor)) with the marker, metadata kept.
+
+        The runner may resolve ``model`` = auto to a concrete model (``runner.model_name``: for ``stored_as`` =
+        ``jpeg`` one trained to survive JPEG, where one is installed), which is what the marker records.
+        """
+        factor, spec = task.factor, self.registry.get(task.backend_id)
+        if spec.direction != "down":
+            others = ", ".join(s.id for s in self.shrink_backends()) or "none installed"
+            raise ValueError(f"backend {spec.id!r} does not shrink images (use one of: {others})")
+        if factor not in spec.scales:
+            raise ValueError(f"backend {spec.id!r} shrinks by {', '.join(map(str, spec.scales))}, not {factor}")
+        restorer = spec.info.get("restore_backend", "")
+        if not restorer:
+            raise ValueError(f"backend {spec.id!r} does not say which backend restores its images")
+        resolved = spec.resolve_params(task.params)
+        spec, runner = self.runner(spec.id, factor, resolved, stored_as=stored_as)
+        height, width = image.pixels.shape[:2]
+        ph, pw = -(-height // factor) * factor, -(-width // factor) * factor
+        small = self.run_array(reflect_pad(image.pixels, ph, pw), spec, runner, (ph // factor, pw // factor),
+                               progress, cancel)  # fmt: skip
+        model = str(getattr(runner, "model_name", "") or (resolved.get("model", "") if _has_model(spec) else ""))
+        return with_marker(image.with_pixels(small), ShrinkMarker(restorer, model, factor, width, height))
+
+    def _restore(self, image: Image, task: Task, progress: Progress | None, cancel: Cancel | None) -> Image:
+        """The full-size image restored from a shrunk one (its marker says how), the marker removed from the EXIF.
+
+        ``task.params`` are extra parameters of the restoring backend (e.g. ``temperature``); ``model`` comes from
+        the marker."""
+        marker = task.marker or read_marker(image)
+        if marker is None:
+            raise ValueError("not a shrunk image: it has no invsr-shrink marker "
+                             "(only images made by Shrink can be restored)")  # fmt: skip
+        try:
+            spec = self.registry.get(marker.backend)
+        except KeyError:
+            raise ValueError(f"this image was shrunk with backend {marker.backend!r}, which is not installed") from None
+        given = dict(task.params)
+        if marker.model and _has_model(spec):
+            given["model"] = marker.model
+        try:
+            resolved = spec.resolve_params(given)
+        except ValueError as exc:
+            raise ValueError(f"cannot restore: the image was shrunk with model {marker.model!r} ({exc})") from None
+        spec, runner = self.runner(marker.backend, marker.scale, resolved)
+        h, w = image.pixels.shape[:2]
+        full = self.run_array(image.pixels, spec, runner, (h * marker.scale, w * marker.scale), progress, cancel)
+        return without_marker(image.with_pixels(np.ascontiguousarray(full[: marker.height, : marker.width])))
+
+    def earlier_result(self, source: str | Path, first_name: Path, task: Task) -> Path | None:
         """A result of exactly this upscale written before (``first_name`` or a numbered copy of it, with the same
         provenance record, decoding whole), or None: what the CLI's ``--skip-existing`` and the app's "done before"
         both ask. A backend that is gone or a parameter that no longer fits is None: the run reports it."""
         try:
-            record = self.provenance(source, backend_id, scale, params)
+            record = self.provenance(source, task)
         except (KeyError, ValueError):
             return None
         return find_done(first_name, record)
 
-    def provenance(self, source: str | Path, backend_id: str, scale: float,
-                   params: dict[str, Any] | None = None) -> Provenance:
+    def provenance(self, source: str | Path, task: Task) -> Provenance:
         """The record an upscale of ``source`` with these settings writes (parameters resolved: a default given
         or left out is the same setting)."""
-        resolved = self.registry.get(backend_id).resolve_params(params)
-        return Provenance.of("upscale", backend_id, scale, resolved, source)
+        resolved = self.registry.get(task.backend_id).resolve_params(task.params)
+        return Provenance.of("upscale", task.backend_id, task.scale, resolved, source)
+
+
+def _has_model(spec: BackendSpec) -> bool:
+    return any(p.name == "model" for p in spec.params)
+
+
+def _result_scale(task: Task, source: str | Path) -> float | None:
+    """The result's size over the input's, for the memory check made from the header (None: smaller, or unknown)."""
+    if task.mode is TaskMode.UPSCALE:
+        return task.scale
+    if task.mode is TaskMode.RESTORE:
+        try:
+            marker = task.marker or read_file_marker(source)
+        except ValueError:  # a damaged marker: the run itself says what is wrong with it
+            return None
+        return float(marker.scale) if marker is not None else None
+    return None
 
 
 def transform_file(

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from invsr_desktop.engine.jobs import Job, JobMode, JobQueue, JobState, OutputSettings
+from invsr_desktop.engine.jobs import Job, JobQueue, JobState, OutputSettings
+from invsr_desktop.engine.task import TaskMode
 
 __all__ = ["VERSION", "Restored", "job_record", "load_records", "restore", "save_queue"]
 
@@ -120,7 +121,7 @@ def _restore_one(queue: JobQueue, record: dict[str, Any]) -> Job | None:
     output = OutputSettings(Path(out["folder"]) if out.get("folder") else None, out.get("format", "png"),
                             int(out.get("quality", 95)), bool(out.get("lossless", False)))  # fmt: skip
     job = queue.add(source, record["backend"], float(record["scale"]), dict(record.get("params") or {}), output,
-                    JobMode(record.get("mode", "upscale")), start=False)  # fmt: skip
+                    TaskMode(record.get("mode", "upscale")), start=False)  # fmt: skip
     if state.finished:
         queue.mark_finished(job.id, state, result=result, error=str(record.get("error", "")),
                             elapsed=float(record.get("elapsed", 0.0)))  # fmt: skip

@@ -10,7 +10,7 @@ installed the plugin describes no backend (and reports no error).
   a sample repeatable. ``z`` is drawn per LR pixel from a counter-based hash of (seed, channel, row, column) of
   the whole image, not per tile, so one seed gives the same image whatever the tiling.
 - ``inn-shrink`` (INN shrink): the forward ``hr -> lr`` (z is dropped): the small image of shrink-and-restore; its
-  runner has scale 1/f. The engine runs it only through :mod:`invsr_desktop.engine.shrink`.
+  runner has scale 1/f. The engine runs it only as a shrink task (:mod:`invsr_desktop.engine.task`).
 
 ``model`` (both) picks a model by name; ``auto`` takes the first one at the requested scale, preferring the one
 trained for the format the result is stored in (``invsr.stored_as``: ``png``, or ``jpeg`` for a shrink trained
