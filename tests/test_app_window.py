@@ -17,6 +17,7 @@ from invsr_desktop.app.plugins_dialog import PluginsDialog
 from invsr_desktop.app.queue_model import RESULT, STATUS
 from invsr_desktop.app.settings import AppSettings
 from invsr_desktop.engine.jobs import JobState
+import plugins.bicubic
 
 pytestmark = pytest.mark.usefixtures("qapp")
 
@@ -68,7 +69,8 @@ def test_dropping_photos_and_a_folder_runs_bicubic_to_the_end(make_window, qtbot
         assert result.size == (80, 60)
     assert cell(window, jobs[0].id, STATUS).startswith("Done · ") and cell(window, jobs[0].id, RESULT) == "first_x2_bicubic.png"
     qtbot.waitUntil(lambda: "2 done" in window.summary_label.text())
-    assert window.provider_label.text() == "Runs on: " + planned_path()  # OpenVINO f32 here; ONNX Runtime CPU without it
+    # what ran: bicubic is always full precision (OpenVINO f32, or ONNX Runtime CPU without OpenVINO)
+    assert window.provider_label.text() == "Runs on: " + planned_path(precision=plugins.bicubic.PRECISION)
 
 
 def test_drop_lands_anywhere_even_on_widgets_that_take_drops_themselves(make_window, tmp_path):

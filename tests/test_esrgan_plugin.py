@@ -101,7 +101,7 @@ def test_model_in_user_folder_is_a_backend_and_upscales(models, tiny_x2):
 
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 1, (15, 13, 3)).astype(np.float32)  # odd: the engine pads to the multiple of 2
-    engine = Engine(registry=registry, options=EngineOptions(threads=1))
+    engine = Engine(registry=registry, options=EngineOptions(threads=1, precision="fp32"))
     out = engine.upscale_array(image, "esrgan-tiny-x2", 2)
 
     assert out.shape == (30, 26, 3) and out.dtype == np.float32
@@ -122,7 +122,7 @@ def test_tta_averages_the_eight_flips_and_turns(models, tiny_x2):
     (models / source.name).write_bytes(source.read_bytes())
     registry = load_registry()
     assert [p.name for p in registry.get("esrgan-tiny-x2").params] == ["tta", "colour_fix"]
-    engine = Engine(registry=registry, options=EngineOptions(threads=1))
+    engine = Engine(registry=registry, options=EngineOptions(threads=1, precision="fp32"))
     image = np.random.default_rng(1).uniform(0, 1, (12, 10, 3)).astype(np.float32)  # even, not square: no padding
 
     seen: list[float] = []
@@ -179,7 +179,7 @@ def test_colour_fix_is_on_by_default_for_models_trained_on_noisy_photos(models):
     assert registry.get("photo-x2").defaults() == {"tta": False, "colour_fix": True}
     assert registry.get("clean-x2").defaults() == {"tta": False, "colour_fix": False}
     image = np.random.default_rng(0).uniform(0, 1, (8, 8, 3)).astype(np.float32)
-    engine = Engine(registry=registry, options=EngineOptions(threads=1))
+    engine = Engine(registry=registry, options=EngineOptions(threads=1, precision="fp32"))
     nearest = np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)
     np.testing.assert_allclose(engine.upscale_array(image, "clean-x2", 2), nearest, atol=1e-6)
     assert engine.runner("photo-x2", 2)[1].colour_fix and not engine.runner("clean-x2", 2)[1].colour_fix
@@ -194,7 +194,7 @@ def test_scale_comes_from_metadata_not_the_file_name(models):
     spec = registry.get("esrgan-misnamed-x4")
     assert spec.scales == (2,)
     image = np.random.default_rng(1).uniform(0, 1, (5, 4, 3)).astype(np.float32)
-    out = Engine(registry=registry, options=EngineOptions(threads=1)).upscale_array(image, spec.id, 2)
+    out = Engine(registry=registry, options=EngineOptions(threads=1, precision="fp32")).upscale_array(image, spec.id, 2)
     np.testing.assert_allclose(out, image.repeat(2, axis=0).repeat(2, axis=1), atol=1e-6)
 
 
@@ -272,7 +272,7 @@ def test_user_file_shadows_a_bundled_one(models, tmp_path, monkeypatch):
 def test_wrong_input_name_fails_at_build_naming_the_file(models):
     path = nearest_model(models / "esrgan-wrong-io.onnx", 2, esrgan_props(2, "Wrong"), input_name="x")
     registry = load_registry()
-    engine = Engine(registry=registry, options=EngineOptions(threads=1))
+    engine = Engine(registry=registry, options=EngineOptions(threads=1, precision="fp32"))
     with pytest.raises(BackendBuildError, match="esrgan-wrong-io") as exc:
         engine.upscale_array(np.zeros((4, 4, 3), np.float32), "esrgan-wrong-io", 2)
     assert str(path) in str(exc.value)

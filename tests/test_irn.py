@@ -249,11 +249,26 @@ def test_random_jpeg_codes_the_chosen_samples_only():
     assert float(lr.grad.abs().sum()) > 0
 
 
+def test_zero_z_frac_reconstructs_that_share_of_the_samples_at_z_zero():
+    """The app restores at z = 0: ``inn.zero_z_frac`` trains that path on a share of every batch."""
+    from model_export.training.models.inn import _Both
+
+    torch.manual_seed(0)
+    z = torch.zeros(64, 6, 4, 4)
+    net = IRNet(scale=2, hidden=4, blocks=[1], depth=2)
+    assert _Both(net, True).sample_z(z, 0.0) is None
+    assert bool((_Both(net, True).sample_z(z, 0.4) != 0).all())
+    mixed = _Both(net, True, zero_z_frac=0.5).sample_z(z, 0.4)
+    at_zero = [bool((mixed[i] == 0).all()) for i in range(64)]
+    assert 16 < sum(at_zero) < 48  # whole samples, about half of them
+    assert float(mixed[[not a for a in at_zero]].std()) == pytest.approx(0.4, rel=0.1)
+
+
 def test_config_rejects_bad_jpeg_options():
     from model_export.training.models import get_model_class
 
     cls = get_model_class("inn")
-    for bad in ("inn.jpeg_quality=[90, 50]", "inn.jpeg_quality=[0, 50]", "inn.jpeg_prob=1.5"):
+    for bad in ("inn.jpeg_quality=[90, 50]", "inn.jpeg_quality=[0, 50]", "inn.jpeg_prob=1.5", "inn.zero_z_frac=-0.1"):
         cfg = load_config("inn_x4", [bad, "network.hidden=4", "network.blocks=[1, 1]"], cls.config_defaults)
         with pytest.raises(ConfigError, match=bad.split("=")[0]):
             cls(cfg, torch.device("cpu"), _nodist())

@@ -17,9 +17,15 @@ from plugins.onnx_runner import OnnxRunner
 MODEL = Path(__file__).with_name("bicubic.onnx")  # written by ``python -m plugins.bicubic.graph``
 
 
+# Always full precision: bicubic is the baseline every table compares against, its graph computes the output size
+# from a float scale (in bf16, 157 x 2.5 comes out a pixel off), and a resize is memory-bound, so bf16 would buy
+# nothing (``invsr-bench`` on an AVX-512 bf16 CPU: 6.9 MP/s bf16 against 7.1 f32).
+PRECISION = "fp32"
+
+
 def build(request: BuildRequest) -> OnnxRunner:
     scale = np.array([float(request.scale)], dtype=np.float64)
-    return OnnxRunner(session=request.sessions.session(MODEL), scale=float(request.scale),
+    return OnnxRunner(session=request.sessions.session(MODEL, precision=PRECISION), scale=float(request.scale),
                       extra_inputs={"scale": scale})  # fmt: skip
 
 

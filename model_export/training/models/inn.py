@@ -16,7 +16,8 @@ One step on a batch ``{"hr", "lr"}`` (``lr`` from the data's degradation: the tr
 is from the start, with a unit-variance z, the net fell below bicubic on this CPU budget), then growing linearly to
 ``inn.noise_max`` over ``inn.noise_ramp`` steps, so the inverse learns to accept sampled z without losing what the
 warm-up gave. The app's "temperature" multiplies a unit normal z, so temperatures in [0, noise_max] stay within
-what training saw. Each loss term is a ``[loss.<name>]`` table (``type``, ``weight``) like every family's.
+what training saw. ``inn.zero_z_frac`` reconstructs that share of the samples at z = 0 even when sigma > 0: the
+app restores at z = 0, and without it that path drifted while the training loss stayed flat. Each loss term is a ``[loss.<name>]`` table (``type``, ``weight``) like every family's.
 
 ``inn.jpeg_prob`` makes the shrink survive JPEG (SAIN's idea, issue 18): that fraction of the samples sends its
 8-bit small image through :func:`~model_export.degradations.diff_jpeg.jpeg_simulate` at a quality drawn from
@@ -84,24 +85,38 @@ def random_jpeg(lr: torch.Tensor, prob: float, qualities: tuple[int, int]) -> to
 class _Both(nn.Module):
     """``forward(hr, lr_in, sigma_own, sigma_in) -> (lr_f, z, hr_own, hr_in)``: one module for DDP."""
 
-    def __init__(self, net: nn.Module, quantize: bool, jpeg_prob: float = 0.0, jpeg_quality=(50, 95)):
+    def __init__(self, net: nn.Module, quantize: bool, jpeg_prob: float = 0.0, jpeg_quality=(50, 95),
+                 zero_z_frac: float = 0.0):  # fmt: skip
         super().__init__()
         self.net = net
         self.quantize = quantize
         self.jpeg_prob = float(jpeg_prob)
         self.jpeg_quality = tuple(jpeg_quality)
+        self.zero_z_frac = float(zero_z_frac)
 
     def forward(self, hr, lr_in, sigma_own: float, sigma_in: float, need_in: bool):
         lr_f, z = self.net(hr)
         lr_q = quantize_ste(lr_f) if self.quantize else lr_f
         lr_q = random_jpeg(lr_q, self.jpeg_prob, self.jpeg_quality)
-        z_own = torch.randn_like(z) * sigma_own if sigma_own > 0 else None
-        hr_own = self.net.inverse(lr_q, z_own)
+        hr_own = self.net.inverse(lr_q, self.sample_z(z, sigma_own))
         hr_in = None
         if need_in:
-            z_in = torch.randn_like(z) * sigma_in if sigma_in > 0 else None
-            hr_in = self.net.inverse(lr_in, z_in)
+            hr_in = self.net.inverse(lr_in, self.sample_z(z, sigma_in))
         return lr_f, z, hr_own, hr_in
+
+    def sample_z(self, z: torch.Tensor, sigma: float) -> torch.Tensor | None:
+        """``sigma`` * N(0, 1) shaped like ``z``, with a ``zero_z_frac`` share of the samples at z = 0.
+
+        The app restores at z = 0, so that path is trained directly: with every sample's z drawn at sigma, nothing
+        holds the z = 0 inverse, and it drifted away while the training loss stayed flat (runs inn_x4_large and
+        inn_x4_s040, see model_export/configs/inn_x4.toml)."""
+        if sigma <= 0:
+            return None
+        noise = torch.randn_like(z) * sigma
+        if self.zero_z_frac > 0:
+            keep = torch.rand(z.shape[0], 1, 1, 1, device=z.device) >= self.zero_z_frac
+            noise = noise * keep.to(noise.dtype)
+        return noise
 
 
 @register_model("inn")
@@ -117,6 +132,7 @@ class INNModel(BaseModel):
             "quantize_lr": True,  # round the forward LR to 8 bit (straight-through) before the inverse
             "eval_temperature": 0.0,  # validation: inverse on the bicubic LR with this z scale (0 = mean)
             "init_from": "",  # a trained (smaller) irn of this scale to grow from: model file or latest.pt
+            "zero_z_frac": 0.0,  # fraction of samples reconstructed at z = 0 (the app's restore) once sigma > 0
             "jpeg_prob": 0.0,  # fraction of samples whose small image is JPEG-simulated before the restore
             "jpeg_quality": [50, 95],  # the simulated quality, uniform over this range (inclusive)
             "val_jpeg": [],  # JPEG qualities at which validation also scores the round trip (real Pillow JPEG)
@@ -140,7 +156,9 @@ class INNModel(BaseModel):
             raise ConfigError(f"config key 'inn.jpeg_quality': want [low, high] within 1-100, got {quality!r}")
         if not 0.0 <= float(self.opts["jpeg_prob"]) <= 1.0:
             raise ConfigError(f"config key 'inn.jpeg_prob': want a fraction in [0, 1], got {self.opts['jpeg_prob']!r}")
-        both = _Both(self.net, self.opts["quantize_lr"], self.opts["jpeg_prob"], quality)
+        if not 0.0 <= float(self.opts["zero_z_frac"]) <= 1.0:
+            raise ConfigError(f"config key 'inn.zero_z_frac': want a fraction in [0, 1], got {self.opts['zero_z_frac']!r}")
+        both = _Both(self.net, self.opts["quantize_lr"], self.opts["jpeg_prob"], quality, self.opts["zero_z_frac"])
         self._bicubic_jpeg: dict[int, float] = {}  # validation baselines: the same every time
         self.train_module = DistributedDataParallel(both) if dist.enabled else both
         self.losses: dict[str, tuple[nn.Module, float]] = {}
