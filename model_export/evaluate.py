@@ -15,10 +15,16 @@ Two variants of where Y is taken:
 ``rgb``: the RGB LR is rounded to 8 bit, as a user's photo would be, and given to the backend; the RGB output is
     rounded and Y computed afterwards (the protocol of RGB-model papers such as EDSR).
 
+``--degrade camera`` (with ``rgb``) scores every set a second time on camera-like LRs (blur, bicubic, sensor-like
+noise, JPEG q75: :mod:`model_export.degradations.camera`), so one report holds clean and camera-like figures side
+by side: the photos users have, for our backends and an imported Real-ESRGAN alike.
+
 Usage::
 
     invsr-eval --backend bicubic --scale 4 --images ../shared/data/benchmarks/Set5 \\
                --images ../shared/data/benchmarks/Set14 --out eval/bicubic_x4 [--param k=v] [--protocol y|rgb]
+    invsr-eval --backend esrgan-photo-x4 --scale 4 --images ../shared/data/benchmarks/Set5 --protocol rgb \
+               --degrade camera --out eval/photo_camera
 
 It writes ``report.md``, ``report.json`` and, unless ``--no-sheets``, one crop sheet per image (HR | bicubic |
 backend) under ``sheets/``. Python callers use :func:`evaluate`.
@@ -32,6 +38,7 @@ import importlib.util
 import json
 import math
 import platform
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -40,6 +47,7 @@ import numpy as np
 from PIL import Image
 
 from invsr_desktop.engine.formats import READ_SUFFIXES
+from model_export.degradations.camera import CAMERA, camera_lr
 from model_export.degradations.matlab_resize import imresize
 from model_export.metrics import psnr, rgb_to_y, shave, ssim, to_y
 
@@ -51,6 +59,7 @@ PROTOCOLS = {
     "rgb": "LR = MATLAB bicubic imresize of the RGB HR, rounded to 8 bit (as a user's photo); the backend upscales "
     "RGB; output rounded to 8 bit; Y computed afterwards (RGB-model papers such as EDSR)",
 }
+DEGRADATIONS = {"camera": CAMERA}  # --degrade: a second scoring of every set on these LRs (RGB protocol)
 IMAGE_SUFFIXES = tuple(sorted(READ_SUFFIXES))  # what the app reads (engine.formats)
 NIQE_LABEL = "NIQE (this project's pristine fit; not comparable with published NIQE values)"
 BASELINE = "bicubic"
@@ -94,9 +103,11 @@ def _quantise(x: np.ndarray) -> np.ndarray:
 
 # -- one image -----------------------------------------------------------------------------------------------------
 class _Case:
-    """One HR image prepared under a protocol: the LR pixels for the engine and the Y that is scored against."""
+    """One HR image prepared under a protocol: the LR pixels for the engine and the Y that is scored against.
 
-    def __init__(self, hr: np.ndarray, scale: int, protocol: str) -> None:
+    ``camera_name`` (RGB protocol only) replaces the bicubic LR with the camera-like one seeded by that file name."""
+
+    def __init__(self, hr: np.ndarray, scale: int, protocol: str, camera_name: str | None = None) -> None:
         self.hr = modcrop(hr, scale)
         self.grey = self.hr.ndim == 2
         self.protocol = protocol
@@ -107,7 +118,10 @@ class _Case:
             self.shown_hr = self.target
         else:
             self.target = to_y(self.hr)
-            lr = _quantise(imresize(self.hr, 1.0 / scale))
+            if camera_name is None:
+                lr = _quantise(imresize(self.hr, 1.0 / scale))
+            else:
+                lr = camera_lr(self.hr, scale, camera_name).astype(np.float64)
             self.pixels = (lr / 255.0).astype(np.float32)
             if self.grey:
                 self.pixels = self.pixels[..., None]
@@ -211,6 +225,7 @@ def evaluate(
     sheets: bool = False,
     with_niqe: bool = True,
     with_lpips: bool = True,
+    degrade: str | None = None,
     engine: Any = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -219,10 +234,15 @@ def evaluate(
     Returns the report as a dict: header (backend, params, protocol, provider, ...) and ``sets``, a list of
     ``{"name", "folder", "images": [...], "mean": {...}}`` with PSNR / SSIM of the backend and of bicubic, NIQE of
     both (``with_niqe``) and LPIPS when available. With ``out_dir`` it also writes report.md / report.json (and the
-    crop sheets with ``sheets``). Raises EvaluationError for bad inputs.
+    crop sheets with ``sheets``). ``degrade="camera"`` adds, per folder, a set scored on camera-like LRs (named
+    ``<folder> (camera)``, ``"degradation": "camera"``). Raises EvaluationError for bad inputs.
     """
     if protocol not in PROTOCOLS:
         raise EvaluationError(f"unknown protocol {protocol!r}; use one of: {', '.join(PROTOCOLS)}")
+    if degrade is not None and degrade not in DEGRADATIONS:
+        raise EvaluationError(f"unknown degradation {degrade!r}; use one of: {', '.join(DEGRADATIONS)}")
+    if degrade is not None and protocol != "rgb":
+        raise EvaluationError("camera-like LRs are RGB photos: use --protocol rgb with --degrade")
     if int(scale) != scale or scale < 2:
         raise EvaluationError(f"the evaluation needs an integer scale >= 2, got {scale}")
     scale = int(scale)
@@ -259,14 +279,18 @@ def evaluate(
     sheet_dir = Path(out_dir) / "sheets" if (out_dir is not None and sheets) else None
     names_seen: dict[str, int] = {}
     sets = []
-    for folder, files in images_by_folder:
+    variants = [None] + ([degrade] if degrade else [])
+    for (folder, files), variant in ((f, v) for f in images_by_folder for v in variants):
         name = folder.name or str(folder)
-        names_seen[name] = names_seen.get(name, 0) + 1
+        if variant is None:
+            names_seen[name] = names_seen.get(name, 0) + 1
         if names_seen[name] > 1:
             name = f"{name}-{names_seen[name]}"
+        if variant is not None:
+            name = f"{name} ({variant})"
         rows = []
         for path in files:
-            case = _Case(load_hr(path), scale, protocol)
+            case = _Case(load_hr(path), scale, protocol, path.name if variant else None)
             out = engine.upscale_array(case.pixels, backend, scale, params or {})
             sr_img, sr_y = case.output(out)
             if backend == BASELINE and not params:
@@ -304,6 +328,7 @@ def evaluate(
             {
                 "name": name,
                 "folder": str(folder),
+                "degradation": variant or "clean",
                 "images": rows,
                 "mean": {k: _mean([r.get(k) for r in rows]) for k in metric_keys},
             }
@@ -323,6 +348,8 @@ def evaluate(
         "params_given": dict(params or {}),
         "protocol": protocol,
         "protocol_description": PROTOCOLS[protocol],
+        "degrade": degrade,
+        "degrade_description": DEGRADATIONS[degrade].describe(scale) if degrade else None,
         "provider": _engine_provider(engine),
         "platform": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
         "niqe": niqe_note,
@@ -395,7 +422,8 @@ def _write_sheet(
         draw.text((x, 4), label, fill="black", font=font)
         x += pic.width + gap
     draw.text((gap, 22), f"{set_name}/{stem}  crop at (x={left}, y={top}), {size}x{size} px, shown x{zoom}", fill="grey", font=font)
-    name = f"{set_name}_{stem}.png"
+    safe_set = re.sub(r"[^\w.-]+", "-", set_name).strip("-")  # "Set5 (camera)" -> "Set5-camera": a plain link
+    name = f"{safe_set}_{stem}.png"
     sheet.save(folder / name)
     return name
 
@@ -432,6 +460,10 @@ def render_markdown(report: dict) -> str:
         f"- Scale: x{report['scale']}",
         f"- Parameters: {params}",
         f"- Protocol: `{report['protocol']}`: {report['protocol_description']}",
+    ]
+    if report.get("degrade"):
+        lines.append(f"- Sets marked ({report['degrade']}): {report['degrade_description']}")
+    lines += [
         "- Scoring: PSNR / SSIM on BT.601 Y (16-235; a grey image is its own Y), "
         f"{report['scale']} pixels shaved from each border, SSIM 11x11 Gaussian window (sigma 1.5)",
         f"- Engine provider: {report['provider']}",
@@ -512,7 +544,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--images", required=True, action="append", metavar="FOLDER", help="folder of HR images (repeatable)")
     p.add_argument("--out", required=True, type=Path, help="folder for report.md, report.json and sheets/")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="backend parameter (repeatable)")
-    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default="y", help="y (default: the published tables) or rgb")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), default=None,
+                   help="y (the published tables; the default) or rgb (the default with --degrade)")
+    p.add_argument("--degrade", choices=sorted(DEGRADATIONS), default=None,
+                   help="also score every set on camera-like LRs (blur, noise, JPEG q75), side by side in one report")
     p.add_argument("--no-sheets", action="store_true", help="do not write the crop sheets")
     p.add_argument("--no-niqe", action="store_true", help="skip NIQE (faster)")
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS and ST-LPIPS")
@@ -543,11 +578,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.scale,
             args.images,
             params,
-            args.protocol,
+            args.protocol or ("rgb" if args.degrade else "y"),
             out_dir=args.out,
             sheets=not args.no_sheets,
             with_niqe=not args.no_niqe,
             with_lpips=not args.no_lpips,
+            degrade=args.degrade,
             engine=engine,
             log=log,
         )

@@ -121,6 +121,28 @@ def test_rgb_protocol_and_params_in_the_header(tmp_path, engine):
     assert (tmp_path / "o" / "report.md").is_file()
 
 
+def test_degrade_camera_scores_every_set_twice_side_by_side(tmp_path, engine, capsys):
+    images = tmp_path / "mini"
+    _write_images(images)
+    out = tmp_path / "o"
+    args = ["--backend", "bicubic", "--scale", "2", "--images", str(images), "--out", str(out), "--no-niqe", "--no-lpips"]
+    assert ev.main([*args, "--degrade", "camera"]) == 0  # --protocol defaults to rgb with --degrade
+    report = json.loads((out / "report.json").read_text())
+    assert report["protocol"] == "rgb" and report["degrade"] == "camera" and "JPEG q75" in report["degrade_description"]
+    clean, camera = report["sets"]
+    assert (clean["name"], clean["degradation"], camera["name"], camera["degradation"]) == (
+        "mini", "clean", "mini (camera)", "camera")
+    assert [r["image"] for r in camera["images"]] == [r["image"] for r in clean["images"]]
+    assert camera["mean"]["psnr"] < clean["mean"]["psnr"] - 1.0  # blur, noise and JPEG cost bicubic dB
+    md = (out / "report.md").read_text()
+    assert "| mini (camera) | 2 |" in md and "Sets marked (camera): camera-like LR" in md
+    assert (out / "sheets" / "mini-camera_a_colour.png").is_file()
+    again = ev.evaluate("bicubic", 2, [images], None, "rgb", degrade="camera", with_niqe=False, with_lpips=False)
+    assert again["sets"][1]["mean"]["psnr"] == camera["mean"]["psnr"]  # seeded: the same pixels every run
+    assert ev.main([*args, "--degrade", "camera", "--protocol", "y"]) == 2
+    assert "use --protocol rgb" in capsys.readouterr().err
+
+
 def test_no_images_is_an_error_with_a_clear_message(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -1,0 +1,57 @@
+"""The camera-like evaluation LR (issue 23): fixed, seeded by the file name, and as degraded as a phone photo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model_export.degradations.camera import CAMERA, camera_lr, image_seed
+from model_export.degradations.matlab_resize import imresize
+
+
+def _photo(h: int = 96, w: int = 128) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([128 + 90 * np.sin(x / 4.0), 128 + 90 * np.cos(y / 5.0), 60 + (x + y) % 120], axis=2).astype(np.float64)
+
+
+def test_the_same_name_gives_the_same_pixels_and_another_name_other_noise():
+    hr = _photo()
+    first, again = camera_lr(hr, 4, "a.png"), camera_lr(hr, 4, "a.png")
+    assert first.dtype == np.uint8 and first.shape == (24, 32, 3)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, camera_lr(hr, 4, "b.png"))
+    assert image_seed("a.png") != image_seed("b.png")
+
+
+def test_it_is_softer_and_noisier_than_the_bicubic_lr():
+    hr = _photo()
+    bicubic = np.clip(np.round(imresize(hr, 0.25)), 0, 255)
+    camera = camera_lr(hr, 4, "a.png").astype(np.float64)
+    flat = np.full((96, 128, 3), 128.0)  # noise alone: a grey card
+    noise = camera_lr(flat, 4, "card.png").astype(np.float64) - 128.0
+    assert 1.0 < noise.std() < 6.0  # a few levels, like a phone's output after its own denoising
+    shared = np.corrcoef(noise[..., 0].ravel(), noise[..., 1].ravel())[0, 1]
+    assert shared > 0.3  # mostly luma noise, as after demosaicing
+    # the blur takes out detail: less high-frequency energy than bicubic's LR, despite the added noise
+    def detail(img):
+        return np.abs(np.diff(img, axis=1)).mean()
+    assert detail(camera) < detail(bicubic)
+    assert np.abs(camera - bicubic).mean() > 1.0
+
+
+def test_grey_images_stay_grey():
+    hr = _photo()[..., 0]
+    lr = camera_lr(hr, 2, "g.png")
+    assert lr.shape == (48, 64) and lr.dtype == np.uint8
+
+
+def test_the_description_names_every_step():
+    text = CAMERA.describe(4)
+    for part in ("sigma 1.6", "bicubic /4", "noise", f"JPEG q{CAMERA.jpeg_quality}", "seeded"):
+        assert part in text, part
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_every_integer_scale_gives_the_lr_size(scale):
+    hr = _photo(12 * scale, 10 * scale)
+    assert camera_lr(hr, scale, "x.png").shape == (12, 10, 3)
