@@ -47,7 +47,7 @@ import numpy as np
 from PIL import Image
 
 from invsr_desktop.engine.formats import READ_SUFFIXES
-from model_export.degradations.camera import CAMERA, camera_lr
+from model_export.degradations.camera import CAMERA, camera_lr, image_seed
 from model_export.degradations.matlab_resize import imresize
 from model_export.metrics import psnr, rgb_to_y, shave, ssim, to_y
 
@@ -121,7 +121,7 @@ class _Case:
             if camera_name is None:
                 lr = _quantise(imresize(self.hr, 1.0 / scale))
             else:
-                lr = camera_lr(self.hr, scale, camera_name).astype(np.float64)
+                lr = camera_lr(self.hr, scale, np.random.default_rng(image_seed(camera_name))).astype(np.float64)
             self.pixels = (lr / 255.0).astype(np.float32)
             if self.grey:
                 self.pixels = self.pixels[..., None]

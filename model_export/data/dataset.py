@@ -43,15 +43,17 @@ def make_lr(hr: np.ndarray, scale: int, round_lr: bool = True) -> np.ndarray:
 
 
 class Degrader:
-    """HR float patch -> LR float patch, chosen by name: ``bicubic`` or ``real_photo``.
+    """HR float patch -> LR float patch, chosen by name: ``bicubic``, ``real_photo`` or ``camera``.
 
     ``real_photo`` is :mod:`model_export.degradations.real_photo` (``RealPhotoDegradation(config).apply(hr, scale,
     rng)``), imported only when chosen, with ``config = RealPhotoConfig(**table)`` from the ``[data.real_photo]``
     table (lists become tuples; an unknown key is a ``ValueError`` naming ``data.real_photo.<key>``).
-    Picklable, so DataLoader workers get their own copy.
+    ``camera`` is ``invsr-eval --degrade camera``'s fixed LR (:mod:`model_export.degradations.camera`), meant for
+    ``data.val_degradation``: validation on the evaluation's camera-like protocol, training on ``real_photo``'s
+    wide ranges. Picklable, so DataLoader workers get their own copy.
     """
 
-    NAMES = ("bicubic", "real_photo")
+    NAMES = ("bicubic", "real_photo", "camera")
 
     def __init__(self, name: str, scale: int, round_lr: bool = True, real_photo: dict | None = None):
         if name not in self.NAMES:
@@ -82,6 +84,10 @@ class Degrader:
     def __call__(self, hr: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.name == "bicubic":
             return make_lr(hr, self.scale, self.round_lr)
+        if self.name == "camera":  # 8-bit already (a JPEG)
+            from model_export.degradations.camera import camera_lr
+
+            return (camera_lr(np.asarray(hr, np.float64) * 255.0, self.scale, rng) / 255.0).astype(np.float32)
         if self._impl is None:
             self._impl = self._build_real_photo()
         lr = np.asarray(self._impl.apply(hr, self.scale, rng), dtype=np.float32)

@@ -57,8 +57,9 @@ def image_seed(name: str, protocol: CameraProtocol = CAMERA) -> int:
     return zlib.crc32(name.encode("utf-8")) ^ protocol.seed
 
 
-def camera_lr(hr: np.ndarray, scale: int, name: str, protocol: CameraProtocol = CAMERA) -> np.ndarray:
-    """The camera-like LR of ``hr`` (H x W or H x W x 3, values 0-255) as uint8 of the same layout.
+def camera_lr(hr: np.ndarray, scale: int, rng: np.random.Generator, protocol: CameraProtocol = CAMERA) -> np.ndarray:
+    """The camera-like LR of ``hr`` (H x W or H x W x 3, values 0-255) as uint8 of the same layout; ``rng`` draws
+    the noise (``invsr-eval`` seeds it with :func:`image_seed`, training validation by the image's position).
 
     H and W must be multiples of ``scale`` (the evaluation mod-crops first)."""
     img = np.asarray(hr, dtype=np.float64)
@@ -70,7 +71,7 @@ def camera_lr(hr: np.ndarray, scale: int, name: str, protocol: CameraProtocol = 
     blurred = cv2.GaussianBlur(img, (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_REFLECT_101)
     blurred = blurred.reshape(img.shape)  # OpenCV drops a single channel axis
     lr = np.clip(imresize(blurred, 1.0 / scale), 0.0, 255.0)
-    lr = _sensor_noise(lr, np.random.default_rng(image_seed(name, protocol)), protocol)
+    lr = _sensor_noise(lr, rng, protocol)
     small = np.clip(np.round(lr), 0, 255).astype(np.uint8)
     coded = _jpeg(small[..., 0] if grey else small, protocol.jpeg_quality)
     return coded
