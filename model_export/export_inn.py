@@ -120,6 +120,7 @@ def export_inn(
     check_size: tuple[int, int] = (19, 23),
     extra_metadata: dict[str, str] | None = None,
     stored_as: str = "png",
+    supersedes: str = "",
 ) -> INNExport:
     """Write ``inn_<name>_down.onnx`` and ``inn_<name>_up.onnx`` into ``out_dir`` and check them (see module doc)."""
     import onnxruntime as ort
@@ -151,6 +152,7 @@ def export_inn(
         keys.Z_CHANNELS: str(zc),
         keys.NOISE_MAX: repr(float(noise_max)),
         keys.STORED_AS: stored_as,
+        **({keys.SUPERSEDES: supersedes} if supersedes else {}),
         **(extra_metadata or {}),
     }
     _set_metadata(down_path, {**common, keys.DIRECTION: "down", keys.INPUT_MULTIPLE: str(s)})
@@ -188,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="the small-image format the shrink was trained for (default: jpeg when the run trained "
                         "through the JPEG simulation, inn.jpeg_prob > 0, else png)")  # fmt: skip
     p.add_argument("--install", action="store_true", help="also copy both files into the user model folder")
+    p.add_argument("--supersedes", default="", metavar="NAME",
+                   help="the model this one replaces for model=auto; keep that one installed so what it shrank restores")
     args = p.parse_args(argv)
     if not args.name.replace("_", "").replace("-", "").isalnum():
         p.error("--name may hold letters, digits, '_' and '-' only (it is the model's id in file names and markers)")
@@ -200,7 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         trained_on += f" ({cfg.get('data', {}).get('degradation', 'bicubic')} LR, {steps} steps)"
     noise_max = float(cfg.get("inn", {}).get("noise_max", 1.0))
     stored_as = args.stored_as or ("jpeg" if float(cfg.get("inn", {}).get("jpeg_prob", 0.0)) > 0 else "png")
-    result = export_inn(net, args.out, args.name, trained_on=trained_on, noise_max=noise_max, stored_as=stored_as)
+    result = export_inn(net, args.out, args.name, trained_on=trained_on, noise_max=noise_max, stored_as=stored_as,
+                        supersedes=args.supersedes)
     print(f"wrote {result.down} and {result.up}")
     print(f"check at LR {result.check_size[0]}x{result.check_size[1]}: max |ORT - torch| down {result.max_diff_down:.2e}, "
           f"up {result.max_diff_up:.2e}; ONNX round trip max error {result.round_trip:.2e}")

@@ -196,6 +196,36 @@ def test_jpeg_output_picks_the_jpeg_robust_model(inn_models, tmp_path, monkeypat
     assert PILImage.open(restored).size == (40, 32)
 
 
+def test_a_retrained_model_supersedes_its_predecessor_which_still_restores_its_files(inn_models, tmp_path, monkeypatch):
+    """``invsr.supersedes``: ``auto`` takes the new model for a shrink and an upscale; a file the old model shrank
+    names it in its marker and is restored by it, the exact inverse of the forward that made it."""
+    import shutil
+
+    from conftest import tiny_net
+    from model_export.export_inn import export_inn
+
+    folder = tmp_path / "models"
+    shutil.copytree(inn_models[0], folder)
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(7)
+    export_inn(tiny_net(4), folder, "a_new_x4", trained_on="nothing (test)", check_size=(5, 7), supersedes="tiny_x4")
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
+    monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "no-bundled-models")
+    models = inn.find_models()
+    assert {m.name: m.supersedes for m in models if m.scale == 4} == {"a_new_x4": "tiny_x4", "tiny_x4": ""}
+    assert inn.pick_model(models, "auto", 4, need_down=True).name == "a_new_x4"  # first in scan order, not superseded
+    assert inn.pick_model(models, "tiny_x4", 4).name == "tiny_x4"
+    engine = Engine(_registry(), EngineOptions(threads=1))
+    PILImage.fromarray((np.random.default_rng(2).random((32, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+    new = engine.run_file(tmp_path / "p.png", tmp_path / "n.png", Task.shrink("inn-shrink", 4))
+    old = engine.run_file(tmp_path / "p.png", tmp_path / "o.png", Task.shrink("inn-shrink", 4, {"model": "tiny_x4"}))
+    assert read_file_marker(new).model == "a_new_x4" and read_file_marker(old).model == "tiny_x4"
+    assert engine.runner("inn", 4)[1].model_name == "a_new_x4"
+    for name, small in (("new", new), ("old", old)):  # the marker's name picks the model (named: never "auto")
+        restored = engine.run_file(small, tmp_path / f"r_{name}.png", Task.restore())
+        assert PILImage.open(restored).size == (40, 32)
+
+
 def test_every_file_path_checks_the_results_memory_from_the_header(models_dir, tmp_path, monkeypatch):
     """Shrink, restore and upscale share one load-transform-save (pipeline.transform_file): a restore, like an
     upscale, checks the memory of its result from the file's header and the marker's scale before decoding."""

@@ -34,6 +34,7 @@ DIRECTION = "invsr.direction"  # up (restore / upscale) or down (shrink): the tw
 Z_CHANNELS = "invsr.z_channels"  # int: channels of the latent z
 NOISE_MAX = "invsr.noise_max"  # float: the largest z scale training saw (temperatures above it leave training)
 STORED_AS = "invsr.stored_as"  # png, or jpeg for a shrink trained through a JPEG simulation
+SUPERSEDES = "invsr.supersedes"  # INN: the model this one replaces for "auto" (kept so its shrunk files restore)
 
 # -- diffusion (plugins.diffusion) --------------------------------------------------------------------------------
 DIFFUSION_PREFIX = "invsr.diffusion."  # + kappa, eta_min, eta_max, power, sigma_data (floats): the schedule

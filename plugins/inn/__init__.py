@@ -47,6 +47,7 @@ class INNModel:
     noise_max: float = 1.0
     trained_on: str = ""
     stored_as: str = "png"
+    supersedes: str = ""  # the model this one replaces for ``auto``; that one stays to restore what it shrank
     metadata: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -85,7 +86,8 @@ def find_models(files: list | None = None) -> list[INNModel]:
             report_problem(path, str(exc))
             continue
         models.append(INNModel(name, scale, path, downs.get(name), z_channels, noise_max,
-                               meta.get(keys.TRAINED_ON, ""), stored_as, meta))  # fmt: skip
+                               meta.get(keys.TRAINED_ON, ""), stored_as, meta.get(keys.SUPERSEDES, ""),
+                               meta))  # fmt: skip
     return models
 
 
@@ -93,13 +95,17 @@ def pick_model(
     models: list[INNModel], name: str, scale: float, need_down: bool = False, stored_as: str = "png"
 ) -> INNModel:
     """The model called ``name``, or for ``auto`` the first at ``scale`` (else the first of any scale), one trained
-    for ``stored_as`` first."""
+    for ``stored_as`` first, leaving out a model another installed one supersedes (``invsr.supersedes``): a
+    retrained model replaces its predecessor for new work, while a marker naming the old one still restores with
+    the exact inverse of the forward that shrank it."""
     usable = [m for m in models if m.down is not None] if need_down else models
     if name and name != "auto":
         for m in usable:
             if m.name == name:
                 return m
         raise ValueError(f"INN model {name!r} is not installed" + (" with its shrink (down) file" if need_down else ""))
+    replaced = {m.supersedes for m in usable}
+    usable = [m for m in usable if m.name not in replaced] or usable
     at_scale = [m for m in usable if m.scale == int(round(scale))]
     if not (at_scale or usable):
         raise ValueError("no INN model is installed")
