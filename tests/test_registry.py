@@ -293,3 +293,36 @@ def test_refresh_describes_the_plugins_again_and_finds_a_new_model_file(installe
     registry.refresh()
     assert registry.owner("copied-x4") == "esrgan" and registry.owner("bicubic") == "bicubic"
     assert sorted(map(str, registry.failures)) == before[1]
+
+
+def test_a_runner_that_breaks_the_protocol_fails_its_build_naming_the_member():
+    """The Runner contract is read once, at build (RunnerTraits.of): a wrong member type names the backend and the
+    member before any image runs; the optional members take their defaults."""
+    from invsr_desktop.engine.backend import BackendSpec, RunnerTraits
+    from invsr_desktop.engine.hookspecs import hookimpl
+
+    class Passes:
+        scale, multiple, passes = 2.0, 1, "8"
+
+        def __call__(self, tile):
+            return tile.repeat(2, 0).repeat(2, 1)
+
+    class WholeWithoutRun(Passes):
+        passes, whole_image = 1, True
+
+    class Plugin:
+        @hookimpl
+        def invsr_backends(self):
+            return [BackendSpec(id=i, name=i, kind="interpolation", scales=(2,), build=lambda r, c=c: c())
+                    for i, c in (("bad-passes", Passes), ("bad-whole", WholeWithoutRun))]
+
+    registry = Registry()
+    registry.register(Plugin(), "contract-test")
+    with pytest.raises(BackendBuildError, match='"bad-passes".*passes is \'8\'; the Runner protocol wants an integer'):
+        Engine(registry).upscale_array(np.zeros((4, 4, 3), np.float32), "bad-passes", 2)
+    with pytest.raises(BackendBuildError, match='"bad-whole".*no run_whole'):
+        registry.build("bad-whole", BuildRequest(2, {}, None))
+    with pytest.raises(TypeError, match="scale is None"):  # a bare function: the registry wraps it first
+        RunnerTraits.of(lambda tile: tile)
+    traits = RunnerTraits.of(type("R", (), {"scale": np.float32(4), "multiple": np.int64(2)})())
+    assert traits == RunnerTraits(scale=4.0, multiple=2, positional=False, passes=1, whole_image=False, model_name="")

@@ -6,6 +6,7 @@ from ``BackendSpec.params`` and the CLI its ``--param`` help, so a new backend n
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Protocol, runtime_checkable
 
@@ -102,6 +103,58 @@ class Runner(Protocol):
     multiple: int
 
     def __call__(self, tile: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class FunctionRunner:
+    """A plain function a plugin gave as its runner (``build=lambda request: my_function``, as the README's example
+    allows): it runs at the scale it was built for, with no tile-size multiple."""
+
+    fn: Callable[[np.ndarray], np.ndarray]
+    scale: float
+    multiple: int = 1
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        return self.fn(tile)
+
+
+@dataclass(frozen=True)
+class RunnerTraits:
+    """The members of a :class:`Runner` the engine reads, read and checked in one place (:meth:`of`).
+
+    ``scale`` and ``multiple`` every runner has; ``positional``, ``passes``, ``whole_image`` (with ``run_whole``)
+    and ``model_name`` are optional (the defaults below), so a plugin sets only what differs. A member of the wrong
+    type (``passes = "8"``) is a :class:`TypeError` naming it, raised when the engine builds the runner, not a
+    surprise in the middle of a tile loop.
+    """
+
+    scale: float
+    multiple: int = 1
+    positional: bool = False
+    passes: int = 1
+    whole_image: bool = False
+    model_name: str = ""
+
+    @classmethod
+    def of(cls, runner: Any) -> RunnerTraits:
+        values: dict[str, Any] = {}
+        for name, kind, default in _TRAITS:
+            value = getattr(runner, name, default)
+            a_flag = isinstance(value, _FLAG)  # True is an int to Python; never a scale, a multiple or a count
+            if value is None or not isinstance(value, kind) or (kind is not _FLAG and a_flag):
+                raise TypeError(f"runner {type(runner).__name__}: {name} is {value!r}; the Runner protocol wants "
+                                f"{_KIND_WORDS[kind]}")
+            values[name] = value
+        if values["whole_image"] and not callable(getattr(runner, "run_whole", None)):
+            raise TypeError(f"runner {type(runner).__name__}: whole_image is set but it has no run_whole(image, tiler)")
+        return cls(float(values["scale"]), max(1, int(values["multiple"])), bool(values["positional"]),
+                   max(1, int(values["passes"])), bool(values["whole_image"]), str(values["model_name"]))
+
+
+_FLAG = (bool, np.bool_)
+_KIND_WORDS = {numbers.Real: "a number", numbers.Integral: "an integer", _FLAG: "True or False", str: "a string"}
+_TRAITS = (("scale", numbers.Real, None), ("multiple", numbers.Integral, 1), ("positional", _FLAG, False),
+           ("passes", numbers.Integral, 1), ("whole_image", _FLAG, False), ("model_name", str, ""))
 
 
 @dataclass(frozen=True)

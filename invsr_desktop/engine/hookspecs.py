@@ -42,5 +42,8 @@ def invsr_backends() -> list:
       model pass itself with ``tiler.map`` (a sampler whose tiles must agree at every step);
     - ``model_name`` (str): the model it runs, named in error messages and in a shrunk image's marker.
 
+    The engine reads these once, when it builds the runner (:meth:`~invsr_desktop.engine.backend.RunnerTraits.of`):
+    a member of the wrong type fails the build with the backend's name and the member's, before any image runs.
+
     Whatever a runner raises fails that one image with the backend's name in the message; the batch goes on.
     """

@@ -15,7 +15,7 @@ from typing import Any, Callable, Literal
 import cv2
 import numpy as np
 
-from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Runner
+from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Runner, RunnerTraits
 from invsr_desktop.engine.errors import BackendError, CancelledError, InvsrError
 from invsr_desktop.engine.formats import JPEG_SUFFIXES
 from invsr_desktop.engine.imageio import Image, header_size, load_image, save_image
@@ -87,7 +87,7 @@ class Engine:
             if key not in self._runners:
                 request = BuildRequest(scale=native, params=resolved, sessions=self.sessions, stored_as=stored_as)
                 runner = self.registry.build(backend_id, request)
-                self._runners[key] = runner if hasattr(runner, "scale") else FunctionRunner(runner, float(native))
+                self._runners[key] = runner
             return spec, self._runners[key]
 
     # -- arrays ------------------------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ class Engine:
 
         A ``whole_image`` runner gets the whole image and the engine's tiler instead (it tiles each model pass).
         """
-        run = run_whole_image if getattr(runner, "whole_image", False) else upscale_tiled
+        run = run_whole_image if RunnerTraits.of(runner).whole_image else upscale_tiled
         try:
             out = run(
                 rgb,
@@ -182,7 +182,7 @@ class Engine:
                 cancel=cancel,
             )
         except BackendError as exc:
-            model = getattr(runner, "model_name", "")
+            model = RunnerTraits.of(runner).model_name
             who = f'Backend "{spec.id}"' + (f" (model {model})" if model else "")
             raise BackendError(f"{who}: {exc}") from exc
         return resample(out, target) if out.shape[:2] != target else out
@@ -270,7 +270,7 @@ class Engine:
         ph, pw = -(-height // factor) * factor, -(-width // factor) * factor
         small = self.run_array(reflect_pad(image.pixels, ph, pw), spec, runner, (ph // factor, pw // factor),
                                progress, cancel)  # fmt: skip
-        model = str(getattr(runner, "model_name", "") or (resolved.get("model", "") if _has_model(spec) else ""))
+        model = RunnerTraits.of(runner).model_name or (str(resolved.get("model", "")) if _has_model(spec) else "")
         return with_marker(image.with_pixels(small), ShrinkMarker(restorer, model, factor, width, height))
 
     def _restore(self, image: Image, task: Task, progress: Progress | None, cancel: Cancel | None) -> Image:
@@ -387,19 +387,6 @@ def check_memory(target: tuple[int, int], available: int | None = None) -> None:
         f"which needs about {need / 2**30:.1f} GB of memory; {free / 2**30:.1f} GB is free. Choose a smaller "
         "scale, or shrink the photo first."
     )
-
-
-@dataclass
-class FunctionRunner:
-    """A plain function a plugin gave as its runner (``build=lambda request: my_function``, as the README's example
-    allows): it runs at the scale it was built for, with no tile-size multiple."""
-
-    fn: Callable[[np.ndarray], np.ndarray]
-    scale: float
-    multiple: int = 1
-
-    def __call__(self, tile: np.ndarray) -> np.ndarray:
-        return self.fn(tile)
 
 
 class ImageTooLargeForMemoryError(InvsrError):

@@ -21,7 +21,8 @@ from typing import Any, Iterable
 import pluggy
 
 from invsr_desktop.engine import hookspecs
-from invsr_desktop.engine.backend import KINDS, BackendSpec, BuildRequest, Runner, flag_value
+from invsr_desktop.engine.backend import (KINDS, BackendSpec, BuildRequest, FunctionRunner, Runner, RunnerTraits,
+                                         flag_value)
 from invsr_desktop.engine.errors import BackendError, ModelFileWarning, ModelReplacedWarning
 
 BUILTIN_MODULE_PREFIX = "plugins."
@@ -176,10 +177,15 @@ class Registry:
         return self._owner[backend_id]
 
     def build(self, backend_id: str, request: BuildRequest) -> Runner:
-        """Build a runner; a plugin's exception becomes a :class:`BackendBuildError` naming the plugin."""
+        """Build a runner; a plugin's exception, or a runner that breaks the :class:`Runner` protocol (checked
+        here, once, by :meth:`RunnerTraits.of`), becomes a :class:`BackendBuildError` naming the plugin. A plain
+        function is accepted as a runner at the requested scale (:class:`FunctionRunner`)."""
         spec = self.get(backend_id)
         try:
             runner = spec.build(request)
+            if callable(runner) and not hasattr(runner, "scale"):
+                runner = FunctionRunner(runner, float(request.scale))
+            RunnerTraits.of(runner)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # noqa: BLE001 - SystemExit included: a plugin never ends the app

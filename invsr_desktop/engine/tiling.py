@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from invsr_desktop.engine.backend import Runner
+from invsr_desktop.engine.backend import Runner, RunnerTraits
 from invsr_desktop.engine.errors import BackendError, CancelledError, InvsrError
 from invsr_desktop.engine.sessions import is_out_of_memory
 
@@ -46,8 +46,9 @@ class Grid:
 
     @classmethod
     def for_runner(cls, runner: Runner) -> Grid:
-        scale = Fraction(float(runner.scale)).limit_denominator(64)
-        multiple = max(1, int(getattr(runner, "multiple", 1)))
+        traits = RunnerTraits.of(runner)
+        scale = Fraction(traits.scale).limit_denominator(64)
+        multiple = traits.multiple
         # Tile origins must land on whole output pixels: with scale p/q they must be multiples of q.
         return cls(scale, math.lcm(multiple, scale.denominator))
 
@@ -145,8 +146,9 @@ def _run_tile(
     tile = np.ascontiguousarray(tile, dtype=np.float32)
     if not tile.flags.writeable:  # a read-only view of the image: a runner may work on its tile in place
         tile = tile.copy()
-    kwargs: dict[str, object] = {"origin": origin} if getattr(runner, "positional", False) else {}
-    passes = int(getattr(runner, "passes", 1))
+    traits = RunnerTraits.of(runner)
+    kwargs: dict[str, object] = {"origin": origin} if traits.positional else {}
+    passes = traits.passes
     if passes > 1 and report is not None:
         count = iter(range(1, passes + 1))
         kwargs["on_pass"] = lambda: report(min(1.0, next(count, passes) / passes))
