@@ -24,7 +24,7 @@ from invsr_desktop.engine.registry import Registry, default_registry
 from invsr_desktop.engine.sessions import Precision, SessionPool
 from invsr_desktop.engine.shrink_marker import ShrinkMarker, read_file_marker, read_marker, with_marker, without_marker
 from invsr_desktop.engine.task import Task, TaskError, TaskMode
-from invsr_desktop.engine.tiling import Cancel, Progress, reflect_pad, run_whole_image, upscale_tiled
+from invsr_desktop.engine.tiling import Cancel, Progress, Tiler, reflect_pad
 
 AlphaMode = Literal["bicubic", "backend"]
 # BT.601 luma weights (what Pillow's convert("L") uses): a grey image's result is brought back to one channel.
@@ -169,18 +169,10 @@ class Engine:
 
         A ``whole_image`` runner gets the whole image and the engine's tiler instead (it tiles each model pass).
         """
-        run = run_whole_image if RunnerTraits.of(runner).whole_image else upscale_tiled
+        o = self.options
+        tiler = Tiler(o.tile, o.overlap, o.memory_budget_mb << 20, spec.bytes_per_pixel, progress, cancel)
         try:
-            out = run(
-                rgb,
-                runner,
-                tile=self.options.tile,
-                overlap=self.options.overlap,
-                budget_bytes=self.options.memory_budget_mb << 20,
-                bytes_per_pixel=spec.bytes_per_pixel,
-                progress=progress,
-                cancel=cancel,
-            )
+            out = tiler.upscale(rgb, runner)
         except BackendError as exc:
             model = RunnerTraits.of(runner).model_name
             who = f'Backend "{spec.id}"' + (f" (model {model})" if model else "")

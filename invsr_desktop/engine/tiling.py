@@ -7,7 +7,7 @@ Accumulating weighted sums and dividing by the summed weights keeps this correct
 A scale below 1 (a shrinking runner, scale 1/f) works the same way: tile origins are multiples of f.
 A ``positional`` runner is told each tile's origin, so what it samples can depend on the pixel, not the tile.
 A ``whole_image`` runner (a diffusion sampler) gets the whole image and a :class:`Tiler` instead
-(:func:`run_whole_image`): it calls ``Tiler.map`` for each model pass, so every pass is tiled and blended by the
+(:meth:`Tiler.upscale`): it calls ``Tiler.map`` for each model pass, so every pass is tiled and blended by the
 engine (memory stays bounded per call) while the runner keeps the whole image consistent between passes.
 Both paths run the same loop, :func:`blend_tiles`. It reads tiles through views (the padding by index, not by a
 padded copy) and adds each result straight into one accumulator, with the weights kept as per-row vectors, so a
@@ -166,29 +166,10 @@ def upscale_tiled(
     progress: Progress | None = None,
     cancel: Cancel | None = None,
 ) -> np.ndarray:
-    """Upscale float32 RGB ``pixels`` (H, W, 3) with ``runner``, tile by tile; returns (round(sH), round(sW), 3).
-
-    ``tile`` is the tile side in input pixels (None = from ``budget_bytes`` / ``bytes_per_pixel``). Raises
-    :class:`CancelledError` as soon as ``cancel()`` is true between tiles.
-    """
-    grid = Grid.for_runner(runner)
-    height, width = pixels.shape[:2]
-    size = grid.round_down(tile or auto_tile_size(bytes_per_pixel, budget_bytes))
-    overlap = grid.round_up(DEFAULT_OVERLAP if overlap is None else overlap)
-    # An overlap of half the tile or more would advance the tiles by a pixel or two (a 16 px tile with the default
-    # 16 px overlap made a 300 x 200 photo 60,000 model calls): keep at least half of each tile new.
-    overlap = min(overlap, grid.round_down(size // 2))
-    out, _ = blend_tiles(
-        lambda t, origin, report: _run_tile(runner, t, grid, origin, report),
-        [pixels],
-        grid,
-        size,
-        overlap,
-        progress,
-        cancel,
-        shape=(grid.round_up(height), grid.round_up(width)),
-    )
-    return out[: int(round(height * grid.scale)), : int(round(width * grid.scale))]
+    """Upscale float32 RGB ``pixels`` (H, W, 3) with ``runner``; returns (round(sH), round(sW), 3): a
+    :class:`Tiler` with these settings, :meth:`Tiler.upscale`. Raises :class:`CancelledError` as soon as ``cancel()``
+    is true between tiles."""
+    return Tiler(tile, overlap, budget_bytes, bytes_per_pixel, progress, cancel).upscale(pixels, runner)
 
 
 class _Padded:
@@ -456,21 +437,29 @@ class Tiler:
             self._shrink *= 2
         return out[:height, :width]
 
-
-def run_whole_image(
-    pixels: np.ndarray,
-    runner: Runner,
-    tile: int | None = None,
-    overlap: int | None = None,
-    budget_bytes: int = 1 << 30,
-    bytes_per_pixel: int = 4096,
-    progress: Progress | None = None,
-    cancel: Cancel | None = None,
-) -> np.ndarray:
-    """Run a whole-image runner (``runner.whole_image``) on float32 RGB ``pixels``: ``runner.run_whole(pixels,
-    tiler)`` with a :class:`Tiler` built from the engine's settings; checks the result's shape."""
-    tiler = Tiler(tile, overlap, budget_bytes, bytes_per_pixel, progress, cancel)
-    out = call_plugin(runner.run_whole, np.ascontiguousarray(pixels, dtype=np.float32), tiler)
-    scale = float(runner.scale)
-    expected = (int(round(pixels.shape[0] * scale)), int(round(pixels.shape[1] * scale)), 3)
-    return check_output(out, expected, "an image")
+    def upscale(self, pixels: np.ndarray, runner: Runner) -> np.ndarray:
+        """The engine's one way to run a runner over an image (float32 RGB (H, W, 3) -> (round(sH), round(sW), 3)):
+        tile by tile with sin^2 blending, or for a ``whole_image`` runner one ``runner.run_whole(pixels, self)`` call
+        that tiles each of its model passes with :meth:`map`."""
+        if RunnerTraits.of(runner).whole_image:
+            out = call_plugin(runner.run_whole, np.ascontiguousarray(pixels, dtype=np.float32), self)
+            scale = float(runner.scale)
+            expected = (int(round(pixels.shape[0] * scale)), int(round(pixels.shape[1] * scale)), 3)
+            return check_output(out, expected, "an image")
+        grid = Grid.for_runner(runner)
+        height, width = pixels.shape[:2]
+        size = grid.round_down(self.tile or auto_tile_size(self.bytes_per_pixel, self.budget_bytes))
+        # An overlap of half the tile or more would advance the tiles by a pixel or two (a 16 px tile with the
+        # default 16 px overlap made a 300 x 200 photo 60,000 model calls): keep at least half of each tile new.
+        overlap = min(grid.round_up(self.overlap), grid.round_down(size // 2))
+        out, _ = blend_tiles(
+            lambda t, origin, report: _run_tile(runner, t, grid, origin, report),
+            [pixels],
+            grid,
+            size,
+            overlap,
+            self.progress,
+            self.cancel,
+            shape=(grid.round_up(height), grid.round_up(width)),
+        )
+        return out[: int(round(height * grid.scale)), : int(round(width * grid.scale))]
