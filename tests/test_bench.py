@@ -57,8 +57,8 @@ def test_bench_measures_a_backend_and_a_model_file_on_every_path(tmp_path, capsy
     assert report["peak_gflop_s"] > 1 and report["peak_rss_mb"] > 0
     esrgan = [r for r in rows if r["backend"].startswith("file:")]
     assert esrgan[0]["vs_baseline"] == 1.0 and esrgan[0]["psnr_vs_fp32"] is None
-    for row in esrgan[1:]:  # f32 on another runtime: rounding-level differences; bf16 (8 significant bits): ~55 dB
-        assert row["psnr_vs_fp32"] > (40 if row["path"].endswith("bf16") else 80), row
+    for row in esrgan[1:]:  # f32 on another runtime: rounding-level differences; bf16: the speed issue's 45 dB floor (~55 here)
+        assert row["psnr_vs_fp32"] > (45 if row["path"].endswith("bf16") else 80), row
     # 6.1 GFLOP at 64 x 64 (counted from the graph), so about 0.85 at 24 x 24: the FLOPs scale with the pixels
     assert 0.7 < esrgan[0]["gflop"] < 1.0
     assert "GFLOP/s" in capsys.readouterr().out

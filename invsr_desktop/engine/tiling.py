@@ -139,14 +139,14 @@ def check_output(out: object, expected: tuple[int, int, int], what: str) -> np.n
 
 
 def _run_tile(
-    runner: Runner, tile: np.ndarray, grid: Grid, origin: tuple[int, int], report: Progress | None = None
+    runner: Runner, traits: RunnerTraits, tile: np.ndarray, grid: Grid, origin: tuple[int, int],
+    report: Progress | None = None,
 ) -> np.ndarray:
     """One tile through the runner; a runner of several model passes per tile (``passes``, e.g. TTA's 8) is given
     ``on_pass`` so the tile's share of the progress moves pass by pass."""
     tile = np.ascontiguousarray(tile, dtype=np.float32)
     if not tile.flags.writeable:  # a read-only view of the image: a runner may work on its tile in place
         tile = tile.copy()
-    traits = RunnerTraits.of(runner)
     kwargs: dict[str, object] = {"origin": origin} if traits.positional else {}
     passes = traits.passes
     if passes > 1 and report is not None:
@@ -441,7 +441,8 @@ class Tiler:
         """The engine's one way to run a runner over an image (float32 RGB (H, W, 3) -> (round(sH), round(sW), 3)):
         tile by tile with sin^2 blending, or for a ``whole_image`` runner one ``runner.run_whole(pixels, self)`` call
         that tiles each of its model passes with :meth:`map`."""
-        if RunnerTraits.of(runner).whole_image:
+        traits = RunnerTraits.of(runner)  # once per image, not per tile
+        if traits.whole_image:
             out = call_plugin(runner.run_whole, np.ascontiguousarray(pixels, dtype=np.float32), self)
             scale = float(runner.scale)
             expected = (int(round(pixels.shape[0] * scale)), int(round(pixels.shape[1] * scale)), 3)
@@ -453,7 +454,7 @@ class Tiler:
         # default 16 px overlap made a 300 x 200 photo 60,000 model calls): keep at least half of each tile new.
         overlap = min(grid.round_up(self.overlap), grid.round_down(size // 2))
         out, _ = blend_tiles(
-            lambda t, origin, report: _run_tile(runner, t, grid, origin, report),
+            lambda t, origin, report: _run_tile(runner, traits, t, grid, origin, report),
             [pixels],
             grid,
             size,
