@@ -4,6 +4,7 @@
 
     invsr-bench [--backend ID ...] [--model FILE.onnx ...] [--size 512] [--threads 1] [--repeat 3] [--peers]
                 [--json FILE]
+    invsr-bench --memory 4000x3000 [--memory-scale 2] [--backend ID ...] [--threads N] [--json FILE]
 
 For every registered backend (or those named) and every ``--model`` file, on a random ``--size`` square input at
 the backend's native scale, through the app's own engine (tiling and the backend's loops included, file I/O not):
@@ -20,7 +21,9 @@ the backend's native scale, through the app's own engine (tiling and the backend
 - with ``--peers``, the same network in PyTorch eager (what chaiNNer runs; needs the ``[train]`` extra) where its
   architecture can be rebuilt from the model's metadata.
 
-It ends with the peak resident memory of the process. ``--json`` writes everything as JSON. Imports torch only for
+It ends with the peak resident memory of the process. ``--memory WxH`` instead measures the peak resident memory of a
+whole ``invsr-upscale`` run of a synthetic photo of that size per backend, against issue 22's bound
+(:mod:`model_export.bench_memory`; the diffusion sampler only where named: hours on a CPU at that size). ``--json`` writes everything as JSON. Imports torch only for
 ``--peers``: the command works with the app's own install.
 """
 
@@ -329,6 +332,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=3, help="timed runs after a warm-up (default 3)")
     p.add_argument("--peers", action="store_true", help="add PyTorch eager on the same weights (needs [train])")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--memory", default=None, metavar="WxH",
+                   help="measure instead the peak memory of an invsr-upscale run of a WxH photo, per backend")
+    p.add_argument("--memory-scale", type=float, default=2.0, help="the scale of the --memory runs (default 2)")
     return p.parse_args(argv)
 
 
@@ -343,6 +349,8 @@ def fresh_registry() -> Registry:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     registry = fresh_registry()
+    if args.memory:
+        return memory_main(args, registry)
     extra = register_models(registry, args.model)
     backends = args.backend + extra if args.backend else [s.id for s in registry.backends()]
     unknown = [b for b in backends if b not in {s.id for s in registry.backends()}]
@@ -371,6 +379,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          "peak_gflop_s": peak, "peak_path": peak_path, "peak_rss_mb": peak_rss,
                                          "rows": [asdict(r) for r in rows]}, indent=2) + "\n")  # fmt: skip
     return 0
+
+
+def memory_main(args: argparse.Namespace, registry: Registry) -> int:
+    """``--memory``: one child ``invsr-upscale`` run per backend, its peak RSS against the bound."""
+    from model_export import bench_memory
+
+    try:
+        size = bench_memory.parse_size(args.memory)
+    except ValueError as exc:
+        print(f"invsr-bench: --memory: {exc}", file=sys.stderr)
+        return 2
+    ups = [s for s in registry.backends() if s.direction == "up"]
+    backends = args.backend or [s.id for s in ups if s.kind != "diffusion"]
+    print("\n".join(bench_memory.header(size, args.memory_scale)), flush=True)
+    rows = bench_memory.run(backends, size, args.memory_scale, max(1, args.threads))
+    left_out = [s.id for s in ups if s.id not in backends]
+    if left_out:
+        print(f"not measured: {', '.join(left_out)} (name with --backend)")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "memory": [asdict(r) for r in rows]}, indent=2) + "\n")
+    return 0 if all(r.holds for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -74,3 +74,22 @@ def test_a_graph_whose_shapes_are_computed_at_run_time_is_counted_by_running_it(
         {"lr": np.zeros((1, 3, 16, 16)), "z": np.zeros((1, 45, 16, 16)), "temperature": np.zeros(1)}))
     assert down.unresolved == 0 and up.unresolved == 0
     assert down.total == up.total > 1e8
+
+
+def test_memory_mode_runs_the_cli_in_a_child_and_reports_its_peak(tmp_path, capsys):
+    """``--memory``: a real invsr-upscale run per backend in a child process, its peak RSS against the bound."""
+    out = tmp_path / "memory.json"
+    assert main(["--memory", "96x64", "--backend", "bicubic", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "bound = 2 x the 192x128 8-bit result + 500 MB = 500 MB" in printed and "| bicubic |" in printed
+    (row,) = json.loads(out.read_text())["memory"]
+    assert row["error"] == "" and 30 < row["peak_mb"] < row["bound_mb"]  # a Python process with numpy and ORT
+
+
+def test_memory_mode_reports_a_failed_run_and_a_bad_size(capsys):
+    from model_export.bench_memory import parse_size
+
+    assert parse_size("4000x3000") == (4000, 3000)
+    assert main(["--memory", "4000by3000"]) == 2
+    assert main(["--memory", "32x32", "--backend", "inn-shrink", "--memory-scale", "3"]) == 1  # a shrinker: refused
+    assert "failed:" in capsys.readouterr().out

@@ -77,3 +77,57 @@ def test_a_result_too_large_for_memory_is_refused_before_any_work():
     with pytest.raises(ImageTooLargeForMemoryError, match=r"56000 x 56000 pixels \(3136 megapixels\).*GB is free"):
         check_memory((56000, 56000), available=16 * 2**30)  # a 14000 x 14000 PNG at x4
     check_memory((6000, 8000), available=16 * 2**30)  # a 12 MP photo x2 fits
+
+
+@pytest.mark.parametrize("backend, scale", [("bicubic", 2), ("bicubic", 2.5), ("esrgan-faithful-x4", 4),
+                                            ("esrgan-faithful-x4", 2), ("esrgan-faithful-x4", 3), ("inn", 2)])
+@pytest.mark.parametrize("bits", [8, 16])
+def test_a_file_written_from_rounded_tiles_is_the_file_the_float_result_gives(tmp_path, backend, scale, bits):
+    """run_file rounds tiles into the file's integers as they finish (and area-reduces a x4 model's result to x2
+    band by band): the file is the one the float32 result, resampled and rounded at save, gives, bit for bit. A
+    x3 from a x4 model is not a whole reduction and takes the float path; both must agree all the same."""
+    from invsr_desktop.engine.imageio import Image, load_image, save_image
+    from invsr_desktop.engine.task import Task
+
+    engine = Engine(options=EngineOptions(threads=1, precision="fp32", tile=24))
+    rng = np.random.default_rng(2)
+    y, x = np.mgrid[0:37, 0:53].astype(np.float32)
+    pixels = np.clip(0.5 + 0.3 * np.sin(x / 4)[..., None] * np.cos(y / 7)[..., None]
+                     + 0.1 * rng.random((37, 53, 3)), 0, 1).astype(np.float32)  # fmt: skip
+    source = tmp_path / "photo.png"
+    save_image(Image(pixels, bit_depth=bits), source)
+    image = load_image(source)
+    task = Task.upscale(backend, scale)
+    written = engine.run_file(source, tmp_path / "tiles.png", task)
+    floats = engine.upscale_array(image.pixels, backend, scale)
+    assert floats.dtype == np.float32
+    reference = save_image(image.with_pixels(floats), tmp_path / "floats.png")
+    a, b = load_image(written), load_image(reference)
+    assert a.bit_depth == b.bit_depth == bits and a.pixels.shape == (round(37 * scale), round(53 * scale), 3)
+    assert np.array_equal(a.pixels, b.pixels)
+
+
+@pytest.mark.parametrize("backend, scale, native", [("bicubic", 2, 2), ("esrgan-faithful-x4", 2, 4)])
+def test_a_file_result_is_never_held_in_float32(tmp_path, backend, scale, native):
+    """Issue 22's memory bound: run_file's peak of traced (numpy) memory stays under the size of the float32 result
+    at the runner's native scale, which it used to hold whole (with the input and a rounded copy: ~1.5 times it);
+    the tiles now go into the 8-bit result as they finish (measured: 0.68 and 0.29 of it). (Tracing sees numpy's
+    and Python's allocations, not the runtime's own.)"""
+    import tracemalloc
+
+    from invsr_desktop.engine.imageio import Image, save_image
+    from invsr_desktop.engine.task import Task
+
+    engine = Engine(options=EngineOptions(threads=1, precision="fp32", tile=48))
+    h, w = 320, 480
+    source = tmp_path / "photo.png"
+    save_image(Image(np.random.default_rng(3).random((h, w, 3), dtype=np.float32)), source)
+    engine.run_file(source, tmp_path / "warm.png", Task.upscale(backend, scale))  # build the runner first
+    float_result = h * native * w * native * 3 * 4
+    tracemalloc.start()
+    try:
+        engine.run_file(source, tmp_path / "out.png", Task.upscale(backend, scale))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.8 * float_result, f"peak {peak / 1e6:.2f} MB vs a float32 result of {float_result / 1e6:.2f} MB"

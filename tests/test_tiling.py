@@ -189,3 +189,52 @@ def test_balanced_tiles_compute_few_pixels_more_than_the_image():
     out = upscale_tiled(pixels, runner, tile=295, overlap=16)
     np.testing.assert_allclose(out, np.repeat(np.repeat(pixels, 2, axis=0), 2, axis=1), atol=1e-6)
     assert len(seen) == 4 and sum(seen) <= 1.15 * 512 * 512
+
+
+# -- results rounded into the file's integers as the tiles finish (issue 22's memory bound) --------------------
+
+
+def _stored(pixels: np.ndarray, depth: int) -> np.ndarray:
+    from invsr_desktop.engine.pixels import quantize
+
+    return quantize(np.clip(pixels, 0, 1), depth)
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+@pytest.mark.parametrize("tile, overlap", [(40, 8), (4096, 8), (32, 16), (48, 20), (24, 4)])
+def test_a_stored_result_is_the_float_result_rounded(photo, depth, tile, overlap):
+    """Streamed into uint8 / uint16 as the tiles finish, the result is bit for bit what rounding the float32
+    result at save time gives, on any tiling: one tile row or many, overlaps where three rows meet."""
+    from invsr_desktop.engine.tiling import Tiler
+
+    runner = ConvRunner()
+    floats = Tiler(tile, overlap).upscale(photo, runner)
+    stored = Tiler(tile, overlap).upscale(photo, runner, depth=depth)
+    assert stored.dtype == (np.uint8 if depth == 8 else np.uint16) and stored.flags.c_contiguous
+    assert np.array_equal(stored, _stored(floats, depth))
+
+
+@pytest.mark.parametrize("shape", [(157, 203), (41, 37), (3, 5)])
+def test_a_whole_factor_reduction_is_the_area_resample_of_the_whole_result(photo, shape):
+    """A x2 model serving x1 (as a x4 model serves x2) is area-reduced band by band; the bands do not fall on the
+    2 x 2 blocks, yet the result is what resampling the whole float result then rounding gives."""
+    import cv2
+
+    from invsr_desktop.engine.tiling import Tiler
+
+    pixels = np.ascontiguousarray(photo[: shape[0], : shape[1]])
+    runner = ConvRunner()
+    floats = Tiler(24, 8).upscale(pixels, runner)
+    whole = cv2.resize(floats, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
+    stored = Tiler(24, 8).upscale(pixels, runner, depth=8, factor=2)
+    assert stored.shape == (*shape, 3)
+    assert np.array_equal(stored, _stored(whole, 8))
+
+
+def test_out_of_memory_mid_row_is_taken_back_in_a_stored_result(photo):
+    """A failed row is undone in the band accumulator too, after the rows above it were already rounded out."""
+    from invsr_desktop.engine.tiling import Tiler
+
+    runner = NearestRunner(fail_above=64, after=3)
+    out = Tiler(128, 8).upscale(photo, runner, depth=8)
+    assert np.array_equal(out, _stored(photo.repeat(2, axis=0).repeat(2, axis=1), 8))

@@ -47,6 +47,7 @@ from invsr_desktop.engine.errors import (
 )
 from invsr_desktop.engine.native_stderr import native_stderr
 from invsr_desktop.engine.output import next_copy, part_name
+from invsr_desktop.engine.pixels import as_float, finite, is_stored, quantize
 
 try:  # ImageCms needs Pillow built with LittleCMS; without it CMYK is converted without the profile.
     from PIL import ImageCms
@@ -112,7 +113,9 @@ class Image:
     """Pixels and the metadata that travels with them from the input file to the output file.
 
     ``pixels`` is float32 (H, W, C) in [0, 1]; C is 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA), alpha
-    unpremultiplied. ``bit_depth`` (8 or 16) is what the source held and what formats that can will write.
+    unpremultiplied. A result on its way to a file may instead hold the file's integers (uint8 / uint16, see
+    :mod:`~invsr_desktop.engine.pixels`): the engine rounds an upscale's tiles into them as they finish, so a big
+    photo never holds its result in float32; :func:`save_image` writes either, and loading always gives floats. ``bit_depth`` (8 or 16) is what the source held and what formats that can will write.
     ``exif`` is the raw EXIF block (``b"Exif\\0\\0"`` + TIFF structure) with the orientation already applied to
     the pixels (its orientation tag reads 1). ``notes`` say what loading changed (palette expanded, CMYK converted).
     """
@@ -130,7 +133,7 @@ class Image:
             pixels = pixels[..., None]
         if pixels.ndim != 3 or pixels.shape[2] not in (1, 2, 3, 4):
             raise ValueError(f"pixels must be (H, W, C) with C in 1..4, got shape {pixels.shape}")
-        if pixels.dtype != np.float32:
+        if pixels.dtype != np.float32 and not is_stored(pixels):
             pixels = pixels.astype(np.float32)
         self.pixels = pixels
         if self.bit_depth not in (8, 16):
@@ -671,17 +674,22 @@ def save_image(
     return _atomic_write(path, lambda fp: _encode(image, fmt, fp, int(quality), lossless), renumber)
 
 
+def stored_depth(image: Image, fmt: str) -> int:
+    """The bit depth ``image`` is written with in ``fmt`` (PNG, JPEG, WebP, TIFF): its own in PNG and TIFF, else 8."""
+    return image.bit_depth if fmt in ("PNG", "TIFF") else 8
+
+
 def _encode(image: Image, fmt: str, fp: IO[bytes], quality: int, lossless: bool) -> None:
     """Encode ``image`` as ``fmt`` into the open file ``fp`` (the temporary file during a save)."""
-    pixels = image.pixels  # NaN / inf are mapped in _quantize, band by band (a full-size copy per step was 2 GB)
+    pixels = image.pixels  # NaN / inf are mapped in quantize, band by band (a full-size copy per step was 2 GB)
     if fmt == "JPEG" and image.has_alpha:
-        pixels = _finite(pixels)
+        pixels = finite(as_float(pixels))
         colour, alpha = pixels[..., :-1], pixels[..., -1:]
         pixels = colour * alpha + (1.0 - alpha)  # unpremultiplied colour over white
     if fmt == "WEBP" and image.is_grey:
         pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1:]], axis=2)
-    depth = image.bit_depth if fmt in ("PNG", "TIFF") else 8
-    array = _quantize(pixels, depth)
+    array = quantize(pixels, stored_depth(image, fmt))
+    depth = array.dtype.itemsize * 8
     height, width = array.shape[:2]
     exif = _exif_for_output(image.exif, width, height)
     icc = image.icc_profile
@@ -712,29 +720,6 @@ def _encode(image: Image, fmt: str, fp: IO[bytes], quality: int, lossless: bool)
         if lossless:
             options["exact"] = True  # keep the colour under fully transparent pixels
     pil.save(fp, format=fmt, **options)
-
-
-QUANTIZE_BAND = 256  # rows converted at a time: the temporaries are a band, not a second full-size float image
-
-
-def _finite(pixels: np.ndarray) -> np.ndarray:
-    """NaN -> 0, +inf -> 1, -inf -> 0 (what a broken backend's output becomes in the file)."""
-    return np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
-
-
-def _quantize(pixels: np.ndarray, depth: int) -> np.ndarray:
-    """Float pixels in [0, 1] to uint8 / uint16 (rounded, clipped, NaN / inf mapped as :func:`_finite`), band by
-    band into the one output array: the peak is the input, the output and one band."""
-    top = np.float32(255.0 if depth == 8 else 65535.0)
-    out = np.empty(pixels.shape, dtype=np.uint8 if depth == 8 else np.uint16)
-    for b0 in range(0, pixels.shape[0], QUANTIZE_BAND):
-        band = np.array(pixels[b0 : b0 + QUANTIZE_BAND], dtype=np.float32)  # a copy: the caller's array stays
-        np.nan_to_num(band, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
-        np.clip(band, 0.0, 1.0, out=band)
-        band *= top
-        np.rint(band, out=band)
-        out[b0 : b0 + QUANTIZE_BAND] = band
-    return out
 
 
 def _exif_for_output(raw: bytes | None, width: int, height: int) -> PILImage.Exif | None:

@@ -18,7 +18,7 @@ import numpy as np
 from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Runner, RunnerTraits
 from invsr_desktop.engine.errors import BackendError, CancelledError, InvsrError
 from invsr_desktop.engine.formats import JPEG_SUFFIXES
-from invsr_desktop.engine.imageio import Image, header_size, load_image, save_image
+from invsr_desktop.engine.imageio import Image, format_for_suffix, header_size, load_image, save_image, stored_depth
 from invsr_desktop.engine.provenance import Provenance, find_done, stamp
 from invsr_desktop.engine.registry import Registry, default_registry
 from invsr_desktop.engine.sessions import Precision, SessionPool
@@ -99,17 +99,21 @@ class Engine:
         params: dict[str, Any] | None = None,
         progress: Progress | None = None,
         cancel: Cancel | None = None,
+        depth: int | None = None,
     ) -> np.ndarray:
         """Upscale float32 (H, W, C) pixels in [0, 1], C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA).
 
-        Returns float32 (round(sH), round(sW), C) in [0, 1]. Grey is run as RGB and brought back to one channel;
-        alpha is upscaled separately (bicubic pass or the backend, ``options.alpha``) and merged back.
+        Returns float32 (round(sH), round(sW), C) in [0, 1], or where ``depth`` (8 or 16) is given and the
+        pipeline can round tiles straight into the file's integers (RGB without alpha, at the runner's native
+        scale), uint8 / uint16: a file's result never held in float32 (see :meth:`run_array`). Grey is run as RGB
+        and brought back to one channel; alpha is upscaled separately (bicubic pass or the backend,
+        ``options.alpha``) and merged back.
         """
         spec, runner = self.runner(backend_id, scale, params)
         if spec.direction != "up":
             raise ValueError(f"backend {backend_id!r} shrinks images; use it through shrink (invsr-upscale --shrink)")
         target = (int(round(pixels.shape[0] * scale)), int(round(pixels.shape[1] * scale)))
-        return self.run_array(pixels, spec, runner, target, progress, cancel)
+        return self.run_array(pixels, spec, runner, target, progress, cancel, depth)
 
     def run_array(
         self,
@@ -119,12 +123,15 @@ class Engine:
         target: tuple[int, int],
         progress: Progress | None = None,
         cancel: Cancel | None = None,
+        depth: int | None = None,
     ) -> np.ndarray:
         """The pipeline behind :meth:`upscale_array` (and shrink) with a built runner and a target (height, width).
 
         Grey is run as RGB and brought back to one channel; alpha is resized separately (bicubic, area when
         shrinking, or the backend) and merged back; the result is resampled to ``target`` if the runner's native
-        size differs.
+        size differs. With ``depth``, an RGB image without alpha whose native size is the target comes back as
+        uint8 / uint16, rounded tile row by tile row as a file stores it (a 4000 x 3000 photo x2 then holds a
+        144 MB result, not a 576 MB float32 one); anything else comes back as float32, rounded when saved.
         """
         if pixels.ndim == 2:
             pixels = pixels[..., None]
@@ -139,7 +146,12 @@ class Engine:
         share = 0.5 if alpha_by_backend else 1.0
 
         rgb = np.repeat(colour, 3, axis=2) if colour_channels == 1 else colour
-        out = self._run(rgb, spec, runner, target, _scaled(progress, 0.0, share), cancel)
+        direct = depth if colour_channels == 3 and alpha is None else None
+        out = self._run(rgb, spec, runner, target, _scaled(progress, 0.0, share), cancel, direct)
+        if out.dtype != np.float32:  # the file's integers already
+            if progress:
+                progress(1.0)
+            return out
         if colour_channels == 1:
             out = (out @ LUMA)[..., None]
         if alpha is not None:
@@ -164,15 +176,18 @@ class Engine:
         target: tuple[int, int],
         progress: Progress | None,
         cancel: Cancel | None,
+        depth: int | None = None,
     ) -> np.ndarray:
         """Tiles -> backend -> blend, then resample from the native scale to the target size if they differ.
 
         A ``whole_image`` runner gets the whole image and the engine's tiler instead (it tiles each model pass).
+        ``depth``: the result as the file's integers, where no resample follows (see :meth:`run_array`).
         """
         o = self.options
         tiler = Tiler(o.tile, o.overlap, o.memory_budget_mb << 20, spec.bytes_per_pixel, progress, cancel)
+        factor = _whole_factor(rgb.shape[:2], float(RunnerTraits.of(runner).scale), target)
         try:
-            out = tiler.upscale(rgb, runner)
+            out = tiler.upscale(rgb, runner, depth if factor else None, factor or 1)
         except BackendError as exc:
             model = RunnerTraits.of(runner).model_name
             who = f'Backend "{spec.id}"' + (f" (model {model})" if model else "")
@@ -188,22 +203,25 @@ class Engine:
         params: dict[str, Any] | None = None,
         progress: Progress | None = None,
         cancel: Cancel | None = None,
+        depth: int | None = None,
     ) -> Image:
-        """Upscale a loaded image; metadata (EXIF, ICC, bit depth) travels with it to the result."""
-        pixels = self.upscale_array(image.pixels, backend_id, scale, params, progress, cancel)
+        """Upscale a loaded image; metadata (EXIF, ICC, bit depth) travels with it to the result. ``depth``: the
+        result may hold the file's integers (see :meth:`upscale_array`)."""
+        pixels = self.upscale_array(image.pixels, backend_id, scale, params, progress, cancel, depth)
         return image.with_pixels(pixels)
 
     # -- tasks: upscale, shrink, restore ----------------------------------------------------------------------
     def run_image(self, image: Image, task: Task, progress: Progress | None = None, cancel: Cancel | None = None,
-                  stored_as: str = "png") -> Image:
+                  stored_as: str = "png", depth: int | None = None) -> Image:
         """Run one task on a loaded image; metadata travels with it. ``stored_as`` is the format the result will
-        be saved in (a shrink picks a JPEG-robust model for ``jpeg``, see :class:`BuildRequest`).
+        be saved in (a shrink picks a JPEG-robust model for ``jpeg``, see :class:`BuildRequest`); ``depth``, the bit
+        depth it will be saved with, lets an upscale's result hold the file's integers (see :meth:`upscale_array`).
 
         A shrink's or restore's ValueError / KeyError (no such model, a damaged marker, ...) becomes a
         :class:`TaskError` with the same message, so a queue row shows the reason and not an exception's name."""
         task.check()
         if task.mode is TaskMode.UPSCALE:
-            return self.upscale_image(image, task.backend_id, task.scale, task.params, progress, cancel)
+            return self.upscale_image(image, task.backend_id, task.scale, task.params, progress, cancel, depth)
         try:
             if task.mode is TaskMode.SHRINK:
                 return self._shrink(image, task, progress, cancel, stored_as)
@@ -226,9 +244,11 @@ class Engine:
         existing file: if another program took the name meanwhile, the next numbered copy's name); returns the path
         written. An upscale's result carries its :class:`~invsr_desktop.engine.provenance.Provenance` record."""
         stored_as = "jpeg" if Path(destination).suffix.lower() in JPEG_SUFFIXES else "png"
+        fmt = format_for_suffix(destination)
 
         def run(image: Image) -> Image:
-            result = self.run_image(image, task, progress, cancel, stored_as)
+            depth = stored_depth(image, fmt) if fmt else None
+            result = self.run_image(image, task, progress, cancel, stored_as, depth)
             if task.mode is TaskMode.UPSCALE:
                 result.exif = stamp(result.exif, self.provenance(source, task))
             return result
@@ -307,6 +327,15 @@ class Engine:
         return Provenance.of("upscale", task.backend_id, task.scale, resolved, source)
 
 
+def _whole_factor(size: tuple[int, int], scale: float, target: tuple[int, int]) -> int | None:
+    """The whole factor by which the runner's native result (``size`` x ``scale``) is area-reduced to ``target``
+    (1: it is the target; 2: a x4 model serving x2), None where the step is not a whole reduction (a resample of
+    the float result then follows)."""
+    native = (int(round(size[0] * scale)), int(round(size[1] * scale)))
+    factor = native[0] // target[0] if target[0] else 0
+    return factor if factor >= 1 and native == (target[0] * factor, target[1] * factor) else None
+
+
 def _has_model(spec: BackendSpec) -> bool:
     return any(p.name == "model" for p in spec.params)
 
@@ -345,6 +374,7 @@ def transform_file(
             check_memory((int(round(size[1] * scale)), int(round(size[0] * scale))))
     image = load_image(source, max_pixels=max_pixels)
     result = transform(image)
+    del image  # the input's float32 pixels are not needed while the result is encoded
     if cancel and cancel():
         raise CancelledError("cancelled")
     return save_image(result, destination, quality=quality, lossless=lossless, renumber=True)

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from invsr_desktop.engine.backend import Runner, RunnerTraits
 from invsr_desktop.engine.errors import BackendError, CancelledError, InvsrError
+from invsr_desktop.engine.pixels import quantize, stored_dtype
 from invsr_desktop.engine.sessions import is_out_of_memory
 
 Progress = Callable[[float], None]
@@ -198,13 +200,25 @@ class _Padded:
 BLEND_BAND = 64  # output rows weighted and added at a time: the blend's temporaries are a band, not a tile
 
 
-class _Blend:
-    """The weighted sum of the tiles in one (H, W, C) float32 accumulator, the only full-size array of a blend.
+def _row_weights(rows: list[tuple[int, np.ndarray, np.ndarray]], b0: int, b1: int, c0: int, c1: int) -> np.ndarray:
+    """The summed blend weights of output rows [b0, b1) x columns [c0, c1) (never 0: a divisor). The weights of a
+    tile row are separable (its vertical ramp times the sum of its tiles' horizontal ramps), so a row is kept as
+    (top, wy, sum of wx) and the divisor is made band by band, never whole."""
+    weight = np.zeros((b1 - b0, c1 - c0), dtype=np.float32)
+    for top, wy, wx_sum in rows:
+        lo, hi = max(b0, top), min(b1, top + len(wy))
+        if lo < hi:
+            weight[lo - b0 : hi - b0] += wy[lo - top : hi - top, None] * wx_sum[None, c0:c1]
+    return np.maximum(weight, 1e-12, out=weight)
 
-    The weights of a tile row are separable (the row's vertical ramp times the sum of its tiles' horizontal ramps),
-    so they are kept as two vectors per row and turned into the divisor band by band at the end. Tiles are added
-    straight into the accumulator; a row that fails (out of memory) is taken back with :meth:`undo_row`, which
-    restores the overlap band the earlier rows had written (kept at :meth:`begin_row`) and zeroes the rest.
+
+class _Blend:
+    """The weighted sum of the tiles in one (H, W, C) float32 accumulator, the only full-size array of a blend,
+    divided by the summed weights at the end (a sampler's pass: the caller owns the result).
+
+    Tiles are added straight into the accumulator; a row that fails (out of memory) is taken back with
+    :meth:`undo_row`, which restores the overlap band the earlier rows had written (kept at :meth:`begin_row`) and
+    zeroes the rest.
     """
 
     def __init__(self, height: int, width: int):
@@ -214,7 +228,7 @@ class _Blend:
         self.done = 0  # output rows reached by the finished rows
         self._row: tuple[int, np.ndarray, np.ndarray, np.ndarray | None] | None = None
 
-    def begin_row(self, top: int, wy: np.ndarray) -> None:
+    def begin_row(self, top: int, wy: np.ndarray, next_top: int) -> None:
         kept = None if self.out is None else self.out[top : min(self.done, top + len(wy))].copy()
         self._row = (top, wy, np.zeros(self.width, np.float32), kept)
 
@@ -224,12 +238,8 @@ class _Blend:
         top, wy, wx_sum, _ = self._row
         if self.out is None:
             self.out = np.zeros((self.height, self.width, result.shape[2]), dtype=np.float32)
-        th, tw = result.shape[:2]
-        region = self.out[top : top + th, left : left + tw]
-        for b in range(0, th, BLEND_BAND):
-            w = wy[b : b + BLEND_BAND, None] * wx[None, :]
-            region[b : b + BLEND_BAND] += result[b : b + BLEND_BAND] * w[..., None]
-        wx_sum[left : left + tw] += wx
+        _add_weighted(self.out[top : top + result.shape[0], left : left + result.shape[1]], result, wy, wx)
+        wx_sum[left : left + result.shape[1]] += wx
 
     def end_row(self) -> None:
         assert self._row is not None
@@ -253,14 +263,149 @@ class _Blend:
         assert self.out is not None
         for b0 in range(0, self.height, BLEND_BAND):
             b1 = min(self.height, b0 + BLEND_BAND)
-            weight = np.zeros((b1 - b0, self.width), dtype=np.float32)
-            for top, wy, wx_sum in self.rows:
-                lo, hi = max(b0, top), min(b1, top + len(wy))
-                if lo < hi:
-                    weight[lo - b0 : hi - b0] += wy[lo - top : hi - top, None] * wx_sum[None, :]
-            np.maximum(weight, 1e-12, out=weight)
-            self.out[b0:b1] /= weight[..., None]
+            self.out[b0:b1] /= _row_weights(self.rows, b0, b1, 0, self.width)[..., None]
         return self.out
+
+
+def _add_weighted(region: np.ndarray, result: np.ndarray, wy: np.ndarray, wx: np.ndarray) -> None:
+    """region += result x (wy x wx), band by band (the weights' temporaries are a band, not a tile)."""
+    for b in range(0, result.shape[0], BLEND_BAND):
+        w = wy[b : b + BLEND_BAND, None] * wx[None, :]
+        region[b : b + BLEND_BAND] += result[b : b + BLEND_BAND] * w[..., None]
+
+
+class _Stored:
+    """A blend's result as a file's integers: finished blocks are rounded (:func:`~invsr_desktop.engine.pixels.
+    quantize`) into one uint8 / uint16 array of ``size`` / ``factor``, after an area reduction by a whole
+    ``factor`` (a x4 model serving x2: each 2 x 2 block averaged, exactly what the pipeline's resample does to a
+    whole image, since OpenCV's area resize by a whole factor is a block mean). Blocks come at any place, on the
+    factor's grid; what lies beyond ``size`` (the padding) is dropped."""
+
+    def __init__(self, size: tuple[int, int], channels: int, depth: int, factor: int = 1):
+        self.size, self.depth, self.factor = size, depth, factor
+        self.out = np.empty((size[0] // factor, size[1] // factor, channels), dtype=stored_dtype(depth))
+
+    def put(self, top: int, left: int, block: np.ndarray) -> None:
+        block = block[: max(0, self.size[0] - top), : max(0, self.size[1] - left)]
+        if not block.size:
+            return
+        k = self.factor
+        if k > 1:
+            if top % k or left % k or block.shape[0] % k or block.shape[1] % k:
+                raise ValueError(f"a block at ({top}, {left}) of {block.shape[:2]} is off the {k} x {k} grid")
+            h, w = block.shape[0] // k, block.shape[1] // k
+            block = cv2.resize(block, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1)
+        self.out[top // k : top // k + block.shape[0], left // k : left // k + block.shape[1]] = quantize(
+            block, self.depth
+        )
+
+
+class _Streamed:
+    """A blend straight into a :class:`_Stored` result, holding in float32 only what is still open: the tile
+    row's columns that a later tile of the row still reaches (about one tile) and the strip of rows the next tile
+    row will overlap (the ramp's height, full width). A 4000 x 3000 photo x4 through 512 px tiles holds ~100 MB of
+    float32 instead of a 2.3 GB accumulator, or a 340 MB full-width band.
+
+    Tile lefts only grow along a row and row tops only grow down the image, so a column left of the current tile is
+    complete for this row, and of it the rows above the next row's top (``next_top``) are final: they are divided
+    by their weights and rounded into the result; the rows below go to the next strip. A window column starts from
+    the strip's value, so every output pixel sums its terms in the same order as :class:`_Blend` (the rounded
+    results are identical). A row that fails (out of memory) is dropped whole: the strip it started from is kept
+    apart from the one it fills, and the result rows it wrote are written again by the row that replaces it.
+    """
+
+    def __init__(self, height: int, width: int, size: tuple[int, int], depth: int, factor: int = 1):
+        self.height, self.width = height, width  # the padded output the tiles cover
+        self.size, self.depth, self.factor = size, depth, factor
+        self.dest: _Stored | None = None
+        self.strip: np.ndarray | None = None  # output rows [top, done) of the current row: the earlier rows' sums
+        self.done = 0  # output rows reached by the finished rows
+        self.rows: list[tuple[int, np.ndarray, np.ndarray]] = []  # finished rows that reach the open rows
+        self._row: _OpenRow | None = None
+
+    def begin_row(self, top: int, wy: np.ndarray, next_top: int) -> None:
+        self._row = _OpenRow(top, wy, min(next_top, top + len(wy)), np.zeros(self.width, np.float32))
+
+    def add(self, result: np.ndarray, left: int, wx: np.ndarray) -> None:
+        """Add one tile's result (th, tw, C), its top-left at (the row's top, ``left``), weighted by wy x wx."""
+        row = self._row
+        assert row is not None
+        if self.dest is None:
+            self.dest = _Stored(self.size, result.shape[2], self.depth, self.factor)
+        self._finish_columns(row, left)
+        self._open_columns(row, left + result.shape[1], result.shape[2])
+        start = left - row.left
+        _add_weighted(row.window[:, start : start + result.shape[1]], result, row.wy, wx)
+        row.wx_sum[left : left + result.shape[1]] += wx
+
+    def end_row(self) -> None:
+        row = self._row
+        assert row is not None
+        self._finish_columns(row, row.right)
+        self.rows.append((row.top, row.wy, row.wx_sum))
+        self.done = max(self.done, row.top + len(row.wy))
+        self.strip = row.next_strip
+        self.rows = [r for r in self.rows if r[0] + len(r[1]) > row.next_top]
+        self._row = None
+
+    def undo_row(self) -> None:
+        self._row = None  # the strip it started from is untouched; its result rows are written again
+
+    def result(self) -> np.ndarray:
+        assert self.dest is not None
+        return self.dest.out
+
+    def _open_columns(self, row: _OpenRow, right: int, channels: int) -> None:
+        """Grow the window to output column ``right``: new columns start from the strip (rows the earlier rows
+        reach), zero below."""
+        if right <= row.right:
+            return
+        if row.window is None or right - row.left > row.window.shape[1]:
+            grown = np.zeros((len(row.wy), max(right - row.left, 1), channels), dtype=np.float32)
+            if row.window is not None:
+                grown[:, : row.right - row.left] = row.window[:, : row.right - row.left]
+            row.window = grown
+        fresh = row.window[:, row.right - row.left : right - row.left]
+        fresh[:] = 0.0
+        reached = min(self.done, row.top + len(row.wy)) - row.top
+        if self.strip is not None and reached > 0:
+            fresh[:reached] = self.strip[:reached, row.right : right]
+        row.right = right
+
+    def _finish_columns(self, row: _OpenRow, upto: int) -> None:
+        """Columns [row.left, upto) are complete for this row: their final rows go to the result, the rest to the
+        next strip; the window moves right to start at ``upto``."""
+        if upto <= row.left or row.window is None:
+            return
+        done = row.window[:, : upto - row.left]
+        final = row.next_top - row.top
+        weights = self.rows + [(row.top, row.wy, row.wx_sum)]
+        for b0 in range(0, final, BLEND_BAND):
+            b1 = min(final, b0 + BLEND_BAND)
+            band = done[b0:b1] / _row_weights(weights, row.top + b0, row.top + b1, row.left, upto)[..., None]
+            self.dest.put(row.top + b0, row.left, band)
+        if final < len(row.wy):
+            if row.next_strip is None:
+                row.next_strip = np.zeros((len(row.wy) - final, self.width, done.shape[2]), dtype=np.float32)
+            row.next_strip[:, row.left : upto] = done[final:]
+        keep = row.right - upto
+        if keep > 0:
+            row.window[:, :keep] = row.window[:, upto - row.left : row.right - row.left]
+        row.left = upto
+
+
+@dataclass
+class _OpenRow:
+    """The tile row a :class:`_Streamed` blend is adding: its window holds output columns [left, right)."""
+
+    top: int
+    wy: np.ndarray
+    next_top: int  # the next row's top: rows above it are final when this row is
+    wx_sum: np.ndarray
+    left: int = 0
+    right: int = 0
+    window: np.ndarray | None = None
+    next_strip: np.ndarray | None = None  # output rows [next_top, top + len(wy)), full width
 
 
 def blend_tiles(
@@ -272,22 +417,31 @@ def blend_tiles(
     progress: Progress | None = None,
     cancel: Cancel | None = None,
     shape: tuple[int, int] | None = None,
+    crop: tuple[int, int] | None = None,
+    depth: int | None = None,
+    factor: int = 1,
 ) -> tuple[np.ndarray, int]:
     """The one tiling loop: ``fn(*tiles, origin=(y, x), report=r)`` over overlapping tiles of ``arrays`` (the same
     H and W, seen reflection-padded at the bottom / right to ``shape``, default their own size), each result
-    (up(h), up(w), C) blended with sin^2 ramps into one new float32 array of the padded size (the caller owns it).
+    (up(h), up(w), C) blended with sin^2 ramps into one new float32 array of the padded size (the caller owns it),
+    or with ``depth`` (8 or 16) into a uint8 / uint16 array of ``crop`` (the padded result's top-left corner)
+    reduced by a whole ``factor`` (area), rounded as a file stores it, row band by row band as the tiles finish.
 
     ``progress`` moves after every tile (rows x columns of the grid), and within a tile when ``fn`` calls
     ``r(fraction of the tile)``, so a photo of one tile does not sit at 0 % until it is done.
 
     Tiles are read-only views where they lie inside the arrays (gathered copies where they cross the edge). Memory:
-    one full-size accumulator plus per-tile and per-band temporaries. Works row by row: an out-of-memory error
+    one full-size accumulator (with ``depth``: the quantized result and one tile row of float32) plus per-tile and
+    per-band temporaries. Works row by row: an out-of-memory error
     halves the tile size and redoes the current row only (finished rows stay). Returns the blended result and the
     tile size it ended with.
     """
     ph, pw = shape or arrays[0].shape[:2]
     padded = [_Padded(a, (ph, pw)) for a in arrays]
-    blend = _Blend(grid.up(ph), grid.up(pw))
+    if depth is None:
+        blend: _Blend | _Streamed = _Blend(grid.up(ph), grid.up(pw))
+    else:
+        blend = _Streamed(grid.up(ph), grid.up(pw), crop or (grid.up(ph), grid.up(pw)), depth, factor)
     y, rows_done = 0, 0
     while True:
         row_h, tile_w = balanced_tile(ph, size, overlap, grid.align), balanced_tile(pw, size, overlap, grid.align)
@@ -296,8 +450,10 @@ def blend_tiles(
         row_report = None
         if progress:
             row_report = lambda part, r=rows_done, n=rows: progress(min(1.0, (r + part) / n))  # noqa: E731
+        step = max(grid.align, (row_h - overlap) // grid.align * grid.align)
+        next_y = ph if y + row_h >= ph else min(y + step, ph - row_h)  # as the next turn of this loop sets it
         try:
-            _blend_row(fn, padded, blend, grid, (ph, pw), y, row_h, tile_w, overlap, cancel, row_report)
+            _blend_row(fn, padded, blend, grid, (ph, pw), (y, next_y), row_h, tile_w, overlap, cancel, row_report)
         except Exception as exc:
             blend.undo_row()
             if not is_out_of_memory(exc) or size // 2 < max(MIN_TILE // 2, grid.align):
@@ -307,17 +463,17 @@ def blend_tiles(
         rows_done += 1
         if y + row_h >= ph:
             break
-        y += max(grid.align, (row_h - overlap) // grid.align * grid.align)
+        y += step
     return blend.result(), size
 
 
 def _blend_row(
     fn: Callable[..., np.ndarray],
     padded: list[_Padded],
-    blend: _Blend,
+    blend: _Blend | _Streamed,
     grid: Grid,
     shape: tuple[int, int],
-    y: int,
+    rows: tuple[int, int],
     row_h: int,
     tile_w: int,
     overlap: int,
@@ -325,10 +481,10 @@ def _blend_row(
     report: Progress | None = None,
 ) -> None:
     """One row of tiles into the blend (all or nothing: the caller undoes a failed row); ``report`` gets the
-    fraction of the row done, tile by tile (and within a tile)."""
-    ph, pw = shape
+    fraction of the row done, tile by tile (and within a tile). ``rows``: this row's top and the next row's."""
+    (ph, pw), (y, next_y) = shape, rows
     ramp = grid.up(overlap)
-    blend.begin_row(grid.up(y), _ramp(grid.up(row_h), ramp, left=y > 0, right=y + row_h < ph))
+    blend.begin_row(grid.up(y), _ramp(grid.up(row_h), ramp, left=y > 0, right=y + row_h < ph), grid.up(next_y))
     starts = _starts(pw, tile_w, overlap, grid.align)
     for i, x in enumerate(starts):
         if cancel and cancel():
@@ -437,22 +593,32 @@ class Tiler:
             self._shrink *= 2
         return out[:height, :width]
 
-    def upscale(self, pixels: np.ndarray, runner: Runner) -> np.ndarray:
+    def upscale(self, pixels: np.ndarray, runner: Runner, depth: int | None = None, factor: int = 1) -> np.ndarray:
         """The engine's one way to run a runner over an image (float32 RGB (H, W, 3) -> (round(sH), round(sW), 3)):
         tile by tile with sin^2 blending, or for a ``whole_image`` runner one ``runner.run_whole(pixels, self)`` call
-        that tiles each of its model passes with :meth:`map`."""
+        that tiles each of its model passes with :meth:`map`.
+
+        With ``depth`` (8 or 16) the result is uint8 / uint16, rounded as a file stores it, after an area reduction
+        by a whole ``factor`` (a x4 model serving x2: (2H, 2W, 3)); tiles are reduced and rounded into it as their
+        row finishes, so the float32 result is never held whole (a whole-image runner's is, then rounded)."""
         traits = RunnerTraits.of(runner)  # once per image, not per tile
         if traits.whole_image:
             out = call_plugin(runner.run_whole, np.ascontiguousarray(pixels, dtype=np.float32), self)
             scale = float(runner.scale)
             expected = (int(round(pixels.shape[0] * scale)), int(round(pixels.shape[1] * scale)), 3)
-            return check_output(out, expected, "an image")
+            out = check_output(out, expected, "an image")
+            if depth is None:
+                return out
+            stored = _Stored(out.shape[:2], 3, depth, factor)
+            stored.write(out)
+            return stored.out
         grid = Grid.for_runner(runner)
         height, width = pixels.shape[:2]
         size = grid.round_down(self.tile or auto_tile_size(self.bytes_per_pixel, self.budget_bytes))
         # An overlap of half the tile or more would advance the tiles by a pixel or two (a 16 px tile with the
         # default 16 px overlap made a 300 x 200 photo 60,000 model calls): keep at least half of each tile new.
         overlap = min(grid.round_up(self.overlap), grid.round_down(size // 2))
+        result = (int(round(height * grid.scale)), int(round(width * grid.scale)))
         out, _ = blend_tiles(
             lambda t, origin, report: _run_tile(runner, traits, t, grid, origin, report),
             [pixels],
@@ -462,5 +628,8 @@ class Tiler:
             self.progress,
             self.cancel,
             shape=(grid.round_up(height), grid.round_up(width)),
+            crop=result,
+            depth=depth,
+            factor=factor,
         )
-        return out[: int(round(height * grid.scale)), : int(round(width * grid.scale))]
+        return out if depth is not None else out[: result[0], : result[1]]
