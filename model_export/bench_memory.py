@@ -3,7 +3,9 @@ per backend, against issue 22's bound (twice the result's 8-bit size plus 500 MB
 
 Each backend runs in its own child process (the app's CLI, file in and file out, as a user runs it), so one
 backend's memory is not another's; the peak is the child's own (``os.wait4``'s ``ru_maxrss``). The photo is
-synthetic (smooth colour fields with fine grain, seeded, saved as JPEG), so the command needs no data.
+synthetic (smooth colour fields with fine grain, seeded, saved as JPEG), so the command needs no data; it is made
+in a child process too: Linux carries the high-water mark of the memory a child starts from (the parent's, when
+Python spawns with vfork) into the child's ``ru_maxrss``, so the parent must never have held the photo's arrays.
 """
 
 from __future__ import annotations
@@ -85,7 +87,9 @@ def measure(backend: str, photo: Path, size: tuple[int, int], scale: float, thre
 
 def run(backends: list[str], size: tuple[int, int], scale: float, threads: int) -> list[MemoryRow]:
     with tempfile.TemporaryDirectory(prefix="invsr-bench-photo-") as folder:
-        photo = synthetic_photo(Path(folder) / "photo.jpg", size)
+        photo = Path(folder) / "photo.jpg"
+        subprocess.run([sys.executable, "-m", "model_export.bench_memory", str(photo), f"{size[0]}x{size[1]}"],
+                       check=True)  # fmt: skip
         rows = []
         for backend in backends:
             rows.append(measure(backend, photo, size, scale, threads))
@@ -106,3 +110,7 @@ def line(row: MemoryRow) -> str:
         return f"| {row.backend} | failed: {row.error} | {row.bound_mb:.0f} | - | {row.seconds:.0f} |"
     return (f"| {row.backend} | {row.peak_mb:.0f} | {row.bound_mb:.0f} | {'yes' if row.holds else 'NO'} "
             f"| {row.seconds:.0f} |")
+
+
+if __name__ == "__main__":  # the photo, made in a child process (see the module's docstring)
+    synthetic_photo(Path(sys.argv[1]), parse_size(sys.argv[2]))

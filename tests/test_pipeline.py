@@ -79,6 +79,19 @@ def test_a_result_too_large_for_memory_is_refused_before_any_work():
     check_memory((6000, 8000), available=16 * 2**30)  # a 12 MP photo x2 fits
 
 
+def test_the_memory_check_counts_what_the_path_that_runs_needs(monkeypatch):
+    """A result that streams into the file's integers needs 16 bytes a pixel, not the float path's 40: with memory
+    for the one and not the other, an RGB photo for a file runs and the same photo with alpha is refused."""
+    import invsr_desktop.engine.pipeline as pipeline
+
+    engine = Engine(options=EngineOptions(threads=1, precision="fp32"))
+    monkeypatch.setattr(pipeline, "available_memory", lambda: 100 * 150 * 24)  # between 16 and 40 bytes a pixel
+    rgb = np.random.default_rng(4).random((50, 75, 3), dtype=np.float32)
+    assert engine.upscale_array(rgb, "bicubic", 2, depth=8).dtype == np.uint8
+    with pytest.raises(pipeline.ImageTooLargeForMemoryError):
+        engine.upscale_array(np.concatenate([rgb, rgb[..., :1]], axis=2), "bicubic", 2, depth=8)
+
+
 @pytest.mark.parametrize("backend, scale", [("bicubic", 2), ("bicubic", 2.5), ("esrgan-faithful-x4", 4),
                                             ("esrgan-faithful-x4", 2), ("esrgan-faithful-x4", 3), ("inn", 2)])
 @pytest.mark.parametrize("bits", [8, 16])

@@ -236,7 +236,7 @@ def test_every_file_path_checks_the_results_memory_from_the_header(models_dir, t
     small = engine.run_file(tmp_path / "p.png", tmp_path / "s.png", Task.shrink("inn-shrink", 2))
     events = []
     load = pipeline.load_image
-    monkeypatch.setattr(pipeline, "check_memory", lambda target: events.append(target))
+    monkeypatch.setattr(pipeline, "check_memory", lambda target, **kw: events.append(target))
     monkeypatch.setattr(pipeline, "load_image", lambda *a, **k: events.append("decode") or load(*a, **k))
     engine.run_file(small, tmp_path / "r.png", Task.restore())
     first = events.index("decode")

@@ -135,7 +135,6 @@ class Engine:
         """
         if pixels.ndim == 2:
             pixels = pixels[..., None]
-        check_memory(target)
         channels = pixels.shape[2]
         if channels not in (1, 2, 3, 4):
             raise ValueError(f"expected 1 to 4 channels, got {channels}")
@@ -145,8 +144,10 @@ class Engine:
         alpha_by_backend = alpha is not None and self.options.alpha == "backend"
         share = 0.5 if alpha_by_backend else 1.0
 
-        rgb = np.repeat(colour, 3, axis=2) if colour_channels == 1 else colour
         direct = depth if colour_channels == 3 and alpha is None else None
+        streams = direct is not None and _whole_factor(pixels.shape[:2], RunnerTraits.of(runner).scale, target)
+        check_memory(target, per_pixel=STREAMED_BYTES_PER_OUTPUT_PIXEL if streams else BYTES_PER_OUTPUT_PIXEL)
+        rgb = np.repeat(colour, 3, axis=2) if colour_channels == 1 else colour
         out = self._run(rgb, spec, runner, target, _scaled(progress, 0.0, share), cancel, direct)
         if out.dtype != np.float32:  # the file's integers already
             if progress:
@@ -370,8 +371,9 @@ def transform_file(
     atomically and never over a file (a name taken meanwhile gets the next numbered copy's)."""
     if scale is not None:
         size = header_size(source)
-        if size is not None:
-            check_memory((int(round(size[1] * scale)), int(round(size[0] * scale))))
+        if size is not None:  # the least any path needs: the run checks its own figure once the image is decoded
+            check_memory((int(round(size[1] * scale)), int(round(size[0] * scale))),
+                         per_pixel=STREAMED_BYTES_PER_OUTPUT_PIXEL)
     image = load_image(source, max_pixels=max_pixels)
     result = transform(image)
     del image  # the input's float32 pixels are not needed while the result is encoded
@@ -380,9 +382,13 @@ def transform_file(
     return save_image(result, destination, quality=quality, lossless=lossless, renumber=True)
 
 
-#: Bytes of memory one output pixel costs at the peak of a run: the float32 RGB accumulator, the clipped result,
-#: a resample or alpha merge, and the encoder's 8/16-bit copy (measured peak on a 4000 x 3000 x2 run: about 30).
+#: Bytes of memory one output pixel costs at the peak of a run that holds its result in float32 (alpha, grey, a
+#: resample that is not a whole reduction): the float32 RGB accumulator, the clipped result, a resample or alpha
+#: merge, and the encoder's 8/16-bit copy (measured peak on a 4000 x 3000 x2 run: about 30).
 BYTES_PER_OUTPUT_PIXEL = 40
+#: ... and one whose tiles stream into the file's integers: the 8 / 16-bit result, the encoder's copy, the input's
+#: float32 pixels (measured on 4000 x 3000 x2 runs above the process's own: bicubic 7, ESRGAN 9).
+STREAMED_BYTES_PER_OUTPUT_PIXEL = 16
 
 
 def available_memory() -> int | None:
@@ -397,11 +403,14 @@ def available_memory() -> int | None:
     return None
 
 
-def check_memory(target: tuple[int, int], available: int | None = None) -> None:
+def check_memory(
+    target: tuple[int, int], available: int | None = None, per_pixel: int = BYTES_PER_OUTPUT_PIXEL
+) -> None:
     """Refuse, before any work, a result that cannot fit in memory (a 196-megapixel PNG upscaled x4 is a 3.1
-    gigapixel result, 125 GB at this pipeline's peak), with the figures and what to do."""
+    gigapixel result, 125 GB at this pipeline's float peak), with the figures and what to do; ``per_pixel``: the
+    bytes one output pixel costs on the path that will run."""
     free = available_memory() if available is None else available
-    need = target[0] * target[1] * BYTES_PER_OUTPUT_PIXEL
+    need = target[0] * target[1] * per_pixel
     if free is None or need <= free:
         return
     raise ImageTooLargeForMemoryError(
