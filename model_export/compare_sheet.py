@@ -8,7 +8,9 @@ committing them; this one runs on any photo you may publish (default: the bundle
         --backend inn --backend diffusion --out docs/models/compare_x4.png
 
 ``--backend ID[:NAME=VALUE,...]`` passes backend parameters, e.g. ``diffusion:noise=0``. ``--lr-noise`` and
-``--lr-jpeg`` make the LR look like a phone photo (sensor noise, then JPEG), the input a "photo" model is for.
+``--lr-jpeg`` make the LR look like a phone photo (sensor noise, then JPEG), the input a "photo" model is for;
+``--degrade camera`` makes it with ``invsr-eval --degrade camera``'s fixed protocol instead (blur, bicubic,
+signal-dependent noise, JPEG q75; :mod:`model_export.degradations.camera`, seeded by the file name).
 """
 
 from __future__ import annotations
@@ -88,11 +90,14 @@ def render(hr: np.ndarray, results: list[tuple[str, np.ndarray]], box: tuple[int
     """HR crop, then each result's crop, with titles; ``box`` = (top, left, side) in HR pixels."""
     from matplotlib.figure import Figure
 
+    import textwrap
+
     top, left, side = box
     panels = [("HR", hr)] + results
-    fig = Figure(figsize=(2.6 * len(panels), 3.0 + 0.2 * bool(title)), dpi=150, layout="constrained")
-    if title:
-        fig.suptitle(title, fontsize=9)
+    lines = textwrap.wrap(title, int(15 * 2.6 * len(panels)))  # ~15 characters of 9 pt text an inch
+    fig = Figure(figsize=(2.6 * len(panels), 3.0 + 0.2 * len(lines)), dpi=150, layout="constrained")
+    if lines:
+        fig.suptitle("\n".join(lines), fontsize=9)
     for ax, (title, img) in zip(fig.subplots(1, len(panels)), panels):
         ax.imshow(np.clip(img[top : top + side, left : left + side], 0, 1), interpolation="nearest")
         ax.set_title(title, fontsize=8)
@@ -113,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="crop centre as fractions of the height and width (default 0.35 0.5)")
     p.add_argument("--lr-noise", type=float, default=0.0, help="Gaussian noise on the LR, in grey levels (seed 0)")
     p.add_argument("--lr-jpeg", type=int, default=0, help="save the LR as JPEG at this quality (1-95)")
+    p.add_argument("--degrade", choices=["camera"], default=None,
+                   help="the LR of invsr-eval --degrade camera (blur, noise, JPEG q75) instead of a bicubic one")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = p.parse_args(argv)
@@ -121,8 +128,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     s = args.scale
     hr, lr = bicubic_pair(args.image, s)
-    lr = degrade_lr(lr, args.lr_noise, args.lr_jpeg)
-    title = lr_description(s, args.lr_noise, args.lr_jpeg)
+    if args.degrade == "camera":
+        from model_export.degradations.camera import CAMERA, camera_lr, image_seed
+
+        rng = np.random.default_rng(image_seed(args.image.name))
+        lr = camera_lr(np.round(hr * 255.0), s, rng).astype(np.float32) / 255.0
+        title = CAMERA.describe(s)
+    else:
+        lr = degrade_lr(lr, args.lr_noise, args.lr_jpeg)
+        title = lr_description(s, args.lr_noise, args.lr_jpeg)
     print(title)
     engine = Engine(options=EngineOptions(threads=args.threads))
     results = []
