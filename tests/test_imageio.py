@@ -17,6 +17,7 @@ from PIL import Image as PILImage
 from PIL import ImageCms, ImageOps
 
 from invsr_desktop.engine import imageio
+from invsr_desktop.engine.imageio import encoders, read, write  # noqa: F401 - patched and called below
 from invsr_desktop.engine.errors import (
     ImageReadError,
     ImageTooLargeError,
@@ -144,7 +145,7 @@ def test_orientation_applies_to_16bit_rgb(tmp_path: Path, rng: np.random.Generat
     assert np.array_equal(as_u16(load_image(path)), array)
     # Now a file that really says 8 (rotate 90° counter-clockwise).
     ok, encoded = cv2.imencode(".png", array[..., ::-1])
-    data = imageio._png_chunk(b"eXIf", exif.tobytes()[6:])
+    data = imageio.encoders.png_chunk(b"eXIf", exif.tobytes()[6:])
     raw = encoded.tobytes()
     rotated = tmp_path / "rotated.png"
     rotated.write_bytes(raw[:33] + data + raw[33:])  # after IHDR (8 + 25 bytes)
@@ -413,7 +414,7 @@ def test_image_over_the_pixel_limit(tmp_path: Path, rng: np.random.Generator, mo
     def must_not_decode(*args, **kwargs):
         raise AssertionError("the pixels were decoded before the size check")
 
-    monkeypatch.setattr(imageio, "_pillow_pixels", must_not_decode)
+    monkeypatch.setattr(imageio.read, "_pillow_pixels", must_not_decode)
     with pytest.raises(ImageTooLargeError) as caught:
         load_image(path, max_pixels=1000)
     message = str(caught.value)
@@ -464,13 +465,13 @@ def test_existing_output_is_never_overwritten(tmp_path: Path, rng: np.random.Gen
 
 def test_existing_output_appearing_during_the_write(tmp_path: Path, rng: np.random.Generator, monkeypatch) -> None:
     target = tmp_path / "race.png"
-    real_encode = imageio._encode
+    real_encode = imageio.write._encode
 
     def encode_then_someone_else_writes(*args, **kwargs):
         real_encode(*args, **kwargs)
         target.write_bytes(b"theirs")
 
-    monkeypatch.setattr(imageio, "_encode", encode_then_someone_else_writes)
+    monkeypatch.setattr(imageio.write, "_encode", encode_then_someone_else_writes)
     with pytest.raises(OutputExistsError):
         save_image(Image(random_u8(rng, 4, 4, 3) / 255.0), target)
     assert target.read_bytes() == b"theirs"
@@ -483,8 +484,8 @@ def test_disk_full_midway_leaves_nothing(tmp_path: Path, rng: np.random.Generato
         fp.write(b"\x89PNG partial data")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    if where == "encoder":  # imageio._encode(image, fmt, fp, quality, lossless)
-        monkeypatch.setattr(imageio, "_encode", lambda image, fmt, fp, *a: write_half_then_fail(fp))
+    if where == "encoder":  # imageio.write._encode(image, fmt, fp, quality, lossless)
+        monkeypatch.setattr(imageio.write, "_encode", lambda image, fmt, fp, *a: write_half_then_fail(fp))
     else:  # PIL.Image.Image.save(self, fp, format=..., **options)
         monkeypatch.setattr(PILImage.Image, "save", lambda self, fp, *a, **k: write_half_then_fail(fp))
     with pytest.raises(ImageWriteError, match="disk is full") as caught:
@@ -497,7 +498,7 @@ def test_encoder_bug_is_reported_and_cleaned(tmp_path: Path, rng: np.random.Gene
     def broken(*args, **kwargs):
         raise ValueError("encoder error -2")
 
-    monkeypatch.setattr(imageio, "_encode", broken)
+    monkeypatch.setattr(imageio.write, "_encode", broken)
     with pytest.raises(ImageWriteError, match="could not be encoded"):
         save_image(Image(random_u8(rng, 4, 4, 3) / 255.0), tmp_path / "out.png")
     assert list(tmp_path.iterdir()) == []
