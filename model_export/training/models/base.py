@@ -67,16 +67,27 @@ class BaseModel:
         raise NotImplementedError
 
     def export_payload(self) -> dict[str, Any]:
-        """``arch``, ``arch_kwargs``, ``params_ema`` for the model file (see training.checkpoint); any other key is
-        written into the model file as it is (e.g. the diffusion family's frozen ``prior``)."""
-        raise NotImplementedError
+        """``arch``, ``arch_kwargs``, ``params_ema`` for the model file (see training.checkpoint); a family may add
+        keys, written into the model file as they are (e.g. the diffusion family's frozen ``prior``)."""
+        return {"arch": self.arch, "arch_kwargs": dict(self.arch_kwargs), "params_ema": self.eval_net().state_dict()}
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.eval_net().parameters())
 
     # -- checkpoints ------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
+    #: Parts saved for the record but not loaded back: the learning rate follows from the step and the config, so a
+    #: resumed run may change its schedule in the config.
+    RECORD_ONLY: tuple[str, ...] = ("schedule",)
+
+    def checkpoint_parts(self) -> dict[str, Any]:
+        """The stateful parts of a resume point (each with ``state_dict`` / ``load_state_dict``) by the key it is
+        stored under. The keys are a file format: resume points written before must still load."""
         raise NotImplementedError
 
+    def state_dict(self) -> dict[str, Any]:
+        return {key: part.state_dict() for key, part in self.checkpoint_parts().items()}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        for key, part in self.checkpoint_parts().items():
+            if key not in self.RECORD_ONLY:
+                part.load_state_dict(state[key])

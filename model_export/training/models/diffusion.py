@@ -547,18 +547,16 @@ class DiffusionModel(BaseModel):
     def export_payload(self) -> dict[str, Any]:
         """The model file's network; with a prior also ``prior``, its record (see :class:`Prior`), which the
         training loop writes into the model file next to ``params_ema``."""
-        out = {"arch": self.arch, "arch_kwargs": dict(self.arch_kwargs), "params_ema": self.ema.module.state_dict()}
+        out = super().export_payload()
         if self.prior is not None:
             out["prior"] = self.prior.record
         return out
 
+    def checkpoint_parts(self) -> dict[str, Any]:
+        return {"net": self.net, "ema": self.ema, "opt": self.opt, "schedule": self.lr_schedule}
+
     def state_dict(self) -> dict[str, Any]:
-        state = {
-            "net": self.net.state_dict(),
-            "ema": self.ema.state_dict(),
-            "opt": self.opt.state_dict(),
-            "schedule": self.lr_schedule.state_dict(),
-        }
+        state = super().state_dict()
         if self.prior is not None:
             state["prior"] = self.prior.record  # not trained: the copy a resumed run continues with
         if self.adversary is not None:
@@ -567,9 +565,7 @@ class DiffusionModel(BaseModel):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.load_prior_state(state.get("prior"))
-        self.net.load_state_dict(state["net"])
-        self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["opt"])
+        super().load_state_dict(state)
         if self.adversary is not None:
             if "net_d" not in state:
                 raise ConfigError("the config has an adversarial term, the checkpoint has no discriminator: start a "

@@ -72,18 +72,5 @@ class ESRGANModel(BaseModel):
         net = self.ema.module.eval()
         return upscale(net, lr.to(self.device), self.cfg["scale"], getattr(net, "input_multiple", 1))
 
-    def export_payload(self) -> dict[str, Any]:
-        return {"arch": self.arch, "arch_kwargs": dict(self.arch_kwargs), "params_ema": self.ema.module.state_dict()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "net_g": self.net_g.state_dict(),
-            "ema_g": self.ema.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "schedule": self.schedule.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net_g.load_state_dict(state["net_g"])
-        self.ema.load_state_dict(state["ema_g"])
-        self.opt_g.load_state_dict(state["opt_g"])
+    def checkpoint_parts(self) -> dict[str, Any]:
+        return {"net_g": self.net_g, "ema_g": self.ema, "opt_g": self.opt_g, "schedule": self.schedule}

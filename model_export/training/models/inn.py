@@ -311,21 +311,8 @@ class INNModel(BaseModel):
             lr = torch.from_numpy(small).permute(2, 0, 1).unsqueeze(0).float().to(self.device) / 255.0
         return net.inverse(lr, None)
 
-    def export_payload(self) -> dict[str, Any]:
-        return {"arch": self.arch, "arch_kwargs": dict(self.arch_kwargs), "params_ema": self.ema.module.state_dict()}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "net": self.net.state_dict(),
-            "ema": self.ema.state_dict(),
-            "opt": self.opt.state_dict(),
-            "schedule": self.schedule.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.net.load_state_dict(state["net"])
-        self.ema.load_state_dict(state["ema"])
-        self.opt.load_state_dict(state["opt"])
+    def checkpoint_parts(self) -> dict[str, Any]:
+        return {"net": self.net, "ema": self.ema, "opt": self.opt, "schedule": self.schedule}
 
 
 def _mean_bicubic_from_jpeg(val_set, scale: int, quality: int) -> float:
