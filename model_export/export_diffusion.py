@@ -204,7 +204,7 @@ def bytes_per_pixel(options: dict[str, Any], scale: int) -> int:
     maps of ``base`` channels per LR pixel when ``unshuffle == scale``), the I/O at the output size, x2 for ONNX
     Runtime's arena. The plugin adds the sampler's measured numpy arrays (``plugins.diffusion.run_bytes_per_pixel``).
     diffusion_x4 gets 5376: a conservative figure (a CPU run peaked at about 2000 bytes of RSS per LR pixel, the
-    sampler's arrays included: ``python -m model_export.bench_diffusion --config diffusion_x4 --memory``)."""
+    sampler's arrays included: ``python -m model_export.commands.bench_diffusion --config diffusion_x4 --memory``)."""
     base = int(options.get("base", 48))
     mults = list(options.get("mults", (1, 2, 2)))
     u = int(options.get("unshuffle", 4))

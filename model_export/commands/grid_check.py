@@ -9,7 +9,7 @@ excluded) over the median power of the ring of bins around it (a peak-to-backgro
 after removing each image's mean, and reports the backend's mean ratio over the HR's (``grid``: 1 = no more lattice
 energy than the real photo; the pattern of a grid-making model shows as several times that).
 
-    python -m model_export.grid_check --backend esrgan-sharp-x4 --backend esrgan-faithful-x4 \\
+    python -m model_export.commands.grid_check --backend esrgan-sharp-x4 --backend esrgan-faithful-x4 \\
         --image ../shared/data/benchmarks/Set5/baby.png --image ../shared/data/benchmarks/Set14/comic.png
 """
 
@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from model_export.compare_sheet import bicubic_pair
+from model_export.commands.compare_sheet import bicubic_pair
 
 
 def _y(img: np.ndarray) -> np.ndarray:
@@ -68,7 +68,7 @@ def grid_score(sr: np.ndarray, hr: np.ndarray, scale: int) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     from invsr_desktop.engine.pipeline import Engine
 
-    p = argparse.ArgumentParser(prog="python -m model_export.grid_check", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m model_export.commands.grid_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", action="append", required=True, help="backend id (repeatable)")
     p.add_argument("--image", action="append", type=Path, required=True, help="HR photo (repeatable)")
     p.add_argument("--scale", type=int, default=4)

@@ -1,6 +1,6 @@
 """How sharp each backend's upscale is, in three numbers, so that "sharper than" needs no squinting at crop sheets.
 
-    python -m model_export.sharpness --backend esrgan-faithful-x4 --backend diffusion \\
+    python -m model_export.commands.sharpness --backend esrgan-faithful-x4 --backend diffusion \\
         --image ../shared/data/benchmarks/Set14/zebra.png --image ../shared/data/benchmarks/Set14/baboon.png
 
 For each HR image the LR is its MATLAB bicubic downscale (rounded to 8 bit); each backend upscales it, and on the
@@ -68,7 +68,7 @@ def edge_contrast(out: np.ndarray, hr: np.ndarray, top: float = 0.05) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model_export.sharpness", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m model_export.commands.sharpness", description=__doc__.split("\n\n")[0])
     p.add_argument("--backend", action="append", required=True, help="ID or ID:NAME=VALUE,... (repeatable)")
     p.add_argument("--image", action="append", type=Path, required=True, help="HR image (repeatable)")
     p.add_argument("--scale", type=int, default=4)
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from invsr_desktop.engine.pipeline import Engine, EngineOptions
-    from model_export.compare_sheet import bicubic_pair, parse_backend
+    from model_export.commands.compare_sheet import bicubic_pair, parse_backend
 
     s = args.scale
     engine = Engine(options=EngineOptions(threads=args.threads))

@@ -11,7 +11,7 @@ scored as the evaluation protocol does (DESIGN.md): PSNR and SSIM on the BT.601 
 shaved; grey images on their own values. Writes ``report.json``, ``report.md`` and ``jpeg_curve.png`` (PSNR
 against JPEG quality, both methods, one line per set).
 
-    python -m model_export.eval_inn --scale 4 --model irn_x4 ../shared/data/benchmarks/Set5 \\
+    python -m model_export.commands.eval_inn --scale 4 --model irn_x4 ../shared/data/benchmarks/Set5 \\
         ../shared/data/benchmarks/Set14 --jpeg 50 70 80 90 95 --out reports/inn_x4_roundtrip
 
 The upscale of an ordinary (bicubic) LR is ``invsr-eval inn 4 ...`` like every other backend.
@@ -143,7 +143,7 @@ def plot_jpeg_curve(report: dict, path: Path) -> Path | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model_export.eval_inn", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m model_export.commands.eval_inn", description=__doc__.split("\n\n")[0])
     p.add_argument("folders", nargs="+", type=Path, help="HR image folders (one set each)")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--model", default="auto", help="INN model id (the app's --param model=)")

@@ -23,7 +23,7 @@ the backend's native scale, through the app's own engine (tiling and the backend
 
 It ends with the peak resident memory of the process. ``--memory WxH`` instead measures the peak resident memory of a
 whole ``invsr-upscale`` run of a synthetic photo of that size per backend, against issue 22's bound
-(:mod:`model_export.bench_memory`; the diffusion sampler only where named: hours on a CPU at that size). ``--json`` writes everything as JSON. Imports torch only for
+(:mod:`model_export.commands.bench_memory`; the diffusion sampler only where named: hours on a CPU at that size). ``--json`` writes everything as JSON. Imports torch only for
 ``--peers``: the command works with the app's own install.
 """
 
@@ -383,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def memory_main(args: argparse.Namespace, registry: Registry) -> int:
     """``--memory``: one child ``invsr-upscale`` run per backend, its peak RSS against the bound."""
-    from model_export import bench_memory
+    from model_export.commands import bench_memory
 
     try:
         size = bench_memory.parse_size(args.memory)

@@ -3,9 +3,9 @@ and the seam check (the tiled result against the untiled one, and a crop sheet a
 
 ::
 
-    python -m model_export.bench_diffusion --model diffusion_x4.onnx          # an exported model
-    python -m model_export.bench_diffusion --config diffusion_x4              # the config's architecture, untrained
-    python -m model_export.bench_diffusion --model M.onnx --tiled-check 512 --tile 128 --sheet seams.png
+    python -m model_export.commands.bench_diffusion --model diffusion_x4.onnx          # an exported model
+    python -m model_export.commands.bench_diffusion --config diffusion_x4              # the config's architecture, untrained
+    python -m model_export.commands.bench_diffusion --model M.onnx --tiled-check 512 --tile 128 --sheet seams.png
 
 Speed depends on the architecture, not on the weights, so ``--config`` (a freshly built net with seeded random
 weights, exported to a temporary folder) gives the figures of a model before it is trained. ``--size`` is the LR
@@ -17,7 +17,7 @@ a crop sheet across the first vertical tile border: untiled | tiled | naive tile
 the peak of the numpy arrays it allocates (tracemalloc) and the peak RSS over the process's before the run (ONNX
 Runtime's arena included), both in bytes per output pixel::
 
-    python -m model_export.bench_diffusion --config diffusion_x4 --size 256 --steps 4 --memory [--tile 64]
+    python -m model_export.commands.bench_diffusion --config diffusion_x4 --size 256 --steps 4 --memory [--tile 64]
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def link_model(model: Path, folder: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model_export.bench_diffusion", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m model_export.commands.bench_diffusion", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", type=Path, help="an exported diffusion ONNX model")
     src.add_argument("--config", default="diffusion_x4", help="build the config's architecture (default diffusion_x4)")

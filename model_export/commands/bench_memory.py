@@ -88,7 +88,7 @@ def measure(backend: str, photo: Path, size: tuple[int, int], scale: float, thre
 def run(backends: list[str], size: tuple[int, int], scale: float, threads: int) -> list[MemoryRow]:
     with tempfile.TemporaryDirectory(prefix="invsr-bench-photo-") as folder:
         photo = Path(folder) / "photo.jpg"
-        subprocess.run([sys.executable, "-m", "model_export.bench_memory", str(photo), f"{size[0]}x{size[1]}"],
+        subprocess.run([sys.executable, "-m", "model_export.commands.bench_memory", str(photo), f"{size[0]}x{size[1]}"],
                        check=True)  # fmt: skip
         rows = []
         for backend in backends:

@@ -8,9 +8,9 @@ against the mean of the seeds. It writes ``spread.json`` and ``spread.png``, a r
 seed 0's output | the mean of the seeds | the standard deviation as a heat map (matplotlib ``magma`` on a fixed range,
 ``--vmax``, so pictures of different models compare)::
 
-    python -m model_export.seed_spread --model resources/models/M.onnx --out reports/spread
-    python -m model_export.seed_spread --config diffusion_x4 --out /tmp/spread        # untrained, random weights
-    python -m model_export.seed_spread --model M.onnx --image photo.png --size 128 --seeds 0 1 2 3 --steps 4 \\
+    python -m model_export.commands.seed_spread --model resources/models/M.onnx --out reports/spread
+    python -m model_export.commands.seed_spread --config diffusion_x4 --out /tmp/spread        # untrained, random weights
+    python -m model_export.commands.seed_spread --model M.onnx --image photo.png --size 128 --seeds 0 1 2 3 --steps 4 \\
         --noise 1.0 --out DIR
 
 The input is ``--image`` (default: the bundled public-domain sample ``resources/samples/astronaut.png``),
@@ -101,11 +101,11 @@ def spread_picture(path: Path, lr: np.ndarray, outputs: Sequence[np.ndarray], st
 
 def _prepare_model(model: Path | None, config: str, tmp: Path, seed: int) -> tuple[Path, str]:
     """The model file in a folder of its own (the plugin scans folders) and a description of it."""
-    from model_export.bench_diffusion import _model_from_config
+    from model_export.commands.bench_diffusion import _model_from_config
 
     if model is None:
         return _model_from_config(config, tmp, seed), f"config {config} (untrained, random weights)"
-    from model_export.bench_diffusion import link_model
+    from model_export.commands.bench_diffusion import link_model
 
     return link_model(model, tmp / "models"), str(model)
 
@@ -124,7 +124,7 @@ def _engine(model: Path, threads: int, tile: int | None):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model_export.seed_spread", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m model_export.commands.seed_spread", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", type=Path, help="an exported diffusion ONNX model")
     src.add_argument("--config", help="build the config's architecture with random weights (e.g. diffusion_x4)")
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args.seeds) < 2:
         p.error("give at least two seeds")
 
-    from model_export.bench_diffusion import _load_image
+    from model_export.commands.bench_diffusion import _load_image
 
     with tempfile.TemporaryDirectory(prefix="seed-spread-") as tmp:
         model, what = _prepare_model(args.model, args.config, Path(tmp), 0)

@@ -2,7 +2,7 @@
 
 ::
 
-    python -m model_export.model_card MODEL.pt MODEL.onnx --eval REPORT.json [--eval REPORT2.json ...] \\
+    python -m model_export.commands.model_card MODEL.pt MODEL.onnx --eval REPORT.json [--eval REPORT2.json ...] \\
         --command "invsr-train ..." [--notes "..."] -o resources/models/NAME.md
 
 It reads the architecture, parameter count, data, steps and wall time from the model file that ``invsr-train``
@@ -114,7 +114,7 @@ def render(model_file: Path, onnx_file: Path, reports: list[dict[str, Any]], com
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model_export.model_card", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m model_export.commands.model_card", description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path, help="the model file invsr-train wrote (model_<arch>_x<scale>.pt)")
     p.add_argument("onnx", type=Path, help="the exported ONNX file")
     p.add_argument("--eval", type=Path, action="append", default=[], help="an invsr-eval report.json")

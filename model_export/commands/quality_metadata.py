@@ -1,6 +1,6 @@
 """Write a model's measured quality (an ``invsr-eval`` report) and speed into its ONNX metadata.
 
-    python -m model_export.quality_metadata resources/models/esrgan-sharp-x4.onnx --report R/report.json \\
+    python -m model_export.commands.quality_metadata resources/models/esrgan-sharp-x4.onnx --report R/report.json \\
         --summary "Sharper detail for clean photos" --backend esrgan-sharp-x4
 
 The app's backend picker reads ``invsr.quality`` / ``invsr.summary`` (see :mod:`invsr_desktop.engine.quality`).
@@ -67,7 +67,7 @@ def write_metadata(path: Path, values: dict[str, str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model_export.quality_metadata", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m model_export.commands.quality_metadata", description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+", type=Path, help="ONNX file(s) of one backend (e.g. a diffusion model and its prior)")
     p.add_argument("--report", type=Path, help="report.json of invsr-eval for this backend")
     p.add_argument("--summary", help="one sentence: what the model is for")

@@ -4,7 +4,7 @@ LR, side by side at 1:1 (nearest neighbour), each labelled with its PSNR (RGB, a
 Why a separate sheet: ``invsr-eval`` writes crop sheets of the benchmark sets, whose licences do not allow
 committing them; this one runs on any photo you may publish (default: the bundled public-domain sample).
 
-    python -m model_export.compare_sheet --scale 4 --backend bicubic --backend esrgan-faithful-x4 \\
+    python -m model_export.commands.compare_sheet --scale 4 --backend bicubic --backend esrgan-faithful-x4 \\
         --backend inn --backend diffusion --out docs/models/compare_x4.png
 
 ``--backend ID[:NAME=VALUE,...]`` passes backend parameters, e.g. ``diffusion:noise=0``. ``--lr-noise`` and
@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-DEFAULT_IMAGE = Path(__file__).resolve().parent.parent / "resources" / "samples" / "astronaut.png"
+DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "resources" / "samples" / "astronaut.png"
 
 
 def parse_backend(text: str) -> tuple[str, dict[str, Any]]:
@@ -109,7 +109,7 @@ def render(hr: np.ndarray, results: list[tuple[str, np.ndarray]], box: tuple[int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model_export.compare_sheet", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m model_export.commands.compare_sheet", description=__doc__.split("\n\n")[0])
     p.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="HR photo (default: the bundled sample)")
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--backend", action="append", required=True, help="ID or ID:NAME=VALUE,... (repeatable)")

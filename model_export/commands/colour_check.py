@@ -8,9 +8,9 @@ a folder: the input is the image mod-cropped to the scale and downscaled by it w
 0.05, i.e. 13 of 255 levels) so a nearly black channel is not judged on fractions of a level. The check passes
 when no channel of any image shifts by more than ``tolerance`` (default 0.01).
 
-    python -m model_export.colour_check --model runs/esrgan_gan_x4/model_rrdbnet_x4.pt \\
+    python -m model_export.commands.colour_check --model runs/esrgan_gan_x4/model_rrdbnet_x4.pt \\
         --images ../shared/data/benchmarks/Set5 --images ../shared/data/benchmarks/Set14
-    python -m model_export.colour_check --backend <backend id> --images DIR      # an app backend, via the engine
+    python -m model_export.commands.colour_check --backend <backend id> --images DIR      # an app backend, via the engine
 
 Exit status 0 when it passes, 1 when a channel shifts too much, 2 for bad arguments. ``--json FILE`` writes the
 report (per image: input and output means in 8-bit levels, relative shifts) for the model card.
@@ -134,7 +134,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model_export.colour_check", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m model_export.commands.colour_check", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", type=Path, help="checkpoint / model file, run in PyTorch")
     src.add_argument("--backend", help="app backend id, run through the engine")

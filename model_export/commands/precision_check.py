@@ -3,7 +3,7 @@ INN's round trip at both precisions, on real photos.
 
 ::
 
-    python -m model_export.precision_check IMAGES_DIR [--threads 1] [--backend ID ...] [--min-psnr 45]
+    python -m model_export.commands.precision_check IMAGES_DIR [--threads 1] [--backend ID ...] [--min-psnr 45]
 
 For each upscaling backend (bicubic excepted: it has no weights to round), on the x4 (or the backend's scale) MATLAB
 bicubic LR of every image in the folder (the evaluation protocol's LR; Set5 is what the speed issue names), the
@@ -28,7 +28,7 @@ import numpy as np
 from invsr_desktop.engine import openvino_sessions
 from invsr_desktop.engine.pipeline import Engine, EngineOptions
 from invsr_desktop.engine.registry import Registry
-from model_export.bench import fresh_registry
+from model_export.commands.bench import fresh_registry
 from model_export.data.dataset import make_lr
 from model_export.evaluate import list_images, load_hr, modcrop
 
@@ -102,7 +102,7 @@ def round_trip_delta(registry: Registry, images: Sequence[np.ndarray], threads: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model_export.precision_check", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m model_export.commands.precision_check", description=__doc__.split("\n\n")[0])
     p.add_argument("images", type=Path, help="folder of HR photos (Set5)")
     p.add_argument("--backend", action="append", default=[], help="only these upscalers (default: all but bicubic)")
     p.add_argument("--threads", type=int, default=1)
