@@ -2,10 +2,11 @@
 per backend, against issue 22's bound (twice the result's 8-bit size plus 500 MB).
 
 Each backend runs in its own child process (the app's CLI, file in and file out, as a user runs it), so one
-backend's memory is not another's; the peak is the child's own (``os.wait4``'s ``ru_maxrss``). The photo is
-synthetic (smooth colour fields with fine grain, seeded, saved as JPEG), so the command needs no data; it is made
-in a child process too: Linux carries the high-water mark of the memory a child starts from (the parent's, when
-Python spawns with vfork) into the child's ``ru_maxrss``, so the parent must never have held the photo's arrays.
+backend's memory is not another's. The peak is the child's own high-water mark after ``exec`` (``VmHWM`` of
+``/proc/self/status``, which the child writes when it exits): ``os.wait4``'s ``ru_maxrss`` would not do, since
+Linux carries into it the high-water mark of the process the child was forked from (a test runner, this command).
+Without ``/proc`` it falls back to ``ru_maxrss``. The photo is synthetic (smooth colour fields with fine grain,
+seeded, saved as JPEG), so the command needs no data.
 """
 
 from __future__ import annotations
@@ -68,28 +69,46 @@ def bound_mb(size: tuple[int, int], scale: float) -> float:
     return 2 * out / MB + BOUND_EXTRA_MB
 
 
+#: The child: invsr-upscale, reporting its VmHWM (kB) into the file named by $INVSR_BENCH_HWM as it exits.
+CHILD = """
+import atexit, os, runpy, sys
+
+def report():
+    try:
+        with open("/proc/self/status") as status, open(os.environ["INVSR_BENCH_HWM"], "w") as out:
+            out.write(next(line.split()[1] for line in status if line.startswith("VmHWM:")))
+    except (OSError, StopIteration):
+        pass
+
+atexit.register(report)
+sys.argv = ["invsr-upscale", *sys.argv[1:]]
+runpy.run_module("invsr_desktop.cli", run_name="__main__")
+"""
+
+
 def measure(backend: str, photo: Path, size: tuple[int, int], scale: float, threads: int) -> MemoryRow:
     """One ``invsr-upscale`` run of ``photo`` in a child process: its peak RSS and wall time."""
     with tempfile.TemporaryDirectory(prefix="invsr-bench-memory-") as out:
-        command = [sys.executable, "-m", "invsr_desktop.cli", str(photo), "-s", f"{scale:g}", "-b", backend,
-                   "-o", out, "--threads", str(threads)]  # fmt: skip
+        hwm = Path(out) / "hwm"
+        command = [sys.executable, "-c", CHILD, str(photo), "-s", f"{scale:g}", "-b", backend, "-o", out,
+                   "--threads", str(threads)]  # fmt: skip
         start = time.perf_counter()
-        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                 env={**os.environ, "INVSR_BENCH_HWM": str(hwm)})  # fmt: skip
         assert child.stderr is not None
         stderr = child.stderr.read().decode(errors="replace")
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - start
-    peak = usage.ru_maxrss / 1024  # kilobytes on Linux
+        reported = hwm.read_text().strip() if hwm.is_file() else ""
+    peak = (int(reported) if reported.isdigit() else usage.ru_maxrss) / 1024  # kilobytes on Linux
     error = "" if child.returncode == 0 else (stderr.strip().splitlines() or [f"exit {child.returncode}"])[-1]
     return MemoryRow(backend, size, scale, None if error else peak, bound_mb(size, scale), seconds, error)
 
 
 def run(backends: list[str], size: tuple[int, int], scale: float, threads: int) -> list[MemoryRow]:
     with tempfile.TemporaryDirectory(prefix="invsr-bench-photo-") as folder:
-        photo = Path(folder) / "photo.jpg"
-        subprocess.run([sys.executable, "-m", "model_export.commands.bench_memory", str(photo), f"{size[0]}x{size[1]}"],
-                       check=True)  # fmt: skip
+        photo = synthetic_photo(Path(folder) / "photo.jpg", size)
         rows = []
         for backend in backends:
             rows.append(measure(backend, photo, size, scale, threads))
@@ -111,6 +130,3 @@ def line(row: MemoryRow) -> str:
     return (f"| {row.backend} | {row.peak_mb:.0f} | {row.bound_mb:.0f} | {'yes' if row.holds else 'NO'} "
             f"| {row.seconds:.0f} |")
 
-
-if __name__ == "__main__":  # the photo, made in a child process (see the module's docstring)
-    synthetic_photo(Path(sys.argv[1]), parse_size(sys.argv[2]))
