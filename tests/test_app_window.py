@@ -210,7 +210,10 @@ def test_parameter_widgets_come_from_the_backend_description(make_window):
     assert isinstance(editors["sampler"].widget, QComboBox) and editors["sampler"].widget.count() == 3
     assert window.panel.params() == {"steps": 20, "temperature": 0.8, "seed": 0, "tta": False, "sampler": "ddim"}
     picker = window.panel.scale_picker
-    assert [picker.itemText(i) for i in range(picker.count())] == ["×2", "×4"] and not picker.isEditable()
+    assert [picker.itemText(i) for i in range(picker.count())] == ["×2", "×3  (from ×4)", "×4"]
+    assert not picker.isEditable()
+    picker.set_value(3)
+    assert window.panel.scale() == 3.0  # the x4 model, reduced by the engine
     select_backend(window, "bicubic")
     assert picker.isEditable() and window.panel.param_form.editors == {}
     picker.setEditText("2.5")

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from model_export.bench import inference_paths, main
+from model_export.commands.bench import inference_paths, main
 from model_export.flops import model_flops, shapes_of
 
 
@@ -87,7 +87,7 @@ def test_memory_mode_runs_the_cli_in_a_child_and_reports_its_peak(tmp_path, caps
 
 
 def test_memory_mode_reports_a_failed_run_and_a_bad_size(capsys):
-    from model_export.bench_memory import parse_size
+    from model_export.commands.bench_memory import parse_size
 
     assert parse_size("4000x3000") == (4000, 3000)
     assert main(["--memory", "4000by3000"]) == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from model_export.compare_sheet import degrade_lr, lr_description, main, parse_backend, psnr_rgb
+from model_export.commands.compare_sheet import degrade_lr, lr_description, main, parse_backend, psnr_rgb
 
 
 def test_parse_backend_reads_typed_parameters():

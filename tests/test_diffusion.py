@@ -401,7 +401,7 @@ def test_other_runners_unchanged():
 
 
 def test_benchmark_command(exported, tmp_path, capsys, monkeypatch):
-    from model_export.bench_diffusion import main as bench_main
+    from model_export.commands.bench_diffusion import main as bench_main
 
     monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "none")
     monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path))  # the command points it at its own folder
@@ -417,8 +417,8 @@ def test_benchmark_command(exported, tmp_path, capsys, monkeypatch):
 
 def test_benchmark_and_seed_spread_bring_a_models_prior_along(exported_prior, tmp_path, capsys, monkeypatch):
     """The commands run the model from a folder of their own: a prior-conditioned one needs its prior there too."""
-    from model_export.bench_diffusion import main as bench_main
-    from model_export.seed_spread import main as spread_main
+    from model_export.commands.bench_diffusion import main as bench_main
+    from model_export.commands.seed_spread import main as spread_main
 
     monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "none")
     model = str(exported_prior[2].path)
@@ -545,7 +545,7 @@ def _traced_peak(fn) -> int:
 def test_sampler_memory_per_output_pixel(models_dir, tile, bound):
     """Peak numpy memory of a run, in bytes per output pixel (now 48.2 and 39.3). The code before the in-place
     sampler and blend peaked at 72.2 (one tile) and 63.3 (tiles of 32 LR pixels) on this test: it fails both."""
-    from model_export.bench_diffusion import sampler_memory
+    from model_export.commands.bench_diffusion import sampler_memory
 
     (spec,) = dp.invsr_backends()
     assert spec.bytes_per_pixel == dp.run_bytes_per_pixel(dp.find_models()[0])
@@ -571,11 +571,11 @@ def test_tiler_map_allocates_one_full_size_array():
     assert peak < 1.2 * a.nbytes, peak / a.nbytes  # the result (padded size: 1.03) and 64-row bands (before: 2.8)
 
 
-# ---- the spread across seeds (model_export/seed_spread.py) ----------------------------------------------------------
+# ---- the spread across seeds (model_export/commands/seed_spread.py) ----------------------------------------------------------
 
 
 def test_seed_spread_figures(models_dir):
-    from model_export.seed_spread import spread_map, spread_stats, upscale_seeds
+    from model_export.commands.seed_spread import spread_map, spread_stats, upscale_seeds
 
     lr = smooth_image(16, 20, seed=6)
     engine = _engine()
@@ -593,7 +593,7 @@ def test_seed_spread_figures(models_dir):
 
 
 def test_seed_spread_command(exported, tmp_path, capsys, monkeypatch):
-    from model_export.seed_spread import main as spread_main
+    from model_export.commands.seed_spread import main as spread_main
 
     monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "none")
     monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path))  # the command points it at its own folder
@@ -872,7 +872,7 @@ def test_prior_name_in_metadata_stays_in_the_folder(tmp_path, name):
 
 def test_prior_sampler_memory(prior_models_dir):
     """The prior's pass (packed blend, then y0) stays under the sampler's own peak per output pixel."""
-    from model_export.bench_diffusion import sampler_memory
+    from model_export.commands.bench_diffusion import sampler_memory
 
     _, runner = _engine().runner("diffusion", 4, {"steps": 3, "seed": 1})
     lr = smooth_image(128, 128, seed=5)

@@ -414,7 +414,7 @@ def test_bicubic_mix_is_by_sample_index():
 
 
 def test_colour_check(tmp_path, capsys):
-    from model_export import colour_check
+    from model_export.commands import colour_check
 
     folder = tmp_path / "imgs"
     folder.mkdir()

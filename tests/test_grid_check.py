@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from model_export.grid_check import grid_score, lattice_ratio
+from model_export.commands.grid_check import grid_score, lattice_ratio
 
 SAMPLE = Path(__file__).resolve().parents[1] / "resources" / "samples" / "astronaut.png"
 

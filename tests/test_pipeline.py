@@ -144,3 +144,15 @@ def test_a_file_result_is_never_held_in_float32(tmp_path, backend, scale, native
     finally:
         tracemalloc.stop()
     assert peak < 0.8 * float_result, f"peak {peak / 1e6:.2f} MB vs a float32 result of {float_result / 1e6:.2f} MB"
+
+
+def test_an_upscaler_offers_the_whole_scales_below_its_native_one():
+    """What the app's scale picker lists: a x4 model also serves x2 and x3 (the engine reduces its result); a x2/x4
+    backend adds x3; a shrinker offers only its factors."""
+    spec = lambda scales, direction="up": BackendSpec(id="b", name="B", kind="k", scales=scales,  # noqa: E731
+                                                      build=lambda r: None, direction=direction)  # fmt: skip
+    assert spec((4,)).offered_scales() == (2, 3, 4)
+    assert spec((2, 4)).offered_scales() == (2, 3, 4)
+    assert spec((2,)).offered_scales() == (2,)
+    assert spec((2, 4), "down").offered_scales() == (2, 4)
+    assert spec((4,)).native_scale_for(2) == 4.0

@@ -1,4 +1,4 @@
-"""``python -m model_export.precision_check`` on small photos and the tiny INN models: the table, the round trip,
+"""``python -m model_export.commands.precision_check`` on small photos and the tiny INN models: the table, the round trip,
 and what it concludes when the CPU is said to run bf16 (this one does not: OpenVINO then compiles f32)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 from PIL import Image as PILImage
 
 from invsr_desktop.engine import openvino_sessions
-from model_export.precision_check import main, psnr_u8
+from model_export.commands.precision_check import main, psnr_u8
 
 
 def test_psnr_is_measured_on_the_8_bit_result():

@@ -9,7 +9,7 @@ import pytest
 
 from invsr_desktop.engine.quality import QUALITY_KEY, SUMMARY_KEY, Quality, user_line
 from invsr_desktop.engine.registry import Registry
-from model_export.quality_metadata import quality_from_report, write_metadata
+from model_export.commands.quality_metadata import quality_from_report, write_metadata
 
 BUNDLED = Path(__file__).resolve().parents[1] / "resources" / "models" / "esrgan-sharp-x4.onnx"
 REPORT = {

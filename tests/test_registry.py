@@ -248,7 +248,7 @@ def test_a_plain_function_is_a_runner(installed_plugins):
 def test_listing_escapes_terminal_codes_and_blames_no_plugin_for_a_bad_model_file(tmp_path, monkeypatch):
     import shutil
 
-    from model_export.quality_metadata import write_metadata
+    from model_export.commands.quality_metadata import write_metadata
 
     bundled = Path(__file__).resolve().parents[1] / "resources" / "models" / "esrgan-sharp-x4.onnx"
     shutil.copy(bundled, tmp_path / "evil-x4.onnx")

@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from model_export.sharpness import edge_contrast, main, sharpness
+from model_export.commands.sharpness import edge_contrast, main, sharpness
 
 SAMPLE = Path(__file__).resolve().parent.parent / "resources" / "samples" / "astronaut.png"
 

@@ -149,7 +149,7 @@ def test_cli_shrink_then_restore(models_dir, tmp_path, monkeypatch, capsys):
 
 
 def test_round_trip_report(models_dir, tmp_path):
-    from model_export.eval_inn import evaluate_round_trip, plot_jpeg_curve, render_markdown
+    from model_export.commands.eval_inn import evaluate_round_trip, plot_jpeg_curve, render_markdown
 
     folder = tmp_path / "set"
     folder.mkdir()

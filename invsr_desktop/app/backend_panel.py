@@ -84,22 +84,28 @@ def scale_text(scale: float) -> str:
 
 
 class ScalePicker(QComboBox):
-    """The backend's native scales; editable with any value from 1 to 16 when the backend has ``any_scale``."""
+    """The backend's offered scales (:meth:`BackendSpec.offered_scales`: a x4 model also offers x2 and x3, labelled
+    with the model that serves them); editable with any value from 1 to 16 when the backend has ``any_scale``."""
 
     def set_spec(self, spec: BackendSpec) -> None:
         self.blockSignals(True)
         self.clear()
-        scales = sorted(set(spec.scales) | (set(ANY_SCALE_PRESETS) if spec.any_scale else set()))
+        scales = sorted(set(spec.offered_scales()) | (set(ANY_SCALE_PRESETS) if spec.any_scale else set()))
         shrinks = spec.direction == "down"
         for scale in scales:
-            self.addItem(f"÷{scale:g}" if shrinks else scale_text(scale), float(scale))
+            native = spec.native_scale_for(scale) if not shrinks else scale
+            label = f"÷{scale:g}" if shrinks else scale_text(scale)
+            if native != scale:
+                label += f"  (from {scale_text(native)})"
+            self.addItem(label, float(scale))
         self.setEditable(spec.any_scale and not shrinks)
         if shrinks:
             self.setToolTip("Width and height are divided by this factor (the factors of the installed models).")
         elif spec.any_scale:  # typed text is parsed leniently by value(): "3", "x3", "×2.5" all work
             self.setToolTip("Native scales are listed; type any scale from 1 to 16.")
         else:
-            self.setToolTip("The scales this backend's models were trained for.")
+            self.setToolTip("The scales this backend's models were trained for; a smaller one runs the model and "
+                            "reduces its result (\"from ×4\").")
         self.blockSignals(False)
 
     def value(self) -> float:

@@ -79,7 +79,7 @@ class AppSettings:
         """The last scale used with ``spec``, if that backend still offers it; else its first native scale."""
         fallback = float(4 if 4 in spec.scales or spec.any_scale else spec.scales[0])
         value = self._get(f"backend/{spec.id}/scale", fallback, float)
-        if value < 1 or (not spec.any_scale and value not in spec.scales):
+        if value < 1 or (not spec.any_scale and value not in spec.offered_scales()):
             return fallback
         return value
 

@@ -218,6 +218,14 @@ class BackendSpec:
             resolved[name] = by_name[name].coerce(value)
         return resolved
 
+    def offered_scales(self) -> tuple[int, ...]:
+        """The whole scales a user is offered (the app's scale picker): the native ones and, for an upscaler, every
+        whole scale from 2 below its largest native one, which the engine serves by running the native model and
+        reducing its result (a x4 model gives x2 and x3, as Upscayl offers them). A shrinker offers its factors."""
+        if self.direction == "down" or not self.scales:
+            return tuple(sorted(self.scales))
+        return tuple(sorted(set(self.scales) | set(range(2, int(max(self.scales))))))
+
     def native_scale_for(self, scale: float) -> float:
         """The scale the runner is built at for a requested output ``scale``.
 

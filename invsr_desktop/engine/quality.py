@@ -1,6 +1,6 @@
 """A model's measured quality and speed, as its ONNX metadata carries them, and the one line a user reads.
 
-``invsr.quality`` holds JSON written by ``python -m model_export.quality_metadata`` from an ``invsr-eval`` report
+``invsr.quality`` holds JSON written by ``python -m model_export.commands.quality_metadata`` from an ``invsr-eval`` report
 (and a speed figure): what the model scored on the benchmarks against bicubic in the same run, e.g.::
 
     {"protocol": "rgb", "scale": 4, "sets": {"Set5": {"psnr": 31.61, "stlpips": 0.133,
