@@ -116,7 +116,46 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """One training run: config, resume point, data, model, then :class:`_Run`'s loop to the end or a stop."""
     t_session = time.perf_counter()
+    cfg = _config(args)
+    info, device = _runtime(cfg)
+    say = _printer(info.is_main)
+    out_dir = Path(args.out or Path("runs") / cfg["name"])
+    state = _resume_state(args, cfg, out_dir, say)
+
+    seed = cfg["seed"]
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    store, dataset, val_files, val_set = _data(cfg, info.is_main)
+    model = get_model_class(args.model)(cfg, device, info)
+    step, wall_base = _restore(model, state, info, seed, say)
+
+    loop = _Run(args, cfg, model, info, out_dir, val_set, len(val_files), t_session, wall_base)
+    loop.open(state, step)
+    d = cfg["data"]
+    say(f"invsr-train {args.model}: {cfg['network']['arch']} x{cfg['scale']}, {loop.n_params:,} parameters; "
+        f"{len(store)} training images ({store.nbytes / 2**20:.0f} MiB), "
+        f"{len(val_files)} held out; batch {d['batch_size']} x {d['patch_size']} px; "
+        f"{info.world} process(es), {torch.get_num_threads()} thread(s) each, {device}; "
+        f"{'resuming at step ' + str(step) if state is not None else 'from scratch'}; run folder {out_dir}")
+
+    from model_export.data import build_train_loader
+
+    loader = build_train_loader(dataset, d["batch_size"], start_step=step, rank=info.rank, world=info.world,
+                                num_workers=d["num_workers"], seed=seed, prefetch_factor=d["prefetch_factor"])
+    step, reason = loop.train(loader, step)
+    del loader  # shuts the worker processes down
+    say(f"stopped at step {step}/{cfg['train']['total_steps']} ({reason}); wall time {loop.wall_now() / 60:.1f} min"
+        + (f"; last validation PSNR-Y {loop.last_val:.3f} dB" if loop.last_val is not None else "")
+        + f"; checkpoint {out_dir / 'latest.pt'}")
+    dist_utils.shutdown(info)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> dict:
+    """The run's config: the family's defaults, the file, then ``--set``; its ``model`` must be the command's."""
     try:
         model_cls = get_model_class(args.model)
     except KeyError as exc:
@@ -125,7 +164,11 @@ def run(args: argparse.Namespace) -> int:
     if cfg["model"] and cfg["model"] != args.model:
         raise ConfigError(f"config key 'model' is {cfg['model']!r} but the command asks for {args.model!r}")
     cfg["model"] = args.model
+    return cfg
 
+
+def _runtime(cfg: dict) -> tuple[dist_utils.DistInfo, torch.device]:
+    """The process group (if any), the device and the torch settings the run computes with."""
     device_kind = _device(cfg)
     info = dist_utils.init(device_kind)
     device = torch.device(info.device)
@@ -135,9 +178,13 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(_threads(cfg, info.world))
     if device_kind == "cpu":
         torch.set_flush_denormal(True)  # denormal activations / gradients in the 0.1-scaled blocks are slow on x86
-    say = _printer(info.is_main)
+    return info, device
 
-    out_dir = Path(args.out or Path("runs") / cfg["name"])
+
+def _resume_state(args: argparse.Namespace, cfg: dict, out_dir: Path, say) -> dict | None:
+    """The training state ``--resume`` names (``auto``: the run folder's ``latest.pt`` if any), checked to be a
+    training checkpoint of this family; a config that differs from the checkpoint's is said, key by key. A run
+    folder that already holds a run needs ``--resume``: nothing is overwritten by accident."""
     ckpt_path = None
     if args.resume == "auto":
         if (out_dir / "latest.pt").exists():
@@ -148,178 +195,201 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"checkpoint {str(ckpt_path)!r} does not exist")
     elif (out_dir / "latest.pt").exists():
         raise ConfigError(f"{out_dir} already holds a run (latest.pt): use --resume auto to continue it, or another --out")
-    state = ckpt_io.load(ckpt_path) if ckpt_path else None
-    if state is not None:
-        if state.get("format") != ckpt_io.TRAIN_FORMAT:
-            raise ConfigError(f"{ckpt_path} is not a training checkpoint (format {state.get('format')!r})")
-        if state["family"] != args.model:
-            raise ConfigError(f"{ckpt_path} was trained as {state['family']!r}, not {args.model!r}")
-        old, new = flatten(state["config"]), flatten(cfg)
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if changed:
-            say("warning: config differs from the checkpoint's in: "
-                + ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed))
+    if ckpt_path is None:
+        return None
+    state = ckpt_io.load(ckpt_path)
+    if state.get("format") != ckpt_io.TRAIN_FORMAT:
+        raise ConfigError(f"{ckpt_path} is not a training checkpoint (format {state.get('format')!r})")
+    if state["family"] != args.model:
+        raise ConfigError(f"{ckpt_path} was trained as {state['family']!r}, not {args.model!r}")
+    old, new = flatten(state["config"]), flatten(cfg)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        say("warning: config differs from the checkpoint's in: "
+            + ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed))
+    return state
 
-    seed = cfg["seed"]
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
-    # ---- data
-    from model_export.data import build_train_loader
-
-    d = cfg["data"]
-    scale = cfg["scale"]
-    store, dataset, val_files, val_set = _data(cfg, info.is_main)
-
-    # ---- model
-    model = model_cls(cfg, device, info)
-    step = 0
-    wall_base = 0.0
+def _restore(model, state: dict | None, info, seed: int, say) -> tuple[int, float]:
+    """Load ``state`` into ``model`` and the random generators; returns (step, wall time so far). A fresh run seeds
+    each rank apart; a resumed one continues each rank's generators exactly where the world size is the same."""
     if state is None:
         _seed_rank(seed, info.rank)
+        return 0, 0.0
+    model.load_state_dict(state["model"])
+    ranks = state.get("rng_ranks") or [state["rng"]]
+    if len(ranks) == info.world:
+        ckpt_io.set_rng_state(ranks[info.rank])
     else:
-        model.load_state_dict(state["model"])
-        ranks = state.get("rng_ranks") or [state["rng"]]
-        if len(ranks) == info.world:
-            ckpt_io.set_rng_state(ranks[info.rank])
-        else:
-            say(f"warning: the checkpoint holds random states for {len(ranks)} process(es), not {info.world}: "
-                "the run continues, but not exactly as it would have")
-            ckpt_io.set_rng_state(ranks[0])
-            _seed_rank(seed + int(state["step"]), info.rank)
-        step = int(state["step"])
-        wall_base = float(state["wall_time_s"])
-    total = cfg["train"]["total_steps"]
-    n_params = model.num_parameters()
+        say(f"warning: the checkpoint holds random states for {len(ranks)} process(es), not {info.world}: "
+            "the run continues, but not exactly as it would have")
+        ckpt_io.set_rng_state(ranks[0])
+        _seed_rank(seed + int(state["step"]), info.rank)
+    return int(state["step"]), float(state["wall_time_s"])
 
-    logger = None
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+
+class _Run:
+    """The training loop and what it keeps between steps: the loss sums of the log interval, the timing (log,
+    validation and saving are left out of the iterations per second), the validation scores, and the saving of
+    ``latest.pt`` and the model file. Every rank runs it; only the main one logs, validates and saves."""
+
+    def __init__(self, args, cfg: dict, model, info, out_dir: Path, val_set, val_count: int, t_session: float,
+                 wall_base: float):
+        self.args, self.cfg, self.model, self.info, self.out_dir = args, cfg, model, info, out_dir
+        self.val_set, self.val_count = val_set, val_count
+        self.t_session, self.wall_base = t_session, wall_base  # this process's start; the earlier sessions' time
+        self.log_cfg = cfg["log"]
+        self.n_params = model.num_parameters()
+        self.logger = None
+        self.perceptual = None
+        self.last_val: float | None = None
+        self.best_val: float | None = None
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def wall_now(self) -> float:
+        return self.wall_base + (time.perf_counter() - self.t_session)
+
+    def open(self, state: dict | None, step: int) -> None:
+        """The run folder's log (continued on resume), its config.json, and the ST-LPIPS scorer if asked for."""
+        if state is not None:
+            self.best_val = state["log"].get("best_val_psnr")
+        if not self.info.is_main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         from model_export.training.logger import RunLogger
 
-        logger = RunLogger(out_dir, resume_step=step if state is not None else None)
-        with open(out_dir / "config.json", "w", encoding="utf-8") as f:
-            json.dump(cfg, f, indent=2)
-    say(f"invsr-train {args.model}: {cfg['network']['arch']} x{scale}, {n_params:,} parameters; "
-        f"{len(store)} training images ({store.nbytes / 2**20:.0f} MiB), "
-        f"{len(val_files)} held out; batch {d['batch_size']} x {d['patch_size']} px; "
-        f"{info.world} process(es), {torch.get_num_threads()} thread(s) each, {device}; "
-        f"{'resuming at step ' + str(step) if state is not None else 'from scratch'}; run folder {out_dir}")
+        self.logger = RunLogger(self.out_dir, resume_step=step if state is not None else None)
+        with open(self.out_dir / "config.json", "w", encoding="utf-8") as f:
+            json.dump(self.cfg, f, indent=2)
+        if self.log_cfg["val_stlpips"]:
+            from model_export.stlpips import ImageScorer
 
-    loader = build_train_loader(dataset, d["batch_size"], start_step=step, rank=info.rank, world=info.world,
-                                num_workers=d["num_workers"], seed=seed, prefetch_factor=d["prefetch_factor"])
-    stop = _StopRequest()
-    stop.install()
-    log_cfg = cfg["log"]
-    perceptual = None
-    if log_cfg["val_stlpips"] and info.is_main:
-        from model_export.stlpips import ImageScorer
+            self.perceptual = ImageScorer("alex")
 
-        perceptual = ImageScorer("alex")
-    last_val = None
-    best_val = state["log"].get("best_val_psnr") if state is not None else None
-    pbar = _progress(info.is_main and log_cfg["progress"], total, step)
-    t_loop = time.perf_counter()
-    t_mark, steps_mark, excluded = t_loop, 0, 0.0
-    sums: dict[str, float] = {}
-    count = 0
-    reason = "finished"
-
-    def wall_now() -> float:
-        return wall_base + (time.perf_counter() - t_session)
-
-    def save(step_: int, rng_ranks: list) -> None:
-        payload = _train_state(args.model, cfg, model, step_, wall_now(), rng_ranks, best_val, last_val)
-        ckpt_io.atomic_save(payload, out_dir / "latest.pt")
-        if log_cfg["keep_every"] > 0 and step_ % log_cfg["keep_every"] == 0:
-            ckpt_io.atomic_save(payload, out_dir / f"ckpt_{step_:08d}.pt")
-        meta = {"step": step_, "wall_time_s": round(wall_now(), 1), "val_psnr": last_val, "val_images": len(val_files),
-                "parameters": n_params}  # fmt: skip
-        exported = _model_file(args.model, cfg, model, meta)
-        ckpt_io.atomic_save(exported, out_dir / f"model_{exported['arch']}_x{scale}.pt")
-
-    it = None
-    try:
-        it = iter(loader)
-        while step < total:
-            batch = next(it)
-            stats = model.optimize(batch, step)
-            step += 1
-            count += 1
-            steps_mark += 1
-            for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if not math.isfinite(stats["loss"]):
-                raise FloatingPointError(f"loss is {stats['loss']} at step {step}; not saving this state")
-            if pbar is not None:
-                pbar.update(1)
-            if not stop.reason:
-                if args.max_minutes and time.perf_counter() - t_session >= args.max_minutes * 60:
-                    stop.reason = f"--max-minutes {args.max_minutes:g}"
-                elif args.stop_at and step >= args.stop_at:
-                    stop.reason = f"--stop-at {args.stop_at}"
-            stopping = dist_utils.any_flag(bool(stop.reason), info)
-            if stopping and not stop.reason:
-                stop.reason = "another process stopped"
-            do_log = step % log_cfg["log_every"] == 0 or step == total or stopping
-            do_val = (log_cfg["val_every"] > 0 and step % log_cfg["val_every"] == 0) or step == total
-            do_val = do_val or (stopping and stop.reason.startswith("--"))  # a planned stop ends with a score
-            do_save = step % log_cfg["save_every"] == 0 or step == total or stopping
-            row = None
-            if do_log and count:
-                means = {k: v / count for k, v in sums.items()}
-                if info.enabled:  # average the loss terms over ranks
-                    keys = sorted(k for k in means if k != "lr")
-                    t = torch.tensor([means[k] for k in keys], dtype=torch.float64, device=device)
-                    torch.distributed.all_reduce(t)
-                    means.update({k: float(v) / info.world for k, v in zip(keys, t.tolist())})
-                now = time.perf_counter()
-                it_s = steps_mark / max(1e-9, now - t_mark - excluded)
-                row = {"step": step, "loss": means["loss"], "lr": stats["lr"], "it_s": round(it_s, 4),
-                       "val_psnr": None, "wall_time_s": round(wall_now(), 1)}
-                row.update({k: v for k, v in means.items() if k not in row})
-                t_mark, steps_mark, excluded = now, 0, 0.0
-                sums, count = {}, 0
-            if do_val and info.is_main and val_set is not None:
-                t0 = time.perf_counter()
-                last_val, extras = _validate(model, val_set, scale, perceptual)
-                best_val = last_val if best_val is None else max(best_val, last_val)
-                extras.update(model.validation_extras(val_set))
-                excluded += time.perf_counter() - t0
-                row = row or {"step": step, "loss": None, "lr": stats["lr"], "it_s": None,
-                              "wall_time_s": round(wall_now(), 1)}
-                row["val_psnr"] = round(last_val, 4)
-                row.update({k: round(v, 4) for k, v in extras.items()})
-            if row is not None and logger is not None:
-                t0 = time.perf_counter()
-                logger.log(row)
+    def train(self, loader, step: int) -> tuple[int, str]:
+        """Steps from ``step`` to the config's total or a stop; returns (the last step, why it stopped)."""
+        total = self.cfg["train"]["total_steps"]
+        stop = _StopRequest()
+        stop.install()
+        pbar = _progress(self.info.is_main and self.log_cfg["progress"], total, step)
+        self.t_mark, self.steps_mark, self.excluded = time.perf_counter(), 0, 0.0
+        reason = "finished"
+        it = None
+        try:
+            it = iter(loader)
+            while step < total:
+                stats = self.model.optimize(next(it), step)
+                step += 1
+                self._count(stats, step)
                 if pbar is not None:
-                    pbar.set_postfix(_postfix(row, last_val), refresh=False)
-                if do_val:
-                    logger.plot(f"{cfg['name']}: {cfg['network']['arch']} x{scale}")
-                excluded += time.perf_counter() - t0
-            if do_save:  # every rank gets here at the same step (stopping is agreed above)
-                rng_ranks = dist_utils.gather_objects(ckpt_io.get_rng_state(), info)
-                if info.is_main:
-                    t0 = time.perf_counter()
-                    save(step, rng_ranks)
-                    excluded += time.perf_counter() - t0
-            if stopping:
-                reason = stop.reason
-                break
-    finally:
-        if pbar is not None:
-            pbar.close()
-        stop.restore()
-        del it, loader  # shuts the worker processes down
-    if logger is not None:
-        logger.plot(f"{cfg['name']}: {cfg['network']['arch']} x{scale}")
-    say(f"stopped at step {step}/{total} ({reason}); wall time {wall_now() / 60:.1f} min"
-        + (f"; last validation PSNR-Y {last_val:.3f} dB" if last_val is not None else "")
-        + f"; checkpoint {out_dir / 'latest.pt'}")
-    dist_utils.shutdown(info)
-    return 0
+                    pbar.update(1)
+                stopping = self._stopping(stop, step)
+                self._report(step, total, stats, stopping, stop.reason, pbar)
+                if step % self.log_cfg["save_every"] == 0 or step == total or stopping:
+                    self._save_all_ranks(step)  # every rank gets here at the same step (stopping is agreed)
+                if stopping:
+                    reason = stop.reason
+                    break
+        finally:
+            if pbar is not None:
+                pbar.close()
+            stop.restore()
+            del it
+        if self.logger is not None:
+            self.logger.plot(self._title())
+        return step, reason
+
+    def _title(self) -> str:
+        return f"{self.cfg['name']}: {self.cfg['network']['arch']} x{self.cfg['scale']}"
+
+    def _count(self, stats: dict[str, float], step: int) -> None:
+        self.count += 1
+        self.steps_mark += 1
+        for k, v in stats.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        if not math.isfinite(stats["loss"]):
+            raise FloatingPointError(f"loss is {stats['loss']} at step {step}; not saving this state")
+
+    def _stopping(self, stop: _StopRequest, step: int) -> bool:
+        """Whether the run stops after this step (a signal, --max-minutes, --stop-at), agreed by every rank."""
+        args = self.args
+        if not stop.reason:
+            if args.max_minutes and time.perf_counter() - self.t_session >= args.max_minutes * 60:
+                stop.reason = f"--max-minutes {args.max_minutes:g}"
+            elif args.stop_at and step >= args.stop_at:
+                stop.reason = f"--stop-at {args.stop_at}"
+        stopping = dist_utils.any_flag(bool(stop.reason), self.info)
+        if stopping and not stop.reason:
+            stop.reason = "another process stopped"
+        return stopping
+
+    def _report(self, step: int, total: int, stats: dict[str, float], stopping: bool, why: str, pbar) -> None:
+        """The log row of this step where one is due (the interval's mean losses, the validation), logged and plotted."""
+        log_cfg = self.log_cfg
+        do_log = step % log_cfg["log_every"] == 0 or step == total or stopping
+        do_val = (log_cfg["val_every"] > 0 and step % log_cfg["val_every"] == 0) or step == total
+        do_val = do_val or (stopping and why.startswith("--"))  # a planned stop ends with a score
+        row = self._log_row(step, stats) if do_log and self.count else None
+        if do_val and self.info.is_main and self.val_set is not None:
+            row = self._validation_row(step, stats, row)
+        if row is not None and self.logger is not None:
+            t0 = time.perf_counter()
+            self.logger.log(row)
+            if pbar is not None:
+                pbar.set_postfix(_postfix(row, self.last_val), refresh=False)
+            if do_val:
+                self.logger.plot(self._title())
+            self.excluded += time.perf_counter() - t0
+
+    def _log_row(self, step: int, stats: dict[str, float]) -> dict[str, Any]:
+        """The interval's mean of every logged term (averaged over ranks) and its iterations per second."""
+        means = {k: v / self.count for k, v in self.sums.items()}
+        if self.info.enabled:
+            keys = sorted(k for k in means if k != "lr")
+            t = torch.tensor([means[k] for k in keys], dtype=torch.float64, device=self.model.device)
+            torch.distributed.all_reduce(t)
+            means.update({k: float(v) / self.info.world for k, v in zip(keys, t.tolist())})
+        now = time.perf_counter()
+        it_s = self.steps_mark / max(1e-9, now - self.t_mark - self.excluded)
+        row = {"step": step, "loss": means["loss"], "lr": stats["lr"], "it_s": round(it_s, 4), "val_psnr": None,
+               "wall_time_s": round(self.wall_now(), 1)}  # fmt: skip
+        row.update({k: v for k, v in means.items() if k not in row})
+        self.t_mark, self.steps_mark, self.excluded = now, 0, 0.0
+        self.sums, self.count = {}, 0
+        return row
+
+    def _validation_row(self, step: int, stats: dict[str, float], row: dict[str, Any] | None) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        self.last_val, extras = _validate(self.model, self.val_set, self.cfg["scale"], self.perceptual)
+        self.best_val = self.last_val if self.best_val is None else max(self.best_val, self.last_val)
+        extras.update(self.model.validation_extras(self.val_set))
+        self.excluded += time.perf_counter() - t0
+        row = row or {"step": step, "loss": None, "lr": stats["lr"], "it_s": None,
+                      "wall_time_s": round(self.wall_now(), 1)}  # fmt: skip
+        row["val_psnr"] = round(self.last_val, 4)
+        row.update({k: round(v, 4) for k, v in extras.items()})
+        return row
+
+    def _save_all_ranks(self, step: int) -> None:
+        rng_ranks = dist_utils.gather_objects(ckpt_io.get_rng_state(), self.info)
+        if self.info.is_main:
+            t0 = time.perf_counter()
+            self._save(step, rng_ranks)
+            self.excluded += time.perf_counter() - t0
+
+    def _save(self, step: int, rng_ranks: list) -> None:
+        """``latest.pt`` (and a kept copy every ``log.keep_every`` steps) and the model file, atomically."""
+        args, cfg, out_dir = self.args, self.cfg, self.out_dir
+        payload = _train_state(args.model, cfg, self.model, step, self.wall_now(), rng_ranks, self.best_val,
+                               self.last_val)  # fmt: skip
+        ckpt_io.atomic_save(payload, out_dir / "latest.pt")
+        if self.log_cfg["keep_every"] > 0 and step % self.log_cfg["keep_every"] == 0:
+            ckpt_io.atomic_save(payload, out_dir / f"ckpt_{step:08d}.pt")
+        meta = {"step": step, "wall_time_s": round(self.wall_now(), 1), "val_psnr": self.last_val,
+                "val_images": self.val_count, "parameters": self.n_params}  # fmt: skip
+        exported = _model_file(args.model, cfg, self.model, meta)
+        ckpt_io.atomic_save(exported, out_dir / f"model_{exported['arch']}_x{cfg['scale']}.pt")
 
 
 def _data(cfg: dict, is_main: bool):
