@@ -237,21 +237,7 @@ def evaluate(
     crop sheets with ``sheets``). ``degrade="camera"`` adds, per folder, a set scored on camera-like LRs (named
     ``<folder> (camera)``, ``"degradation": "camera"``). Raises EvaluationError for bad inputs.
     """
-    if protocol not in PROTOCOLS:
-        raise EvaluationError(f"unknown protocol {protocol!r}; use one of: {', '.join(PROTOCOLS)}")
-    if degrade is not None and degrade not in DEGRADATIONS:
-        raise EvaluationError(f"unknown degradation {degrade!r}; use one of: {', '.join(DEGRADATIONS)}")
-    if degrade is not None and protocol != "rgb":
-        raise EvaluationError("camera-like LRs are RGB photos: use --protocol rgb with --degrade")
-    if int(scale) != scale or scale < 2:
-        raise EvaluationError(f"the evaluation needs an integer scale >= 2, got {scale}")
-    scale = int(scale)
-    if isinstance(folders, (str, Path)):
-        folders = [folders]
-    if not folders:
-        raise EvaluationError("no image folder given")
-    images_by_folder = [(Path(f), list_images(f)) for f in folders]  # fail before any work
-
+    scale, images_by_folder = _check_request(protocol, degrade, scale, folders)
     if engine is None:
         from invsr_desktop.engine.pipeline import Engine
 
@@ -261,82 +247,122 @@ def evaluate(
         resolved = spec.resolve_params(params or {})
     except ValueError as exc:
         raise EvaluationError(str(exc)) from None
-
-    niqe_model = None
-    niqe_note = "not computed"
-    if with_niqe:
-        from model_export.niqe import load_model
-
-        niqe_model = load_model()
-        niqe_note = NIQE_LABEL
-    lpips_fn, lpips_note = lpips_status() if with_lpips else (None, "not requested")
-    if lpips_fn is None and with_lpips:
-        lpips_note = f"LPIPS unavailable: {lpips_note}"
-    st_fn, st_note = stlpips_status() if with_lpips else (None, "not requested")
-    if st_fn is None and with_lpips:
-        st_note = f"ST-LPIPS unavailable: {st_note}"
-
+    metrics = _Metrics.load(with_niqe, with_lpips)
     sheet_dir = Path(out_dir) / "sheets" if (out_dir is not None and sheets) else None
-    names_seen: dict[str, int] = {}
+
     sets = []
-    variants = [None] + ([degrade] if degrade else [])
-    for (folder, files), variant in ((f, v) for f in images_by_folder for v in variants):
-        name = folder.name or str(folder)
-        if variant is None:
-            names_seen[name] = names_seen.get(name, 0) + 1
-        if names_seen[name] > 1:
-            name = f"{name}-{names_seen[name]}"
-        if variant is not None:
-            name = f"{name} ({variant})"
+    for name, folder, files, variant in _sets(images_by_folder, degrade):
         rows = []
         for path in files:
             case = _Case(load_hr(path), scale, protocol, path.name if variant else None)
-            out = engine.upscale_array(case.pixels, backend, scale, params or {})
-            sr_img, sr_y = case.output(out)
-            if backend == BASELINE and not params:
-                bic_img, bic_y = sr_img, sr_y
-            else:
-                bic_img, bic_y = case.output(engine.upscale_array(case.pixels, BASELINE, scale, {}))
-            row: dict[str, Any] = {
-                "image": path.name,
-                "size": [int(case.target.shape[1]), int(case.target.shape[0])],  # W x H after mod-crop
-                "grey": bool(case.grey),
-                "psnr": psnr(sr_y, case.target, scale),
-                "ssim": ssim(sr_y, case.target, scale),
-                "bicubic_psnr": psnr(bic_y, case.target, scale),
-                "bicubic_ssim": ssim(bic_y, case.target, scale),
-            }
-            if niqe_model is not None:
-                row["niqe"] = _niqe_or_none(shave(sr_y, scale), niqe_model)
-                row["bicubic_niqe"] = _niqe_or_none(shave(bic_y, scale), niqe_model)
-                row["hr_niqe"] = _niqe_or_none(shave(case.target, scale), niqe_model)
-            if lpips_fn is not None:
-                row["lpips"] = lpips_fn(shave(sr_img, scale), shave(case.shown_hr, scale))
-                row["bicubic_lpips"] = lpips_fn(shave(bic_img, scale), shave(case.shown_hr, scale))
-            if st_fn is not None:
-                row["stlpips"] = st_fn(shave(sr_img, scale), shave(case.shown_hr, scale))
-                row["bicubic_stlpips"] = st_fn(shave(bic_img, scale), shave(case.shown_hr, scale))
+            row, (bic_img, sr_img) = _score(engine, backend, params or {}, case, scale, path.name, metrics)
             if sheet_dir is not None:
-                row["sheet"] = str(
-                    Path("sheets") / _write_sheet(sheet_dir, name, path.stem, case.shown_hr, bic_img, sr_img, row, backend)
-                )
+                sheet = _write_sheet(sheet_dir, name, path.stem, case.shown_hr, bic_img, sr_img, row, backend)
+                row["sheet"] = str(Path("sheets") / sheet)
             rows.append(row)
             if log:
                 log(f"{name}/{path.name}: PSNR {row['psnr']:.3f} dB, SSIM {row['ssim']:.4f}")
         metric_keys = [k for k in rows[0] if k not in ("image", "size", "grey", "sheet")]
-        sets.append(
-            {
-                "name": name,
-                "folder": str(folder),
-                "degradation": variant or "clean",
-                "images": rows,
-                "mean": {k: _mean([r.get(k) for r in rows]) for k in metric_keys},
-            }
-        )
+        sets.append({"name": name, "folder": str(folder), "degradation": variant or "clean", "images": rows,
+                     "mean": {k: _mean([r.get(k) for r in rows]) for k in metric_keys}})  # fmt: skip
 
+    report = _header(engine, spec, backend, scale, resolved, params, protocol, degrade, metrics)
+    report["sets"] = sets
+    if out_dir is not None:
+        write_report(report, out_dir)
+    return report
+
+
+def _check_request(protocol: str, degrade: str | None, scale: float, folders) -> tuple[int, list]:
+    """The integer scale and ``[(folder, images)]``, every input checked before any work (EvaluationError)."""
+    if protocol not in PROTOCOLS:
+        raise EvaluationError(f"unknown protocol {protocol!r}; use one of: {', '.join(PROTOCOLS)}")
+    if degrade is not None and degrade not in DEGRADATIONS:
+        raise EvaluationError(f"unknown degradation {degrade!r}; use one of: {', '.join(DEGRADATIONS)}")
+    if degrade is not None and protocol != "rgb":
+        raise EvaluationError("camera-like LRs are RGB photos: use --protocol rgb with --degrade")
+    if int(scale) != scale or scale < 2:
+        raise EvaluationError(f"the evaluation needs an integer scale >= 2, got {scale}")
+    if isinstance(folders, (str, Path)):
+        folders = [folders]
+    if not folders:
+        raise EvaluationError("no image folder given")
+    return int(scale), [(Path(f), list_images(f)) for f in folders]
+
+
+def _sets(images_by_folder: list, degrade: str | None):
+    """``(name, folder, files, variant)`` per set: each folder clean, then degraded where asked; a folder name met
+    twice gets ``-2``, a degraded set `` (camera)``."""
+    names_seen: dict[str, int] = {}
+    for folder, files in images_by_folder:
+        base = folder.name or str(folder)
+        names_seen[base] = names_seen.get(base, 0) + 1
+        name = base if names_seen[base] == 1 else f"{base}-{names_seen[base]}"
+        yield name, folder, files, None
+        if degrade:
+            yield f"{name} ({degrade})", folder, files, degrade
+
+
+class _Metrics:
+    """The optional metrics of a run (NIQE, LPIPS, ST-LPIPS) and the notes the report gives for each."""
+
+    def __init__(self, niqe_model, niqe_note: str, lpips_fn, lpips_note: str, st_fn, st_note: str):
+        self.niqe_model, self.niqe_note = niqe_model, niqe_note
+        self.lpips_fn, self.lpips_note = lpips_fn, lpips_note
+        self.st_fn, self.st_note = st_fn, st_note
+
+    @classmethod
+    def load(cls, with_niqe: bool, with_lpips: bool) -> _Metrics:
+        niqe_model, niqe_note = None, "not computed"
+        if with_niqe:
+            from model_export.niqe import load_model
+
+            niqe_model, niqe_note = load_model(), NIQE_LABEL
+        lpips_fn, lpips_note = lpips_status() if with_lpips else (None, "not requested")
+        if lpips_fn is None and with_lpips:
+            lpips_note = f"LPIPS unavailable: {lpips_note}"
+        st_fn, st_note = stlpips_status() if with_lpips else (None, "not requested")
+        if st_fn is None and with_lpips:
+            st_note = f"ST-LPIPS unavailable: {st_note}"
+        return cls(niqe_model, niqe_note, lpips_fn, lpips_note, st_fn, st_note)
+
+
+def _score(engine, backend: str, params: dict[str, Any], case: _Case, scale: int, image: str,
+           metrics: _Metrics) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
+    """One image's row: the backend and bicubic (the same run) against the HR, on every metric loaded; and the
+    two shown images (bicubic, the backend) for the crop sheet."""
+    sr_img, sr_y = case.output(engine.upscale_array(case.pixels, backend, scale, params))
+    if backend == BASELINE and not params:
+        bic_img, bic_y = sr_img, sr_y
+    else:
+        bic_img, bic_y = case.output(engine.upscale_array(case.pixels, BASELINE, scale, {}))
+    row: dict[str, Any] = {
+        "image": image,
+        "size": [int(case.target.shape[1]), int(case.target.shape[0])],  # W x H after mod-crop
+        "grey": bool(case.grey),
+        "psnr": psnr(sr_y, case.target, scale),
+        "ssim": ssim(sr_y, case.target, scale),
+        "bicubic_psnr": psnr(bic_y, case.target, scale),
+        "bicubic_ssim": ssim(bic_y, case.target, scale),
+    }
+    if metrics.niqe_model is not None:
+        row["niqe"] = _niqe_or_none(shave(sr_y, scale), metrics.niqe_model)
+        row["bicubic_niqe"] = _niqe_or_none(shave(bic_y, scale), metrics.niqe_model)
+        row["hr_niqe"] = _niqe_or_none(shave(case.target, scale), metrics.niqe_model)
+    hr = shave(case.shown_hr, scale)
+    for key, fn in (("lpips", metrics.lpips_fn), ("stlpips", metrics.st_fn)):
+        if fn is not None:
+            row[key] = fn(shave(sr_img, scale), hr)
+            row[f"bicubic_{key}"] = fn(shave(bic_img, scale), hr)
+    return row, (bic_img, sr_img)
+
+
+def _header(engine, spec, backend: str, scale: int, resolved: dict, params, protocol: str, degrade: str | None,
+            metrics: _Metrics) -> dict:
+    """The report's header: what ran, with which settings, where, and what each metric is."""
     from invsr_desktop import __version__
 
-    report = {
+    return {
         "tool": "invsr-eval",
         "version": __version__,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -352,16 +378,12 @@ def evaluate(
         "degrade_description": DEGRADATIONS[degrade].describe(scale) if degrade else None,
         "provider": _engine_provider(engine),
         "platform": f"{platform.system()} {platform.machine()}, Python {platform.python_version()}",
-        "niqe": niqe_note,
-        "lpips": lpips_note if lpips_fn is None else lpips_note + _scored_on(protocol),
-        "lpips_available": lpips_fn is not None,
-        "stlpips": st_note if st_fn is None else st_note + _scored_on(protocol),
-        "stlpips_available": st_fn is not None,
-        "sets": sets,
+        "niqe": metrics.niqe_note,
+        "lpips": metrics.lpips_note if metrics.lpips_fn is None else metrics.lpips_note + _scored_on(protocol),
+        "lpips_available": metrics.lpips_fn is not None,
+        "stlpips": metrics.st_note if metrics.st_fn is None else metrics.st_note + _scored_on(protocol),
+        "stlpips_available": metrics.st_fn is not None,
     }
-    if out_dir is not None:
-        write_report(report, out_dir)
-    return report
 
 
 def _scored_on(protocol: str) -> str:
