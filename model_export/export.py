@@ -36,7 +36,6 @@ Exit status: 0 written, 1 the check failed (nothing written), 2 bad arguments or
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -50,7 +49,6 @@ from typing import Sequence
 import numpy as np
 import onnx
 import torch
-import torch.nn as nn
 
 from model_export.checkpoints import CheckpointError, load_checkpoint
 from model_export.onnx_core import (
@@ -288,6 +286,8 @@ def _run(args: argparse.Namespace, size: tuple[int, int]) -> int:
 
 
 def _export(args: argparse.Namespace, size: tuple[int, int]) -> int:
+    """Load, trace, check against PyTorch (fp32, then the fp16 / int8 variant if asked), write; a failed check
+    writes nothing."""
     started = time.perf_counter()
     ckpt = load_checkpoint(args.checkpoint, arch=args.arch, scale=args.scale)
     if ckpt.arch == "diffusion_unet":  # a denoiser (x_t, lr_up, t) -> x0, not lr -> sr: its own exporter
@@ -301,75 +301,24 @@ def _export(args: argparse.Namespace, size: tuple[int, int]) -> int:
           f"{parameters / 1e6:.2f} M parameters, from {ckpt.source}")
 
     # trace at one size, check at another (odd) one: proves the height and width really are dynamic
-    check_hw = check_input_size(size, multiple)
     example = random_input(check_input_size((16, 20), multiple), seed=args.seed + 1)
-    x = random_input(check_hw, seed=args.seed)
-    reference = net(x).numpy()
-
+    probe = _Probe(net, random_input(check_input_size(size, multiple), seed=args.seed), args.threads)
     opset = args.opset if args.exporter == "torchscript" else max(args.opset, 18)
     fp32_model = torch_to_onnx(net, example, exporter=args.exporter, opset=opset)
-    fp32_bytes = serialize(fp32_model)
-    fp32_out = run_ort(ort_session(fp32_bytes, args.threads), x.numpy())
-    checks = [compare("fp32 (ONNX Runtime vs PyTorch)", x, fp32_out, reference, None, tolerance=args.tolerance)]
-    print(checks[-1].line())
-    if not checks[-1].ok:
-        return _failed(args, "the ONNX model does not match PyTorch within --tolerance")
+    try:
+        probe.check_fp32(fp32_model, args.tolerance)
+        precision, final_model = "fp32", fp32_model
+        if args.fp16:
+            precision = "fp16"
+            final_model = probe.check_fp16(torch_to_onnx(HalfPrecision(net), example.clone(), exporter=args.exporter,
+                                                         opset=opset), args.fp16_tolerance)  # fmt: skip
+        elif args.int8:
+            precision = "int8"
+            final_model = probe.check_int8(args, ckpt.scale, multiple)
+    except _CheckFailed as failed:
+        return _failed(args, str(failed))
 
-    precision = "fp32"
-    final_model = fp32_model
-    if args.fp16:
-        precision = "fp16"
-        final_model = torch_to_onnx(HalfPrecision(net), example.clone(), exporter=args.exporter, opset=opset)
-        out = run_ort(ort_session(serialize(final_model), args.threads), x.numpy())
-        checks.append(compare("fp16 (ONNX Runtime fp16 vs PyTorch fp32; PSNR vs fp32 ONNX)", x, out, reference,
-                              fp32_out, tolerance=args.fp16_tolerance))
-        print(checks[-1].line())
-        # ONNX Runtime's CPU provider runs most fp16 nodes in fp32 (it inserts casts), so the check above mostly
-        # sees the rounding of the weights; a GPU computes in fp16. PyTorch's half precision on the CPU shows that.
-        half_out = HalfPrecision(net)(x).numpy()
-        checks.append(compare("fp16 compute (PyTorch half vs fp32, as a GPU runs it)", x, half_out, reference,
-                              fp32_out, tolerance=args.fp16_tolerance))
-        print(checks[-1].line())
-        if not all(c.ok for c in checks[-2:]):
-            return _failed(args, "the fp16 model is off by more than --fp16-tolerance (or not finite)")
-    elif args.int8:
-        precision = "int8"
-        calib = calibration_patches(args.calibration, ckpt.scale, multiple, args.calibration_patch,
-                                    args.calibration_count, seed=args.seed)
-        held_out = calibration_patches(args.calibration, ckpt.scale, multiple, args.calibration_patch,
-                                       max(2, args.calibration_count // 4), seed=args.seed + 1000)
-        print(f"int8: calibrating on {len(calib)} LR patches of {calib[0].shape[2]}x{calib[0].shape[3]} "
-              f"from {args.calibration} (MinMax)")
-        try:
-            int8_bytes = quantize_int8(fp32_bytes, calib)
-        except ExportError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise ExportError(f"int8 quantization failed: {type(exc).__name__}: {exc}") from exc
-        final_model = onnx.load_from_string(int8_bytes)
-        session = ort_session(int8_bytes, args.threads)
-        fp32_session = ort_session(fp32_bytes, args.threads)
-        out = run_ort(session, x.numpy())
-        checks.append(compare("int8 on the random input (vs PyTorch fp32; PSNR vs fp32 ONNX)", x, out, reference,
-                              fp32_out))
-        print(checks[-1].line())
-        patch_psnr, patch_max = [], 0.0
-        for lr in held_out:
-            ref32 = run_ort(fp32_session, lr)
-            got = run_ort(session, lr)
-            patch_psnr.append(psnr(got, ref32))
-            patch_max = max(patch_max, float(np.max(np.abs(got - ref32))))
-        finite = [v for v in patch_psnr if not math.isinf(v)]
-        mean_psnr = float(np.mean(finite)) if finite else math.inf
-        held = Check(f"int8 on {len(held_out)} held-out image patches (vs fp32 ONNX)", tuple(held_out[0].shape),
-                     patch_max, mean_psnr, f"min PSNR {args.int8_min_psnr:g} dB",
-                     mean_psnr >= args.int8_min_psnr)
-        checks.append(held)
-        print(held.line())
-        if not held.ok:
-            return _failed(args, "the int8 model is below --int8-min-psnr against the fp32 model")
-
-    props = metadata(ckpt, args, precision, args.exporter, opset, multiple, parameters, checks)
+    props = metadata(ckpt, args, precision, args.exporter, opset, multiple, parameters, probe.checks)
     description = (f"{props['invsr.name']}: {ckpt.arch} x{ckpt.scale} ({precision}) exported by invsr-export from "
                    f"{ckpt.source}. Input lr, output sr: NCHW float32 RGB in [0, 1]; height and width must be "
                    f"multiples of {multiple}.")
@@ -382,6 +331,79 @@ def _export(args: argparse.Namespace, size: tuple[int, int]) -> int:
         dest = install(out_path)
         print(f"installed {dest} (the app lists it as {props['invsr.name']!r})")
     return 0
+
+
+class _CheckFailed(Exception):
+    """An export check failed: why, in words (nothing is written)."""
+
+
+class _Probe:
+    """The checks of one export on one odd-sized random input: each ONNX variant against PyTorch fp32 (and the
+    fp32 ONNX model), recorded in :attr:`checks` (they go into the file's metadata) and printed."""
+
+    def __init__(self, net, x, threads: int):
+        self.net, self.x, self.threads = net, x, threads
+        self.reference = net(x).numpy()
+        self.checks: list[Check] = []
+        self.fp32_bytes = b""
+        self.fp32_out: np.ndarray | None = None
+
+    def _record(self, check: Check) -> Check:
+        self.checks.append(check)
+        print(check.line())
+        return check
+
+    def check_fp32(self, model, tolerance: float) -> None:
+        self.fp32_bytes = serialize(model)
+        self.fp32_out = run_ort(ort_session(self.fp32_bytes, self.threads), self.x.numpy())
+        if not self._record(compare("fp32 (ONNX Runtime vs PyTorch)", self.x, self.fp32_out, self.reference, None,
+                                    tolerance=tolerance)).ok:  # fmt: skip
+            raise _CheckFailed("the ONNX model does not match PyTorch within --tolerance")
+
+    def check_fp16(self, model, tolerance: float):
+        out = run_ort(ort_session(serialize(model), self.threads), self.x.numpy())
+        ort = self._record(compare("fp16 (ONNX Runtime fp16 vs PyTorch fp32; PSNR vs fp32 ONNX)", self.x, out,
+                                   self.reference, self.fp32_out, tolerance=tolerance))  # fmt: skip
+        # ONNX Runtime's CPU provider runs most fp16 nodes in fp32 (it inserts casts), so the check above mostly
+        # sees the rounding of the weights; a GPU computes in fp16. PyTorch's half precision on the CPU shows that.
+        half_out = HalfPrecision(self.net)(self.x).numpy()
+        half = self._record(compare("fp16 compute (PyTorch half vs fp32, as a GPU runs it)", self.x, half_out,
+                                    self.reference, self.fp32_out, tolerance=tolerance))  # fmt: skip
+        if not (ort.ok and half.ok):
+            raise _CheckFailed("the fp16 model is off by more than --fp16-tolerance (or not finite)")
+        return model
+
+    def check_int8(self, args: argparse.Namespace, scale: int, multiple: int):
+        """Quantize on calibration patches of ``args.calibration`` and check on held-out patches of it."""
+        calib = calibration_patches(args.calibration, scale, multiple, args.calibration_patch,
+                                    args.calibration_count, seed=args.seed)  # fmt: skip
+        held_out = calibration_patches(args.calibration, scale, multiple, args.calibration_patch,
+                                       max(2, args.calibration_count // 4), seed=args.seed + 1000)  # fmt: skip
+        print(f"int8: calibrating on {len(calib)} LR patches of {calib[0].shape[2]}x{calib[0].shape[3]} "
+              f"from {args.calibration} (MinMax)")
+        try:
+            int8_bytes = quantize_int8(self.fp32_bytes, calib)
+        except ExportError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise ExportError(f"int8 quantization failed: {type(exc).__name__}: {exc}") from exc
+        session = ort_session(int8_bytes, self.threads)
+        fp32_session = ort_session(self.fp32_bytes, self.threads)
+        self._record(compare("int8 on the random input (vs PyTorch fp32; PSNR vs fp32 ONNX)", self.x,
+                             run_ort(session, self.x.numpy()), self.reference, self.fp32_out))  # fmt: skip
+        patch_psnr, patch_max = [], 0.0
+        for lr in held_out:
+            ref32, got = run_ort(fp32_session, lr), run_ort(session, lr)
+            patch_psnr.append(psnr(got, ref32))
+            patch_max = max(patch_max, float(np.max(np.abs(got - ref32))))
+        finite = [v for v in patch_psnr if not math.isinf(v)]
+        mean_psnr = float(np.mean(finite)) if finite else math.inf
+        held = self._record(Check(f"int8 on {len(held_out)} held-out image patches (vs fp32 ONNX)",
+                                  tuple(held_out[0].shape), patch_max, mean_psnr,
+                                  f"min PSNR {args.int8_min_psnr:g} dB", mean_psnr >= args.int8_min_psnr))  # fmt: skip
+        if not held.ok:
+            raise _CheckFailed("the int8 model is below --int8-min-psnr against the fp32 model")
+        return onnx.load_from_string(int8_bytes)
 
 
 def _failed(args: argparse.Namespace, why: str) -> int:
