@@ -10,7 +10,11 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+from invsr_desktop.engine.formats import READ_SUFFIXES
+
+#: What training reads: what the app reads (engine.formats), plus the PNM files some SR datasets ship as (Pillow
+#: decodes them; the app does not take them from users).
+IMAGE_EXTENSIONS = tuple(sorted(READ_SUFFIXES | {".ppm", ".pgm"}))
 
 
 def find_images(folders: Sequence[str | os.PathLike], extensions: Iterable[str] = IMAGE_EXTENSIONS) -> list[Path]:
