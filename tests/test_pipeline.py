@@ -95,10 +95,12 @@ def test_the_memory_check_counts_what_the_path_that_runs_needs(monkeypatch):
 @pytest.mark.parametrize("backend, scale", [("bicubic", 2), ("bicubic", 2.5), ("esrgan-faithful-x4", 4),
                                             ("esrgan-faithful-x4", 2), ("esrgan-faithful-x4", 3), ("inn", 2)])
 @pytest.mark.parametrize("bits", [8, 16])
-def test_a_file_written_from_rounded_tiles_is_the_file_the_float_result_gives(tmp_path, backend, scale, bits):
+@pytest.mark.parametrize("grey", [False, True])
+def test_a_file_written_from_rounded_tiles_is_the_file_the_float_result_gives(tmp_path, backend, scale, bits, grey):
     """run_file rounds tiles into the file's integers as they finish (and area-reduces a x4 model's result to x2
-    band by band): the file is the one the float32 result, resampled and rounded at save, gives, bit for bit. A
-    x3 from a x4 model is not a whole reduction and takes the float path; both must agree all the same."""
+    band by band, and takes a grey photo's luma): the file is the one the float32 result, resampled and rounded at
+    save, gives, bit for bit. A x3 from a x4 model is not a whole reduction and takes the float path; both must
+    agree all the same."""
     from invsr_desktop.engine.imageio import Image, load_image, save_image
     from invsr_desktop.engine.task import Task
 
@@ -107,16 +109,19 @@ def test_a_file_written_from_rounded_tiles_is_the_file_the_float_result_gives(tm
     y, x = np.mgrid[0:37, 0:53].astype(np.float32)
     pixels = np.clip(0.5 + 0.3 * np.sin(x / 4)[..., None] * np.cos(y / 7)[..., None]
                      + 0.1 * rng.random((37, 53, 3)), 0, 1).astype(np.float32)  # fmt: skip
+    if grey:
+        pixels = pixels[..., 1:2]
     source = tmp_path / "photo.png"
     save_image(Image(pixels, bit_depth=bits), source)
     image = load_image(source)
+    assert image.is_grey == grey
     task = Task.upscale(backend, scale)
     written = engine.run_file(source, tmp_path / "tiles.png", task)
     floats = engine.upscale_array(image.pixels, backend, scale)
     assert floats.dtype == np.float32
     reference = save_image(image.with_pixels(floats), tmp_path / "floats.png")
     a, b = load_image(written), load_image(reference)
-    assert a.bit_depth == b.bit_depth == bits and a.pixels.shape == (round(37 * scale), round(53 * scale), 3)
+    assert a.bit_depth == b.bit_depth == bits and a.pixels.shape == (round(37 * scale), round(53 * scale), 3 - 2 * grey)
     assert np.array_equal(a.pixels, b.pixels)
 
 
@@ -156,3 +161,38 @@ def test_an_upscaler_offers_the_whole_scales_below_its_native_one():
     assert spec((2,)).offered_scales() == (2,)
     assert spec((2, 4), "down").offered_scales() == (2, 4)
     assert spec((4,)).native_scale_for(2) == 4.0
+
+
+class WholeX2:
+    """A whole-image runner (as the diffusion sampler): one run_whole call, nearest x2 through the tiler's map."""
+
+    scale, multiple, whole_image = 2, 1, True
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:  # never called tile by tile
+        raise AssertionError("a whole-image runner is given the whole image")
+
+    def run_whole(self, image: np.ndarray, tiler) -> np.ndarray:
+        up = image.repeat(2, axis=0).repeat(2, axis=1)
+        return tiler.map(lambda t, origin: t * 0.5 + 0.25, up)
+
+
+class WholePlugin:
+    @hookimpl
+    def invsr_backends(self):
+        return [BackendSpec(id="whole2", name="Whole x2", kind="diffusion", scales=(2,), build=lambda r: WholeX2())]
+
+
+def test_a_whole_image_runner_writes_its_file_through_the_rounded_path(tmp_path):
+    """A whole-image runner's float result is rounded into the file's integers too (once, at the end)."""
+    from invsr_desktop.engine.imageio import Image, load_image, save_image
+    from invsr_desktop.engine.task import Task
+
+    registry = Registry()
+    registry.register(WholePlugin(), "test")
+    engine = Engine(registry, EngineOptions(threads=1, tile=16))
+    pixels = np.random.default_rng(5).random((21, 30, 3), dtype=np.float32)
+    save_image(Image(pixels), tmp_path / "p.png")
+    image = load_image(tmp_path / "p.png")
+    out = load_image(engine.run_file(tmp_path / "p.png", tmp_path / "out.png", Task.upscale("whole2", 2)))
+    expected = np.round((image.pixels.repeat(2, axis=0).repeat(2, axis=1) * 0.5 + 0.25) * 255) / 255
+    assert out.pixels.shape == (42, 60, 3) and np.abs(out.pixels - expected).max() < 1e-6

@@ -19,6 +19,7 @@ from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Runner, Runn
 from invsr_desktop.engine.errors import BackendError, CancelledError, InvsrError
 from invsr_desktop.engine.formats import JPEG_SUFFIXES
 from invsr_desktop.engine.imageio import Image, format_for_suffix, header_size, load_image, save_image, stored_depth
+from invsr_desktop.engine.pixels import luma
 from invsr_desktop.engine.provenance import Provenance, find_done, stamp
 from invsr_desktop.engine.registry import Registry, default_registry
 from invsr_desktop.engine.sessions import Precision, SessionPool
@@ -27,8 +28,6 @@ from invsr_desktop.engine.task import Task, TaskError, TaskMode
 from invsr_desktop.engine.tiling import Cancel, Progress, Tiler, reflect_pad
 
 AlphaMode = Literal["bicubic", "backend"]
-# BT.601 luma weights (what Pillow's convert("L") uses): a grey image's result is brought back to one channel.
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass
@@ -104,8 +103,8 @@ class Engine:
         """Upscale float32 (H, W, C) pixels in [0, 1], C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA).
 
         Returns float32 (round(sH), round(sW), C) in [0, 1], or where ``depth`` (8 or 16) is given and the
-        pipeline can round tiles straight into the file's integers (RGB without alpha, at the runner's native
-        scale), uint8 / uint16: a file's result never held in float32 (see :meth:`run_array`). Grey is run as RGB
+        pipeline can round tiles straight into the file's integers (RGB or grey without alpha, at the runner's
+        native scale or a whole reduction of it), uint8 / uint16: a file's result never held in float32 (see :meth:`run_array`). Grey is run as RGB
         and brought back to one channel; alpha is upscaled separately (bicubic pass or the backend,
         ``options.alpha``) and merged back.
         """
@@ -129,8 +128,8 @@ class Engine:
 
         Grey is run as RGB and brought back to one channel; alpha is resized separately (bicubic, area when
         shrinking, or the backend) and merged back; the result is resampled to ``target`` if the runner's native
-        size differs. With ``depth``, an RGB image without alpha whose native size is the target comes back as
-        uint8 / uint16, rounded tile row by tile row as a file stores it (a 4000 x 3000 photo x2 then holds a
+        size differs. With ``depth``, an image without alpha (RGB or grey) whose native result is the target or a
+        whole reduction of it comes back as uint8 / uint16, rounded tile row by tile row as a file stores it (a 4000 x 3000 photo x2 then holds a
         144 MB result, not a 576 MB float32 one); anything else comes back as float32, rounded when saved.
         """
         if pixels.ndim == 2:
@@ -144,17 +143,18 @@ class Engine:
         alpha_by_backend = alpha is not None and self.options.alpha == "backend"
         share = 0.5 if alpha_by_backend else 1.0
 
-        direct = depth if colour_channels == 3 and alpha is None else None
+        direct = depth if alpha is None else None
         streams = direct is not None and _whole_factor(pixels.shape[:2], RunnerTraits.of(runner).scale, target)
         check_memory(target, per_pixel=STREAMED_BYTES_PER_OUTPUT_PIXEL if streams else BYTES_PER_OUTPUT_PIXEL)
         rgb = np.repeat(colour, 3, axis=2) if colour_channels == 1 else colour
-        out = self._run(rgb, spec, runner, target, _scaled(progress, 0.0, share), cancel, direct)
+        grey = colour_channels == 1
+        out = self._run(rgb, spec, runner, target, _scaled(progress, 0.0, share), cancel, direct, grey)
         if out.dtype != np.float32:  # the file's integers already
             if progress:
                 progress(1.0)
             return out
         if colour_channels == 1:
-            out = (out @ LUMA)[..., None]
+            out = luma(out)
         if alpha is not None:
             if alpha_by_backend:
                 a = self._run(np.repeat(alpha, 3, axis=2), spec, runner, target, _scaled(progress, share, share), cancel)
@@ -178,17 +178,19 @@ class Engine:
         progress: Progress | None,
         cancel: Cancel | None,
         depth: int | None = None,
+        grey: bool = False,
     ) -> np.ndarray:
         """Tiles -> backend -> blend, then resample from the native scale to the target size if they differ.
 
         A ``whole_image`` runner gets the whole image and the engine's tiler instead (it tiles each model pass).
-        ``depth``: the result as the file's integers, where no resample follows (see :meth:`run_array`).
+        ``depth``: the result as the file's integers, where no resample follows (see :meth:`run_array`); with
+        ``grey`` those integers are one channel, the luma of the RGB result.
         """
         o = self.options
         tiler = Tiler(o.tile, o.overlap, o.memory_budget_mb << 20, spec.bytes_per_pixel, progress, cancel)
         factor = _whole_factor(rgb.shape[:2], float(RunnerTraits.of(runner).scale), target)
         try:
-            out = tiler.upscale(rgb, runner, depth if factor else None, factor or 1)
+            out = tiler.upscale(rgb, runner, depth if factor else None, factor or 1, grey)
         except BackendError as exc:
             model = RunnerTraits.of(runner).model_name
             who = f'Backend "{spec.id}"' + (f" (model {model})" if model else "")

@@ -9,6 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
+# BT.601 luma weights (what Pillow's convert("L") uses): a grey image's result is brought back to one channel.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) -> (H, W, 1) BT.601 luma, element by element: a matrix product's summation order depends on the
+    array's shape, so a band and a whole image would round a pixel differently (a 16-bit file shows it)."""
+    r, g, b = (rgb[..., i : i + 1] for i in range(3))
+    return r * LUMA[0] + g * LUMA[1] + b * LUMA[2]
+
+
 QUANTIZE_BAND = 256  # rows converted at a time: the temporaries are a band, not a second full-size float image
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from invsr_desktop.engine.backend import Runner, RunnerTraits
 from invsr_desktop.engine.errors import BackendError, CancelledError, InvsrError
-from invsr_desktop.engine.pixels import quantize, stored_dtype
+from invsr_desktop.engine.pixels import luma, quantize, stored_dtype
 from invsr_desktop.engine.sessions import is_out_of_memory
 
 Progress = Callable[[float], None]
@@ -278,12 +278,14 @@ class _Stored:
     """A blend's result as a file's integers: finished blocks are rounded (:func:`~invsr_desktop.engine.pixels.
     quantize`) into one uint8 / uint16 array of ``size`` / ``factor``, after an area reduction by a whole
     ``factor`` (a x4 model serving x2: each 2 x 2 block averaged, exactly what the pipeline's resample does to a
-    whole image, since OpenCV's area resize by a whole factor is a block mean). Blocks come at any place, on the
+    whole image, since OpenCV's area resize by a whole factor is a block mean), and with ``grey`` turned into one
+    channel of BT.601 luma (a grey photo's result, as the pipeline makes it). Blocks come at any place, on the
     factor's grid; what lies beyond ``size`` (the padding) is dropped."""
 
-    def __init__(self, size: tuple[int, int], channels: int, depth: int, factor: int = 1):
-        self.size, self.depth, self.factor = size, depth, factor
-        self.out = np.empty((size[0] // factor, size[1] // factor, channels), dtype=stored_dtype(depth))
+    def __init__(self, size: tuple[int, int], channels: int, depth: int, factor: int = 1, grey: bool = False):
+        self.size, self.depth, self.factor, self.grey = size, depth, factor, grey
+        shape = (size[0] // factor, size[1] // factor, 1 if grey else channels)
+        self.out = np.empty(shape, dtype=stored_dtype(depth))
 
     def put(self, top: int, left: int, block: np.ndarray) -> None:
         block = block[: max(0, self.size[0] - top), : max(0, self.size[1] - left)]
@@ -295,6 +297,8 @@ class _Stored:
                 raise ValueError(f"a block at ({top}, {left}) of {block.shape[:2]} is off the {k} x {k} grid")
             h, w = block.shape[0] // k, block.shape[1] // k
             block = cv2.resize(block, (w, h), interpolation=cv2.INTER_AREA).reshape(h, w, -1)
+        if self.grey:
+            block = luma(block)
         self.out[top // k : top // k + block.shape[0], left // k : left // k + block.shape[1]] = quantize(
             block, self.depth
         )
@@ -314,9 +318,11 @@ class _Streamed:
     apart from the one it fills, and the result rows it wrote are written again by the row that replaces it.
     """
 
-    def __init__(self, height: int, width: int, size: tuple[int, int], depth: int, factor: int = 1):
+    def __init__(
+        self, height: int, width: int, size: tuple[int, int], depth: int, factor: int = 1, grey: bool = False
+    ):
         self.height, self.width = height, width  # the padded output the tiles cover
-        self.size, self.depth, self.factor = size, depth, factor
+        self.size, self.depth, self.factor, self.grey = size, depth, factor, grey
         self.dest: _Stored | None = None
         self.strip: np.ndarray | None = None  # output rows [top, done) of the current row: the earlier rows' sums
         self.done = 0  # output rows reached by the finished rows
@@ -331,7 +337,7 @@ class _Streamed:
         row = self._row
         assert row is not None
         if self.dest is None:
-            self.dest = _Stored(self.size, result.shape[2], self.depth, self.factor)
+            self.dest = _Stored(self.size, result.shape[2], self.depth, self.factor, self.grey)
         self._finish_columns(row, left)
         self._open_columns(row, left + result.shape[1], result.shape[2])
         start = left - row.left
@@ -420,12 +426,14 @@ def blend_tiles(
     crop: tuple[int, int] | None = None,
     depth: int | None = None,
     factor: int = 1,
+    grey: bool = False,
 ) -> tuple[np.ndarray, int]:
     """The one tiling loop: ``fn(*tiles, origin=(y, x), report=r)`` over overlapping tiles of ``arrays`` (the same
     H and W, seen reflection-padded at the bottom / right to ``shape``, default their own size), each result
     (up(h), up(w), C) blended with sin^2 ramps into one new float32 array of the padded size (the caller owns it),
     or with ``depth`` (8 or 16) into a uint8 / uint16 array of ``crop`` (the padded result's top-left corner)
-    reduced by a whole ``factor`` (area), rounded as a file stores it, row band by row band as the tiles finish.
+    reduced by a whole ``factor`` (area; with ``grey`` to one channel of luma), rounded as a file stores it, row
+    band by row band as the tiles finish.
 
     ``progress`` moves after every tile (rows x columns of the grid), and within a tile when ``fn`` calls
     ``r(fraction of the tile)``, so a photo of one tile does not sit at 0 % until it is done.
@@ -441,7 +449,7 @@ def blend_tiles(
     if depth is None:
         blend: _Blend | _Streamed = _Blend(grid.up(ph), grid.up(pw))
     else:
-        blend = _Streamed(grid.up(ph), grid.up(pw), crop or (grid.up(ph), grid.up(pw)), depth, factor)
+        blend = _Streamed(grid.up(ph), grid.up(pw), crop or (grid.up(ph), grid.up(pw)), depth, factor, grey)
     y, rows_done = 0, 0
     while True:
         row_h, tile_w = balanced_tile(ph, size, overlap, grid.align), balanced_tile(pw, size, overlap, grid.align)
@@ -593,14 +601,17 @@ class Tiler:
             self._shrink *= 2
         return out[:height, :width]
 
-    def upscale(self, pixels: np.ndarray, runner: Runner, depth: int | None = None, factor: int = 1) -> np.ndarray:
+    def upscale(
+        self, pixels: np.ndarray, runner: Runner, depth: int | None = None, factor: int = 1, grey: bool = False
+    ) -> np.ndarray:
         """The engine's one way to run a runner over an image (float32 RGB (H, W, 3) -> (round(sH), round(sW), 3)):
         tile by tile with sin^2 blending, or for a ``whole_image`` runner one ``runner.run_whole(pixels, self)`` call
         that tiles each of its model passes with :meth:`map`.
 
         With ``depth`` (8 or 16) the result is uint8 / uint16, rounded as a file stores it, after an area reduction
-        by a whole ``factor`` (a x4 model serving x2: (2H, 2W, 3)); tiles are reduced and rounded into it as their
-        row finishes, so the float32 result is never held whole (a whole-image runner's is, then rounded)."""
+        by a whole ``factor`` (a x4 model serving x2: (2H, 2W, 3)), with ``grey`` one channel of luma; tiles are
+        reduced and rounded into it as their row finishes, so the float32 result is never held whole (a whole-image
+        runner's is, then rounded)."""
         traits = RunnerTraits.of(runner)  # once per image, not per tile
         if traits.whole_image:
             out = call_plugin(runner.run_whole, np.ascontiguousarray(pixels, dtype=np.float32), self)
@@ -609,8 +620,8 @@ class Tiler:
             out = check_output(out, expected, "an image")
             if depth is None:
                 return out
-            stored = _Stored(out.shape[:2], 3, depth, factor)
-            stored.write(out)
+            stored = _Stored(out.shape[:2], 3, depth, factor, grey)
+            stored.put(0, 0, out)
             return stored.out
         grid = Grid.for_runner(runner)
         height, width = pixels.shape[:2]
@@ -631,5 +642,6 @@ class Tiler:
             crop=result,
             depth=depth,
             factor=factor,
+            grey=grey,
         )
         return out if depth is not None else out[: result[0], : result[1]]
