@@ -249,7 +249,7 @@ def metadata(ckpt: Checkpoint, args: argparse.Namespace, precision: str, exporte
         keys.INPUT_MULTIPLE: str(multiple),
         keys.PARAMETERS: str(parameters),
         keys.SOURCE: ckpt.source,
-        "invsr.source_sha256": ckpt.sha256,
+        keys.SOURCE_SHA256: ckpt.sha256,
         keys.EXPORTER: f"invsr-export {__version__}, torch {torch.__version__}, {exporter}, opset {opset}",
         keys.CHECK: json.dumps([{"what": c.what, "input": list(c.shape), "max_abs_diff": c.max_abs,
                                     "psnr_db": None if math.isinf(c.psnr) else round(c.psnr, 3)} for c in checks]),

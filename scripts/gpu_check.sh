@@ -48,7 +48,7 @@ echo "== provider tests"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_sessions.py tests/test_openvino.py || true
 
 echo "== invsr-bench: CPU, CUDA, TensorRT fp16"
-"$VENV/bin/python" -m model_export.bench --size 512 --threads 0 --repeat 3 --json "$OUT/bench_gpu.json" || true
+"$VENV/bin/python" -m model_export.commands.bench --size 512 --threads 0 --repeat 3 --json "$OUT/bench_gpu.json" || true
 
 echo "== TensorRT engine cache: first and second start of the same model, each in a fresh process"
 export XDG_CACHE_HOME=/tmp/invsr-gpu-cache

@@ -23,6 +23,7 @@ VERSION = "invsr.version"  # the app version that exported it
 PRECISION = "invsr.precision"  # fp32, fp16 or int8: the weights' type in the file
 PARAMETERS = "invsr.parameters"  # int: parameter count
 SOURCE = "invsr.source"  # the checkpoint it was exported from (file name and sha256)
+SOURCE_SHA256 = "invsr.source_sha256"  # that checkpoint file's sha256
 EXPORTER = "invsr.exporter"  # the exporter, torch version and opset
 CHECK = "invsr.check"  # JSON: the export checks (ONNX Runtime against PyTorch, max |diff|, PSNR)
 INPUTS = "invsr.inputs"  # what each graph input means (models with more than ``lr``)

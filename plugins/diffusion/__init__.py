@@ -65,7 +65,7 @@ NOISE_BLOCK = 256
 MAX_STEPS = 50
 DEFAULT_BYTES_PER_PIXEL = 16384
 # The sampler's own (numpy) peak per *output* pixel, measured with tracemalloc on a run whose one tile is the whole
-# image (diffusion_x4 architecture, 256 -> 1024, 4 steps; python -m model_export.bench_diffusion --memory): x and
+# image (diffusion_x4 architecture, 256 -> 1024, 4 steps; python -m model_export.commands.bench_diffusion --memory): x and
 # y0 (12 bytes each) and the two NCHW feeds of the tile (24), or x, y0 and the blended x0 once the tile is added.
 # It was 72 before the update, the noise and the blend worked in place (63 with 64-LR-pixel tiles, now 38).
 SAMPLER_BYTES_PER_OUTPUT_PIXEL = 48

@@ -188,7 +188,7 @@ class INNDownRunner:
 
 
 # The restore half undoes the shrink half: an error of bf16 in either is paid on every restored photo, and this up
-# model also restores shrunk files. Both stay fp32 until `python -m model_export.precision_check` measures the
+# model also restores shrunk files. Both stay fp32 until `python -m model_export.commands.precision_check` measures the
 # round trip moving by under 0.05 dB at the fast precision (the speed issue's rule); CPUs without bf16 lose nothing.
 ROUND_TRIP_PRECISION = "fp32"
 
