@@ -80,23 +80,27 @@ def test_a_result_too_large_for_memory_is_refused_before_any_work():
 
 
 def test_the_memory_check_counts_what_the_path_that_runs_needs(monkeypatch):
-    """A result that streams into the file's integers needs 16 bytes a pixel, not the float path's 40: with memory
-    for the one and not the other, an RGB photo for a file runs and the same photo with alpha is refused."""
+    """A result that streams into the file's integers needs 16 bytes a pixel (24 with alpha, resampled in float),
+    not the float path's 40: with memory for 20, an RGB photo for a file runs, the same photo with alpha is refused,
+    and so is the RGB photo as floats."""
     import invsr_desktop.engine.pipeline as pipeline
 
     engine = Engine(options=EngineOptions(threads=1, precision="fp32"))
-    monkeypatch.setattr(pipeline, "available_memory", lambda: 100 * 150 * 24)  # between 16 and 40 bytes a pixel
+    monkeypatch.setattr(pipeline, "available_memory", lambda: 100 * 150 * 20)  # 20 bytes a result pixel
     rgb = np.random.default_rng(4).random((50, 75, 3), dtype=np.float32)
     assert engine.upscale_array(rgb, "bicubic", 2, depth=8).dtype == np.uint8
     with pytest.raises(pipeline.ImageTooLargeForMemoryError):
         engine.upscale_array(np.concatenate([rgb, rgb[..., :1]], axis=2), "bicubic", 2, depth=8)
+    with pytest.raises(pipeline.ImageTooLargeForMemoryError):
+        engine.upscale_array(rgb, "bicubic", 2)
 
 
 @pytest.mark.parametrize("backend, scale", [("bicubic", 2), ("bicubic", 2.5), ("esrgan-faithful-x4", 4),
                                             ("esrgan-faithful-x4", 2), ("esrgan-faithful-x4", 3), ("inn", 2)])
 @pytest.mark.parametrize("bits", [8, 16])
-@pytest.mark.parametrize("grey", [False, True])
-def test_a_file_written_from_rounded_tiles_is_the_file_the_float_result_gives(tmp_path, backend, scale, bits, grey):
+@pytest.mark.parametrize("grey, alpha", [(False, False), (True, False), (False, True), (True, True)])
+def test_a_file_written_from_rounded_tiles_is_the_file_the_float_result_gives(tmp_path, backend, scale, bits, grey,
+                                                                              alpha):
     """run_file rounds tiles into the file's integers as they finish (and area-reduces a x4 model's result to x2
     band by band, and takes a grey photo's luma): the file is the one the float32 result, resampled and rounded at
     save, gives, bit for bit. A x3 from a x4 model is not a whole reduction and takes the float path; both must
@@ -111,17 +115,19 @@ def test_a_file_written_from_rounded_tiles_is_the_file_the_float_result_gives(tm
                      + 0.1 * rng.random((37, 53, 3)), 0, 1).astype(np.float32)  # fmt: skip
     if grey:
         pixels = pixels[..., 1:2]
+    if alpha:
+        pixels = np.concatenate([pixels, np.clip(np.sin(x / 6)[..., None] * 0.6 + 0.5, 0, 1)], axis=2)
     source = tmp_path / "photo.png"
     save_image(Image(pixels, bit_depth=bits), source)
     image = load_image(source)
-    assert image.is_grey == grey
+    assert image.is_grey == grey and image.has_alpha == alpha
     task = Task.upscale(backend, scale)
     written = engine.run_file(source, tmp_path / "tiles.png", task)
     floats = engine.upscale_array(image.pixels, backend, scale)
     assert floats.dtype == np.float32
     reference = save_image(image.with_pixels(floats), tmp_path / "floats.png")
     a, b = load_image(written), load_image(reference)
-    assert a.bit_depth == b.bit_depth == bits and a.pixels.shape == (round(37 * scale), round(53 * scale), 3 - 2 * grey)
+    assert a.bit_depth == b.bit_depth == bits and a.pixels.shape == (round(37 * scale), round(53 * scale), 3 - 2 * grey + alpha)
     assert np.array_equal(a.pixels, b.pixels)
 
 

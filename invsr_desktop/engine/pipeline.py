@@ -19,7 +19,7 @@ from invsr_desktop.engine.backend import BackendSpec, BuildRequest, Runner, Runn
 from invsr_desktop.engine.errors import BackendError, CancelledError, InvsrError
 from invsr_desktop.engine.formats import JPEG_SUFFIXES
 from invsr_desktop.engine.imageio import Image, format_for_suffix, header_size, load_image, save_image, stored_depth
-from invsr_desktop.engine.pixels import luma
+from invsr_desktop.engine.pixels import luma, quantize
 from invsr_desktop.engine.provenance import Provenance, find_done, stamp
 from invsr_desktop.engine.registry import Registry, default_registry
 from invsr_desktop.engine.sessions import Precision, SessionPool
@@ -103,7 +103,7 @@ class Engine:
         """Upscale float32 (H, W, C) pixels in [0, 1], C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA).
 
         Returns float32 (round(sH), round(sW), C) in [0, 1], or where ``depth`` (8 or 16) is given and the
-        pipeline can round tiles straight into the file's integers (RGB or grey without alpha, at the runner's
+        pipeline can round tiles straight into the file's integers (RGB or grey, alpha by bicubic, at the runner's
         native scale or a whole reduction of it), uint8 / uint16: a file's result never held in float32 (see :meth:`run_array`). Grey is run as RGB
         and brought back to one channel; alpha is upscaled separately (bicubic pass or the backend,
         ``options.alpha``) and merged back.
@@ -128,8 +128,8 @@ class Engine:
 
         Grey is run as RGB and brought back to one channel; alpha is resized separately (bicubic, area when
         shrinking, or the backend) and merged back; the result is resampled to ``target`` if the runner's native
-        size differs. With ``depth``, an image without alpha (RGB or grey) whose native result is the target or a
-        whole reduction of it comes back as uint8 / uint16, rounded tile row by tile row as a file stores it (a 4000 x 3000 photo x2 then holds a
+        size differs. With ``depth``, an image (RGB or grey, alpha resized with bicubic) whose native result is the
+        target or a whole reduction of it comes back as uint8 / uint16, rounded tile row by tile row as a file stores it (a 4000 x 3000 photo x2 then holds a
         144 MB result, not a 576 MB float32 one); anything else comes back as float32, rounded when saved.
         """
         if pixels.ndim == 2:
@@ -143,13 +143,16 @@ class Engine:
         alpha_by_backend = alpha is not None and self.options.alpha == "backend"
         share = 0.5 if alpha_by_backend else 1.0
 
-        direct = depth if alpha is None else None
+        direct = depth if not alpha_by_backend else None
         streams = direct is not None and _whole_factor(pixels.shape[:2], RunnerTraits.of(runner).scale, target)
-        check_memory(target, per_pixel=STREAMED_BYTES_PER_OUTPUT_PIXEL if streams else BYTES_PER_OUTPUT_PIXEL)
+        streamed = STREAMED_BYTES_PER_OUTPUT_PIXEL + (8 if alpha is not None else 0)  # alpha: resampled in float
+        check_memory(target, per_pixel=streamed if streams else BYTES_PER_OUTPUT_PIXEL)
         rgb = np.repeat(colour, 3, axis=2) if colour_channels == 1 else colour
         grey = colour_channels == 1
         out = self._run(rgb, spec, runner, target, _scaled(progress, 0.0, share), cancel, direct, grey)
-        if out.dtype != np.float32:  # the file's integers already
+        if out.dtype != np.float32:  # the file's integers already (alpha: resampled whole, one channel, then rounded)
+            if alpha is not None:
+                out = np.concatenate([out, quantize(resample(alpha, target), depth)], axis=2)
             if progress:
                 progress(1.0)
             return out
@@ -250,7 +253,8 @@ class Engine:
         fmt = format_for_suffix(destination)
 
         def run(image: Image) -> Image:
-            depth = stored_depth(image, fmt) if fmt else None
+            # JPEG flattens alpha onto white when saving: from the float colour, as it always has
+            depth = stored_depth(image, fmt) if fmt and not (fmt == "JPEG" and image.has_alpha) else None
             result = self.run_image(image, task, progress, cancel, stored_as, depth)
             if task.mode is TaskMode.UPSCALE:
                 result.exif = stamp(result.exif, self.provenance(source, task))
