@@ -4,6 +4,7 @@ orientation applied to the pixels is reset, the pixel dimensions follow the new 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from PIL import ExifTags
 from PIL import Image as PILImage
@@ -46,6 +47,16 @@ def read_exif(pil: PILImage.Image) -> tuple[PILImage.Exif | None, int]:
     return exif, orientation if orientation in range(1, 9) else 1
 
 
+def descriptive_tags(exif: PILImage.Exif) -> list[tuple[int, Any]]:
+    """What travels from a TIFF's own directory: its descriptive tags and its Exif / GPS sub-directories (as dicts)."""
+    tags: list[tuple[int, Any]] = [(tag, exif[tag]) for tag in TIFF_DESCRIPTIVE_TAGS if tag in exif]
+    for tag in (EXIF_IFD, GPS_IFD):
+        sub = exif.get_ifd(tag) if tag in exif else {}
+        if sub:
+            tags.append((tag, dict(sub)))
+    return tags
+
+
 def exif_to_keep(is_tiff: bool, raw: bytes | None, exif: PILImage.Exif | None) -> bytes | None:
     """The EXIF block to carry, with its orientation set to 1 since the pixels are now upright.
 
@@ -58,13 +69,8 @@ def exif_to_keep(is_tiff: bool, raw: bytes | None, exif: PILImage.Exif | None) -
     try:
         if is_tiff:
             kept = PILImage.Exif()
-            for tag in TIFF_DESCRIPTIVE_TAGS:
-                if tag in exif:
-                    kept[tag] = exif[tag]
-            for tag in (EXIF_IFD, GPS_IFD):
-                sub = exif.get_ifd(tag) if tag in exif else {}
-                if sub:
-                    kept[tag] = dict(sub)
+            for tag, value in descriptive_tags(exif):
+                kept[tag] = value
             return kept.tobytes() if len(kept) else None
         if not raw:
             return None
