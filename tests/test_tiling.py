@@ -238,3 +238,44 @@ def test_out_of_memory_mid_row_is_taken_back_in_a_stored_result(photo):
     runner = NearestRunner(fail_above=64, after=3)
     out = Tiler(128, 8).upscale(photo, runner, depth=8)
     assert np.array_equal(out, _stored(photo.repeat(2, axis=0).repeat(2, axis=1), 8))
+
+
+class NearestRunnerAt:
+    """Nearest x``scale`` with a 3x3 box blur first: a receptive field, so the blend's weights matter."""
+
+    def __init__(self, scale: int, multiple: int) -> None:
+        self.scale, self.multiple = scale, multiple
+
+    def __call__(self, tile: np.ndarray) -> np.ndarray:
+        padded = np.pad(tile, ((1, 1), (1, 1), (0, 0)), mode="edge")
+        blurred = sum(padded[dy : dy + tile.shape[0], dx : dx + tile.shape[1]] for dy in range(3) for dx in range(3))
+        return (blurred / 9).repeat(self.scale, axis=0).repeat(self.scale, axis=1)
+
+
+def test_a_streamed_result_is_the_float_result_rounded_on_any_geometry():
+    """Property: for any image size, tile, overlap, scale, model multiple, whole reduction, depth and grey, the
+    streamed result is exactly the float32 result resampled, grey-converted and rounded (what saving it gives)."""
+    import cv2
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from invsr_desktop.engine.pixels import luma, quantize
+    from invsr_desktop.engine.tiling import Tiler
+
+    @settings(max_examples=300, deadline=None, derandomize=True)
+    @given(h=st.integers(1, 70), w=st.integers(1, 70), tile=st.integers(8, 48), overlap=st.integers(0, 20),
+           scale=st.sampled_from([2, 4]), multiple=st.sampled_from([1, 2, 4]), reduce=st.booleans(),
+           depth=st.sampled_from([8, 16]), grey=st.booleans(), seed=st.integers(0, 2**16))  # fmt: skip
+    def check(h, w, tile, overlap, scale, multiple, reduce, depth, grey, seed):
+        pixels = np.random.default_rng(seed).random((h, w, 3), dtype=np.float32)
+        runner = NearestRunnerAt(scale, multiple)
+        factor = 2 if reduce else 1
+        floats = Tiler(tile, overlap).upscale(pixels, runner)
+        if factor > 1:
+            floats = cv2.resize(floats, (w * scale // 2, h * scale // 2), interpolation=cv2.INTER_AREA)
+        if grey:
+            floats = luma(floats)
+        stored = Tiler(tile, overlap).upscale(pixels, runner, depth=depth, factor=factor, grey=grey)
+        assert np.array_equal(stored, quantize(floats.reshape(stored.shape), depth))
+
+    check()
