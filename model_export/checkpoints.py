@@ -292,37 +292,49 @@ def resolve(obj: Any, path: str | os.PathLike, arch: str | None = None, scale: i
             "model_<arch>_x<scale>.pt from the same run folder instead"
         )
     if fmt == MODEL_FORMAT or ("arch" in obj and "params_ema" in obj and isinstance(obj.get("arch"), str)):
-        found = str(obj["arch"])
-        _check_arch(path, found, arch)
-        if found not in available_archs():
-            raise CheckpointError(f"{path} holds a {found} network, which this exporter cannot build "
-                                  f"(available: {', '.join(available_archs())})")
-        options = dict(obj.get("arch_kwargs") or {})
-        if "scale" not in options and obj.get("scale") is not None:
-            options["scale"] = int(obj["scale"])
-        if "scale" not in options:
-            raise CheckpointError(f"{path}: the model file does not say its scale (no arch_kwargs.scale or scale)")
-        _check_scale(path, int(options["scale"]), scale, "from its arch_kwargs")
-        state, _ = _unwrap(obj)
-        if not _is_state_dict(state):
-            raise CheckpointError(f"{path}: the model file holds no weights (params_ema)")
-        meta = obj.get("meta") or {}
-        training = {k: meta[k] for k in ("step", "wall_time_s", "val_psnr", "val_images", "degradation", "saved",
-                                         "torch", "parameters") if k in meta}
-        if obj.get("family"):
-            training["family"] = obj["family"]
-        config = obj.get("config") or {}
-        return Checkpoint(
-            path=path,
-            arch=found,
-            options=options,
-            state_dict=dict(state),
-            source=f"{path.name} ({fmt or 'invsr model file'}, params_ema)",
-            trained_on=_trained_on_ours(meta),
-            training=_jsonable(training),
-            suggested_name=str(config.get("name") or path.stem),
-        )
+        return _from_model_file(obj, path, arch, scale)
+    return _from_state_dict(obj, path, arch, scale)
 
+
+def _from_model_file(obj: dict, path: Path, arch: str | None, scale: int | None) -> Checkpoint:
+    """One of this project's model files (``invsr-train``'s ``model_<arch>_x<scale>.pt``): arch, options and the
+    EMA weights as written, the training facts for the card."""
+    fmt = obj.get("format")
+    found = str(obj["arch"])
+    _check_arch(path, found, arch)
+    if found not in available_archs():
+        raise CheckpointError(f"{path} holds a {found} network, which this exporter cannot build "
+                              f"(available: {', '.join(available_archs())})")
+    options = dict(obj.get("arch_kwargs") or {})
+    if "scale" not in options and obj.get("scale") is not None:
+        options["scale"] = int(obj["scale"])
+    if "scale" not in options:
+        raise CheckpointError(f"{path}: the model file does not say its scale (no arch_kwargs.scale or scale)")
+    _check_scale(path, int(options["scale"]), scale, "from its arch_kwargs")
+    state, _ = _unwrap(obj)
+    if not _is_state_dict(state):
+        raise CheckpointError(f"{path}: the model file holds no weights (params_ema)")
+    meta = obj.get("meta") or {}
+    training = {k: meta[k] for k in ("step", "wall_time_s", "val_psnr", "val_images", "degradation", "saved",
+                                     "torch", "parameters") if k in meta}
+    if obj.get("family"):
+        training["family"] = obj["family"]
+    config = obj.get("config") or {}
+    return Checkpoint(
+        path=path,
+        arch=found,
+        options=options,
+        state_dict=dict(state),
+        source=f"{path.name} ({fmt or 'invsr model file'}, params_ema)",
+        trained_on=_trained_on_ours(meta),
+        training=_jsonable(training),
+        suggested_name=str(config.get("name") or path.stem),
+    )
+
+
+def _from_state_dict(obj: dict, path: Path, arch: str | None, scale: int | None) -> Checkpoint:
+    """A bare (or wrapped) state dict from elsewhere (ESRGAN, Real-ESRGAN): the architecture detected from its keys,
+    its options read from the tensor shapes."""
     state, wrapper = _unwrap(obj)
     if not _is_state_dict(state):
         raise CheckpointError(
