@@ -12,6 +12,7 @@ current step with a checkpoint; ``--resume auto`` then continues as if the run h
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -146,10 +147,16 @@ def run(args: argparse.Namespace) -> int:
     loader = build_train_loader(dataset, d["batch_size"], start_step=step, rank=info.rank, world=info.world,
                                 num_workers=d["num_workers"], seed=seed, prefetch_factor=d["prefetch_factor"])
     step, reason = loop.train(loader, step)
-    del loader  # shuts the worker processes down
-    say(f"stopped at step {step}/{cfg['train']['total_steps']} ({reason}); wall time {loop.wall_now() / 60:.1f} min"
-        + (f"; last validation PSNR-Y {loop.last_val:.3f} dB" if loop.last_val is not None else "")
-        + f"; checkpoint {out_dir / 'latest.pt'}")
+    summary = (f"stopped at step {step}/{cfg['train']['total_steps']} ({reason}); wall time "
+               f"{loop.wall_now() / 60:.1f} min"
+               + (f"; last validation PSNR-Y {loop.last_val:.3f} dB" if loop.last_val is not None else "")
+               + f"; checkpoint {out_dir / 'latest.pt'}")  # fmt: skip
+    # The loader's workers and the DDP-wrapped nets go before the process group does: a gloo group whose last
+    # reference died in the interpreter's teardown aborted a rank now and then ("terminate called without an
+    # active exception", once in a CI run of the DDP test after the barrier of shutdown was added).
+    del loader, loop, model
+    gc.collect()
+    say(summary)
     dist_utils.shutdown(info)
     return 0
 
