@@ -107,6 +107,10 @@ def load_untrusted(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path}: cannot read the checkpoint (corrupt or truncated?): {first}") from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (IndexError, KeyError, ValueError, TypeError, AttributeError, MemoryError, OverflowError) as exc:
+        # torch's weights-only unpickler runs a pickle opcode by opcode: random bytes that parse as a legacy pickle
+        # end in whatever its stack does (seen: "IndexError: pop from empty list"), never in UnpicklingError
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (corrupt?): {type(exc).__name__}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------

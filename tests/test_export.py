@@ -284,9 +284,10 @@ class _Payload:
 
 def test_garbage_and_truncated_files_are_clear_errors(tmp_path):
     garbage = tmp_path / "garbage.pth"
-    garbage.write_bytes(os.urandom(2000))
-    with pytest.raises(CheckpointError, match="garbage.pth"):
-        load_untrusted(garbage)
+    for seed in range(200):  # random bytes end the unpickler in many ways (one CI run: IndexError from its stack)
+        garbage.write_bytes(np.random.default_rng(seed).bytes(2000))
+        with pytest.raises(CheckpointError, match="garbage.pth"):
+            load_untrusted(garbage)
     good = tmp_path / "good.pth"
     torch.save({"params_ema": make_net(4).state_dict()}, good)
     truncated = tmp_path / "truncated.pth"
