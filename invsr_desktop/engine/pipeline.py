@@ -143,13 +143,13 @@ class Engine:
         alpha_by_backend = alpha is not None and self.options.alpha == "backend"
         share = 0.5 if alpha_by_backend else 1.0
 
-        direct = depth if not alpha_by_backend else None
-        streams = direct is not None and _whole_factor(pixels.shape[:2], RunnerTraits.of(runner).scale, target)
+        factor = _whole_factor(pixels.shape[:2], RunnerTraits.of(runner).scale, target)
+        stream = (depth, factor) if depth is not None and factor and not alpha_by_backend else None
         streamed = STREAMED_BYTES_PER_OUTPUT_PIXEL + (8 if alpha is not None else 0)  # alpha: resampled in float
-        check_memory(target, per_pixel=streamed if streams else BYTES_PER_OUTPUT_PIXEL)
+        check_memory(target, per_pixel=streamed if stream else BYTES_PER_OUTPUT_PIXEL)
         rgb = np.repeat(colour, 3, axis=2) if colour_channels == 1 else colour
         grey = colour_channels == 1
-        out = self._run(rgb, spec, runner, target, _scaled(progress, 0.0, share), cancel, direct, grey)
+        out = self._run(rgb, spec, runner, target, _scaled(progress, 0.0, share), cancel, stream, grey)
         if out.dtype != np.float32:  # the file's integers already (alpha: resampled whole, one channel, then rounded)
             if alpha is not None:
                 out = np.concatenate([out, quantize(resample(alpha, target), depth)], axis=2)
@@ -180,20 +180,20 @@ class Engine:
         target: tuple[int, int],
         progress: Progress | None,
         cancel: Cancel | None,
-        depth: int | None = None,
+        stream: tuple[int, int] | None = None,
         grey: bool = False,
     ) -> np.ndarray:
         """Tiles -> backend -> blend, then resample from the native scale to the target size if they differ.
 
         A ``whole_image`` runner gets the whole image and the engine's tiler instead (it tiles each model pass).
-        ``depth``: the result as the file's integers, where no resample follows (see :meth:`run_array`); with
-        ``grey`` those integers are one channel, the luma of the RGB result.
+        ``stream`` = (depth, whole factor): the result as the file's integers, the native result reduced by the
+        factor on the way (see :meth:`run_array`); with ``grey`` those integers are one channel, the luma.
         """
         o = self.options
         tiler = Tiler(o.tile, o.overlap, o.memory_budget_mb << 20, spec.bytes_per_pixel, progress, cancel)
-        factor = _whole_factor(rgb.shape[:2], float(RunnerTraits.of(runner).scale), target)
+        depth, factor = stream or (None, 1)
         try:
-            out = tiler.upscale(rgb, runner, depth if factor else None, factor or 1, grey)
+            out = tiler.upscale(rgb, runner, depth, factor, grey)
         except BackendError as exc:
             model = RunnerTraits.of(runner).model_name
             who = f'Backend "{spec.id}"' + (f" (model {model})" if model else "")
