@@ -35,7 +35,7 @@ def test_backends_from_metadata(models_dir):
     specs = {s.id: s for s in inn.invsr_backends()}
     assert set(specs) == {"inn", "inn-shrink"}
     assert specs["inn"].scales == (2, 4) and specs["inn"].direction == "up" and specs["inn"].kind == "inn"
-    assert specs["inn-shrink"].direction == "down" and specs["inn-shrink"].info["restore_backend"] == "inn"
+    assert specs["inn-shrink"].direction == "down" and specs["inn-shrink"].restored_by == "inn"
     params = {p.name: p for p in specs["inn"].params}
     assert params["temperature"].default == 0.0 and "tiny_x4" in params["model"].choices
 

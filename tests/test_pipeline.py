@@ -63,12 +63,19 @@ def test_a_shrinking_backend_is_refused_as_an_upscaler():
         @hookimpl
         def invsr_backends(self):
             return [BackendSpec(id="down", name="Down", kind="inn", scales=(2,), direction="down",
-                                build=lambda r: Nearest2())]  # fmt: skip
+                                restored_by="up", build=lambda r: Nearest2())]  # fmt: skip
 
     registry = Registry()
     registry.register(Down(), "down")
     with pytest.raises(ValueError, match="shrinks images"):
         Engine(registry).upscale_array(np.zeros((4, 4, 3), np.float32), "down", 2)
+
+
+def test_a_shrinking_backend_must_name_its_restorer():
+    """The marker in a shrunk file names the backend that restores it: a shrinker without one is a broken plugin,
+    reported at start-up, not a file that can never be restored."""
+    with pytest.raises(ValueError, match="does not say which backend restores them"):
+        BackendSpec(id="down", name="Down", kind="inn", scales=(2,), direction="down", build=lambda r: Nearest2())
 
 
 def test_a_result_too_large_for_memory_is_refused_before_any_work():
@@ -161,7 +168,8 @@ def test_an_upscaler_offers_the_whole_scales_below_its_native_one():
     """What the app's scale picker lists: a x4 model also serves x2 and x3 (the engine reduces its result); a x2/x4
     backend adds x3; a shrinker offers only its factors."""
     spec = lambda scales, direction="up": BackendSpec(id="b", name="B", kind="k", scales=scales,  # noqa: E731
-                                                      build=lambda r: None, direction=direction)  # fmt: skip
+                                                      build=lambda r: None, direction=direction,
+                                                      restored_by="b" if direction == "down" else "")  # fmt: skip
     assert spec((4,)).offered_scales() == (2, 3, 4)
     assert spec((2, 4)).offered_scales() == (2, 3, 4)
     assert spec((2,)).offered_scales() == (2,)

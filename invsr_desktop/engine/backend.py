@@ -187,8 +187,10 @@ class BackendSpec:
     ``direction`` is ``"up"`` for every upscaler. ``"down"`` marks a backend that makes images smaller (the
     shrink half of an invertible network's shrink-and-restore): its ``scales`` are the reduction factors, its runner
     is built with ``BuildRequest.scale`` = the factor and has ``scale = 1 / factor``; the engine runs it only
-    as a shrink :class:`~invsr_desktop.engine.task.Task`, never as an upscaler. ``info["restore_backend"]`` names the
-    backend that undoes it.
+    as a shrink :class:`~invsr_desktop.engine.task.Task`, never as an upscaler, and ``restored_by`` names the
+    backend that undoes it (the id a shrunk image's marker records).
+
+    ``info`` holds display-only facts (the models a backend has, its measured quality); the engine never reads it.
     """
 
     id: str
@@ -202,6 +204,12 @@ class BackendSpec:
     bytes_per_pixel: int = 4096
     info: dict[str, str] = field(default_factory=dict)
     direction: Literal["up", "down"] = "up"
+    restored_by: str = ""
+
+    def __post_init__(self) -> None:
+        if self.direction == "down" and not self.restored_by:
+            raise ValueError(f"backend {self.id!r} shrinks images but does not say which backend restores them "
+                             "(BackendSpec.restored_by)")
 
     def defaults(self) -> dict[str, Any]:
         """The parameters' default values, keyed by name."""

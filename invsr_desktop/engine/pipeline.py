@@ -280,9 +280,6 @@ class Engine:
             raise ValueError(f"backend {spec.id!r} does not shrink images (use one of: {others})")
         if factor not in spec.scales:
             raise ValueError(f"backend {spec.id!r} shrinks by {', '.join(map(str, spec.scales))}, not {factor}")
-        restorer = spec.info.get("restore_backend", "")
-        if not restorer:
-            raise ValueError(f"backend {spec.id!r} does not say which backend restores its images")
         resolved = spec.resolve_params(task.params)
         spec, runner = self.runner(spec.id, factor, resolved, stored_as=stored_as)
         height, width = image.pixels.shape[:2]
@@ -290,7 +287,7 @@ class Engine:
         small = self.run_array(reflect_pad(image.pixels, ph, pw), spec, runner, (ph // factor, pw // factor),
                                progress, cancel)  # fmt: skip
         model = RunnerTraits.of(runner).model_name or (str(resolved.get("model", "")) if _has_model(spec) else "")
-        return with_marker(image.with_pixels(small), ShrinkMarker(restorer, model, factor, width, height))
+        return with_marker(image.with_pixels(small), ShrinkMarker(spec.restored_by, model, factor, width, height))
 
     def _restore(self, image: Image, task: Task, progress: Progress | None, cancel: Cancel | None) -> Image:
         """The full-size image restored from a shrunk one (its marker says how), the marker removed from the EXIF.

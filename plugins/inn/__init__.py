@@ -265,8 +265,9 @@ def invsr_backends() -> list[BackendSpec]:
                 description="The INN's forward pass: a small image that looks like a downscaled photo and that "
                 "INN restore brings back to full size far better than any upscaler could." + _format_note(shrinkable),
                 bytes_per_pixel=1024,
-                info={"restore_backend": "inn", "models": ", ".join(m.name for m in shrinkable)},
+                info={"models": ", ".join(m.name for m in shrinkable)},
                 direction="down",
+                restored_by="inn",
             )
         )
     return specs
