@@ -472,7 +472,8 @@ def _fmt(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-def render_markdown(report: dict) -> str:
+def _about(report: dict) -> list[str]:
+    """The report's opening list: what was run, how it was scored, on what."""
     backend = report["backend"]
     params = ", ".join(f"{k}={v!r}" for k, v in report["params"].items()) or "none"
     lines = [
@@ -485,12 +486,12 @@ def render_markdown(report: dict) -> str:
     ]
     if report.get("degrade"):
         lines.append(f"- Sets marked ({report['degrade']}): {report['degrade_description']}")
-    lines += [
+    niqe = report["niqe"] != "not computed"
+    return lines + [
         "- Scoring: PSNR / SSIM on BT.601 Y (16-235; a grey image is its own Y), "
         f"{report['scale']} pixels shaved from each border, SSIM 11x11 Gaussian window (sigma 1.5)",
         f"- Engine provider: {report['provider']}",
-        f"- {report['niqe'] if report['niqe'] != 'not computed' else 'NIQE: not computed'}"
-        + (", on the shaved Y; lower is better" if report["niqe"] != "not computed" else ""),
+        f"- {report['niqe'] if niqe else 'NIQE: not computed'}" + (", on the shaved Y; lower is better" if niqe else ""),
         f"- {report['lpips']}",
         f"- {report.get('stlpips', 'ST-LPIPS: not computed')}",
         f"- Crop sheets (if written) show the scored images: "
@@ -498,40 +499,48 @@ def render_markdown(report: dict) -> str:
         f"- invsr-desktop {report['version']}, {report['platform']}, {report['date']}",
         "",
     ]
-    has_niqe = report["niqe"] != "not computed"
-    has_lpips = report["lpips_available"]
-    has_st = report.get("stlpips_available", False)
-    baseline = backend != BASELINE  # a bicubic run needs no second, identical bicubic column
-    head = ["Image", "W x H", f"PSNR {backend}", f"SSIM {backend}"] + (["PSNR bicubic", "SSIM bicubic"] if baseline else [])
-    if has_niqe:
-        head += [f"NIQE {backend}"] + (["NIQE bicubic"] if baseline else []) + ["NIQE HR"]
-    if has_lpips:
-        head += [f"LPIPS {backend}"] + (["LPIPS bicubic"] if baseline else [])
-    if has_st:
-        head += [f"ST-LPIPS {backend}"] + (["ST-LPIPS bicubic"] if baseline else [])
+
+
+def _columns(report: dict) -> list[tuple[str, str, int]]:
+    """The score columns (header, row key, digits) the report has: the backend's, then bicubic's beside it (a
+    bicubic run needs no second, identical bicubic column), NIQE of the HR, LPIPS and ST-LPIPS where computed."""
+    backend = report["backend"]
+    baseline = backend != BASELINE
+
+    def pair(label: str, key: str, digits: int) -> list[tuple[str, str, int]]:
+        return [(f"{label} {backend}", key, digits)] + ([(f"{label} bicubic", f"bicubic_{key}", digits)] if baseline else [])
+
+    cols = [(f"PSNR {backend}", "psnr", 3), (f"SSIM {backend}", "ssim", 4)]
+    if baseline:
+        cols += [("PSNR bicubic", "bicubic_psnr", 3), ("SSIM bicubic", "bicubic_ssim", 4)]
+    if report["niqe"] != "not computed":
+        cols += pair("NIQE", "niqe", 3) + [("NIQE HR", "hr_niqe", 3)]
+    if report["lpips_available"]:
+        cols += pair("LPIPS", "lpips", 4)
+    if report.get("stlpips_available", False):
+        cols += pair("ST-LPIPS", "stlpips", 4)
+    return cols
+
+
+def render_markdown(report: dict) -> str:
+    """The report as Markdown: the opening list, a summary row per set, then a table per set, image by image."""
+    cols = _columns(report)
+    head = ["Image", "W x H"] + [c[0] for c in cols]
+    rule = "|" + "---|" * len(head)
 
     def cells(r: dict) -> list[str]:
-        c = [_fmt(r.get("psnr"), 3), _fmt(r.get("ssim"), 4)]
-        if baseline:
-            c += [_fmt(r.get("bicubic_psnr"), 3), _fmt(r.get("bicubic_ssim"), 4)]
-        if has_niqe:
-            c += [_fmt(r.get("niqe"), 3)] + ([_fmt(r.get("bicubic_niqe"), 3)] if baseline else []) + [_fmt(r.get("hr_niqe"), 3)]
-        if has_lpips:
-            c += [_fmt(r.get("lpips"), 4)] + ([_fmt(r.get("bicubic_lpips"), 4)] if baseline else [])
-        if has_st:
-            c += [_fmt(r.get("stlpips"), 4)] + ([_fmt(r.get("bicubic_stlpips"), 4)] if baseline else [])
-        return c
+        return [_fmt(r.get(key), digits) for _, key, digits in cols]
 
-    lines += ["## Summary", "", "| Set | Images | " + " | ".join(head[2:]) + " |", "|" + "---|" * len(head)]
+    lines = _about(report) + ["## Summary", "", "| Set | Images | " + " | ".join(head[2:]) + " |", rule]
     for s in report["sets"]:
         lines.append(f"| {s['name']} | {len(s['images'])} | " + " | ".join(cells(s["mean"])) + " |")
     for s in report["sets"]:
-        lines += ["", f"## {s['name']} (`{s['folder']}`)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["", f"## {s['name']} (`{s['folder']}`)", "", "| " + " | ".join(head) + " |", rule]
         for r in s["images"]:
             name = f"[{r['image']}]({r['sheet']})" if r.get("sheet") else r["image"]
             grey = " (grey)" if r["grey"] else ""
             lines.append(f"| {name}{grey} | {r['size'][0]}x{r['size'][1]} | " + " | ".join(cells(r)) + " |")
-        lines.append(f"| **mean** | | " + " | ".join(f"**{c}**" for c in cells(s["mean"])) + " |")
+        lines.append("| **mean** | | " + " | ".join(f"**{c}**" for c in cells(s["mean"])) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -555,7 +564,7 @@ def _parse_params(items: Sequence[str]) -> dict[str, str]:
     return params
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="invsr-eval",
         description="Score a backend on benchmark folders (PSNR/SSIM on Y, NIQE, ST-LPIPS, LPIPS when available) through "
@@ -575,46 +584,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-lpips", action="store_true", help="skip LPIPS and ST-LPIPS")
     p.add_argument("--provider", default="auto", help="ONNX Runtime provider: auto, cpu, cuda or tensorrt")
     p.add_argument("--quiet", action="store_true", help="no per-image lines")
-    args = p.parse_args(argv)
+    return p
 
-    def fail(message: str, code: int) -> int:
-        print(f"invsr-eval: error: {message}", file=sys.stderr)
-        return code
 
+class _Failed(Exception):
+    """What main prints as ``invsr-eval: error: ...`` and the exit code it returns."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _run(args: argparse.Namespace) -> dict:
+    """The report of ``args``: checks the request, loads the engine, evaluates; a failure is a :class:`_Failed`."""
     try:
         params = _parse_params(args.param)
         for folder in args.images:
             list_images(folder)
     except EvaluationError as exc:
-        return fail(str(exc), EXIT_NO_INPUT if "no images" in str(exc) or "not found" in str(exc) else EXIT_USAGE)
+        raise _Failed(str(exc), EXIT_NO_INPUT if "no images" in str(exc) or "not found" in str(exc) else EXIT_USAGE)
     try:
         from invsr_desktop.engine.pipeline import Engine, EngineOptions
 
         engine = Engine(options=EngineOptions(provider=args.provider), on_message=lambda m: print(m, file=sys.stderr))
     except ImportError as exc:
-        return fail(f"the engine could not be loaded: {exc}", EXIT_BACKEND)
-    log = None if args.quiet else (lambda line: print(line, file=sys.stderr))
+        raise _Failed(f"the engine could not be loaded: {exc}", EXIT_BACKEND)
     try:
-        report = evaluate(
-            args.backend,
-            args.scale,
-            args.images,
-            params,
-            args.protocol or ("rgb" if args.degrade else "y"),
-            out_dir=args.out,
-            sheets=not args.no_sheets,
-            with_niqe=not args.no_niqe,
-            with_lpips=not args.no_lpips,
-            degrade=args.degrade,
-            engine=engine,
-            log=log,
-        )
+        return evaluate(
+            args.backend, args.scale, args.images, params, args.protocol or ("rgb" if args.degrade else "y"),
+            out_dir=args.out, sheets=not args.no_sheets, with_niqe=not args.no_niqe, with_lpips=not args.no_lpips,
+            degrade=args.degrade, engine=engine, log=None if args.quiet else (lambda line: print(line, file=sys.stderr)),
+        )  # fmt: skip
     except EvaluationError as exc:
-        return fail(str(exc), EXIT_USAGE)
+        raise _Failed(str(exc), EXIT_USAGE)
     except KeyError as exc:  # unknown backend: the registry's message lists the available ones
-        return fail(str(exc.args[0]) if exc.args else str(exc), EXIT_USAGE)
+        raise _Failed(str(exc.args[0]) if exc.args else str(exc), EXIT_USAGE)
     except (RuntimeError, OSError, ValueError) as exc:
-        return fail(str(exc), EXIT_BACKEND)
+        raise _Failed(str(exc), EXIT_BACKEND)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        report = _run(args)
+    except _Failed as exc:
+        print(f"invsr-eval: error: {exc}", file=sys.stderr)
+        return exc.code
     for s in report["sets"]:
         m = s["mean"]
         line = f"{s['name']} x{report['scale']} {report['backend']}: PSNR {_fmt(m['psnr'], 3)} dB, SSIM {_fmt(m['ssim'], 4)}"

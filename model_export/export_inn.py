@@ -33,7 +33,6 @@ import torch
 import torch.nn as nn
 
 from invsr_desktop.engine import model_metadata as keys
-from plugins.inn import STORED_AS
 
 OPSET = 18
 
@@ -196,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--name", required=True, help="model name: files inn_<name>_down.onnx / inn_<name>_up.onnx")
     p.add_argument("--out", type=Path, default=Path("."), help="output folder")
     p.add_argument("--trained-on", default="", help="what it was trained on (default: from the model file)")
-    p.add_argument("--stored-as", choices=STORED_AS, default=None,
+    p.add_argument("--stored-as", choices=keys.STORED_AS_VALUES, default=None,
                    help="the small-image format the shrink was trained for (default: jpeg when the run trained "
                         "through the JPEG simulation, inn.jpeg_prob > 0, else png)")  # fmt: skip
     p.add_argument("--install", action="store_true", help="also copy both files into the user model folder")

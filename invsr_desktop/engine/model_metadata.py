@@ -34,7 +34,8 @@ QUALITY = "invsr.quality"  # JSON: benchmark figures against bicubic and speed (
 DIRECTION = "invsr.direction"  # up (restore / upscale) or down (shrink): the two files of one model
 Z_CHANNELS = "invsr.z_channels"  # int: channels of the latent z
 NOISE_MAX = "invsr.noise_max"  # float: the largest z scale training saw (temperatures above it leave training)
-STORED_AS = "invsr.stored_as"  # png, or jpeg for a shrink trained through a JPEG simulation
+STORED_AS = "invsr.stored_as"  # one of STORED_AS_VALUES
+STORED_AS_VALUES = ("png", "jpeg")  # the small-image format a shrink was trained for (jpeg: through a JPEG simulation)
 SUPERSEDES = "invsr.supersedes"  # INN: the model this one replaces for "auto" (kept so its shrunk files restore)
 
 # -- diffusion (plugins.diffusion) --------------------------------------------------------------------------------

@@ -30,13 +30,13 @@ import tempfile
 import threading
 import time
 import tracemalloc
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from invsr_desktop.engine import model_metadata as keys
-
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -139,7 +139,7 @@ def link_model(model: Path, folder: Path) -> Path:
     return folder / model.name
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m model_export.commands.bench_diffusion", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", type=Path, help="an exported diffusion ONNX model")
@@ -157,72 +157,106 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sheet", type=Path, help="write the crop sheet across a tile border (PNG)")
     p.add_argument("--memory", action="store_true", help="measure one run's peak memory per output pixel instead")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    return p
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-diffusion-") as tmp:
-        tmp = Path(tmp)
+        bench = _Bench.open(args, Path(tmp))
+        print(f"diffusion benchmark: {bench.what}; x{bench.scale}; {bench.threads} ONNX Runtime thread(s); load "
+              f"average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        lr = _load_image(args.image, args.size)
+        if args.memory:
+            _memory(bench.engine, bench.spec, lr, bench.scale, args, bench.model.stem)
+            return 0
+        bench.speed(lr)
+        if args.tiled_check:
+            bench.tiled_check()
+    return 0
+
+
+@dataclass
+class _Bench:
+    """One model registered with the app's engine (the diffusion plugin alone, reading a temporary models folder)."""
+
+    args: argparse.Namespace
+    model: Path
+    what: str
+    registry: Any
+    spec: Any
+
+    @classmethod
+    def open(cls, args: argparse.Namespace, tmp: Path) -> _Bench:
         if args.model:
-            model = link_model(args.model, tmp / "models")
-            what = str(args.model)
+            model, what = link_model(args.model, tmp / "models"), str(args.model)
         else:
             model = _model_from_config(args.config, tmp, args.seed)
             what = f"config {args.config} (untrained weights: speed only)"
         os.environ["INVSR_MODELS_DIR"] = str(model.parent)
         import plugins.diffusion as dp
-        from invsr_desktop.engine.pipeline import Engine, EngineOptions
         from invsr_desktop.engine.registry import Registry
 
         registry = Registry()
         registry.register(dp, "diffusion")
         (spec,) = registry.backends()
-        scale = spec.scales[0]
+        return cls(args, model, what, registry, spec)
 
-        def engine(tile=None) -> Engine:
-            return Engine(registry=registry, options=EngineOptions(tile=tile, threads=args.threads))
+    @property
+    def scale(self) -> int:
+        return self.spec.scales[0]
 
-        threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-        print(f"diffusion benchmark: {what}; x{scale}; {threads} ONNX Runtime thread(s); load average "
-              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        lr = _load_image(args.image, args.size)
-        if args.memory:
-            _memory(engine, spec, lr, scale, args, model.stem)
-            return 0
-        out_mp = (args.size * scale) ** 2 / 1e6
-        e = engine()
-        e.upscale_array(lr[:32, :32], "diffusion", scale, {"steps": 1, "model": model.stem})  # session warm-up
-        for steps in args.steps:
+    @property
+    def threads(self) -> int:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return self.args.threads or cores or 1
+
+    def engine(self, tile: int | None = None):
+        from invsr_desktop.engine.pipeline import Engine, EngineOptions
+
+        return Engine(registry=self.registry, options=EngineOptions(tile=tile, threads=self.args.threads))
+
+    def params(self, steps: int) -> dict[str, Any]:
+        return {"steps": steps, "seed": self.args.seed, "model": self.model.stem}
+
+    def speed(self, lr: np.ndarray) -> None:
+        """Seconds per output megapixel for each of ``--steps`` (the best of ``--repeat`` runs)."""
+        size, scale = self.args.size, self.scale
+        e = self.engine()
+        e.upscale_array(lr[:32, :32], "diffusion", scale, self.params(1))  # session warm-up
+        for steps in self.args.steps:
             best = math.inf
-            for _ in range(args.repeat):
+            for _ in range(self.args.repeat):
                 t0 = time.perf_counter()
-                e.upscale_array(lr, "diffusion", scale, {"steps": steps, "seed": args.seed, "model": model.stem})
+                e.upscale_array(lr, "diffusion", scale, self.params(steps))
                 best = min(best, time.perf_counter() - t0)
-            print(f"{steps:3d} steps: {best / out_mp:7.2f} s per output megapixel "
-                  f"({args.size}x{args.size} -> {args.size * scale}x{args.size * scale} in {best:.1f} s)")
+            print(f"{steps:3d} steps: {best / ((size * scale) ** 2 / 1e6):7.2f} s per output megapixel "
+                  f"({size}x{size} -> {size * scale}x{size * scale} in {best:.1f} s)")
 
-        if args.tiled_check:
-            n, tile = args.tiled_check, args.tile or 128
-            img = _load_image(args.image, n)
-            params = {"steps": args.check_steps, "seed": args.seed, "model": model.stem}
-            t0 = time.perf_counter()
-            untiled = engine(tile=10**6).upscale_array(img, "diffusion", scale, params)
-            t1 = time.perf_counter()
-            tiled = engine(tile=tile).upscale_array(img, "diffusion", scale, params)
-            t2 = time.perf_counter()
-            print(f"tiled vs untiled, {n}x{n} input, {args.check_steps} steps, {tile}-px tiles: PSNR "
-                  f"{_psnr(tiled, untiled):.2f} dB, max |diff| {np.abs(tiled - untiled).max():.4f} "
-                  f"(untiled {t1 - t0:.1f} s, tiled {t2 - t1:.1f} s)")
-            naive = None
-            if not args.no_naive:
-                from invsr_desktop.engine.tiling import upscale_tiled
+    def tiled_check(self) -> None:
+        """The tiled result against the untiled one (and, for contrast, independently sampled tiles)."""
+        args, scale = self.args, self.scale
+        n, tile = args.tiled_check, args.tile or 128
+        img, params = _load_image(args.image, n), self.params(args.check_steps)
+        t0 = time.perf_counter()
+        untiled = self.engine(tile=10**6).upscale_array(img, "diffusion", scale, params)
+        t1 = time.perf_counter()
+        tiled = self.engine(tile=tile).upscale_array(img, "diffusion", scale, params)
+        t2 = time.perf_counter()
+        print(f"tiled vs untiled, {n}x{n} input, {args.check_steps} steps, {tile}-px tiles: PSNR "
+              f"{_psnr(tiled, untiled):.2f} dB, max |diff| {np.abs(tiled - untiled).max():.4f} "
+              f"(untiled {t1 - t0:.1f} s, tiled {t2 - t1:.1f} s)")
+        naive = None
+        if not args.no_naive:
+            from invsr_desktop.engine.tiling import upscale_tiled
 
-                _, runner = engine().runner("diffusion", scale, params)
-                naive = upscale_tiled(img, runner, tile=tile).clip(0, 1)
-                print(f"  for contrast, tiles sampled independently (no blending between steps): PSNR "
-                      f"{_psnr(naive, untiled):.2f} dB")
-            if args.sheet:
-                _sheet(args.sheet, untiled, tiled, naive, tile * scale, scale)
-                print(f"wrote the crop sheet {args.sheet}")
-    return 0
+            _, runner = self.engine().runner("diffusion", scale, params)
+            naive = upscale_tiled(img, runner, tile=tile).clip(0, 1)
+            print(f"  for contrast, tiles sampled independently (no blending between steps): PSNR "
+                  f"{_psnr(naive, untiled):.2f} dB")
+        if args.sheet:
+            _sheet(args.sheet, untiled, tiled, naive, tile * scale, scale)
+            print(f"wrote the crop sheet {args.sheet}")
 
 
 def _memory(engine, spec, lr: np.ndarray, scale: int, args, model: str) -> None:

@@ -31,8 +31,6 @@ from invsr_desktop.engine.hookspecs import hookimpl
 from invsr_desktop.engine.quality import quality_info
 
 UP_SUFFIX, DOWN_SUFFIX = "_up.onnx", "_down.onnx"
-#: Values of ``invsr.stored_as``: the small-image format a model's shrink was trained for.
-STORED_AS = ("png", "jpeg")
 
 
 @dataclass(frozen=True)
@@ -80,8 +78,8 @@ def find_models(files: list | None = None) -> list[INNModel]:
             z_channels = metadata_int(meta, keys.Z_CHANNELS, 3 * scale * scale - 3, path)
             noise_max = float(meta.get(keys.NOISE_MAX, 1.0))
             stored_as = meta.get(keys.STORED_AS, "png")
-            if stored_as not in STORED_AS:
-                raise ValueError(f"invsr.stored_as is {stored_as!r}, not one of {', '.join(STORED_AS)}")
+            if stored_as not in keys.STORED_AS_VALUES:
+                raise ValueError(f"invsr.stored_as is {stored_as!r}, not one of {', '.join(keys.STORED_AS_VALUES)}")
         except Exception as exc:  # noqa: BLE001 - ModelFileError / ValueError: skip this one, keep the others
             report_problem(path, str(exc))
             continue
