@@ -32,6 +32,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
+from invsr_desktop.engine.errors import InvsrError
 from model_export.archs import available_archs, build_arch, count_parameters
 from invsr_desktop.engine.model_files import file_sha256
 
@@ -41,7 +42,7 @@ TRAIN_FORMAT = "invsr-train/1"
 _WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net_g", "generator")
 
 
-class CheckpointError(Exception):
+class CheckpointError(InvsrError):
     """A checkpoint that cannot be used; the message names the file and says why, for the user."""
 
 

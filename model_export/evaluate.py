@@ -46,6 +46,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from invsr_desktop.engine.errors import InvsrError
 from invsr_desktop.engine.formats import READ_SUFFIXES
 from model_export.degradations.camera import CAMERA, camera_lr, image_seed
 from model_export.degradations.matlab_resize import imresize
@@ -66,7 +67,7 @@ BASELINE = "bicubic"
 EXIT_OK, EXIT_USAGE, EXIT_NO_INPUT, EXIT_BACKEND = 0, 2, 3, 4
 
 
-class EvaluationError(Exception):
+class EvaluationError(InvsrError):
     """A problem with the inputs (missing folder, no images, bad parameter) described for the user."""
 
 

@@ -26,13 +26,14 @@ import torch
 import torch.nn as nn
 
 from invsr_desktop.engine import model_metadata as keys
+from invsr_desktop.engine.errors import InvsrError
 from model_export.checkpoints import Checkpoint, default_backend
 
 DEFAULT_OPSET = 17
 ARCH_DISPLAY = {"rrdbnet": "RRDBNet"}
 
 
-class ExportError(Exception):
+class ExportError(InvsrError):
     """The export itself failed (exporter or runtime error); the message is for the user."""
 
 

@@ -20,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
+from invsr_desktop.engine.errors import InvsrError
+
 DEFAULTS: dict[str, Any] = {
     "name": "",  # run name; the default output folder is runs/<name> (or the config file's stem)
     "model": "",  # model family; when set, it must agree with the <model> argument of invsr-train
@@ -76,8 +78,8 @@ OPEN_TABLES = {"network", "loss", "data.real_photo"}
 PACKAGED_CONFIGS = "model_export"  # configs/*.toml inside it (package data)
 
 
-class ConfigError(ValueError):
-    """A configuration problem, with the offending key in the message."""
+class ConfigError(InvsrError, ValueError):
+    """A configuration problem, with the offending key in the message (a ValueError too, as callers catch it)."""
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
