@@ -6,9 +6,11 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from model_export.commands.bench import inference_paths, main
+from model_export.commands.bench_peers import ncnn_missing
 from model_export.flops import model_flops, shapes_of
 
 
@@ -93,3 +95,38 @@ def test_memory_mode_reports_a_failed_run_and_a_bad_size(capsys):
     assert main(["--memory", "4000by3000"]) == 2
     assert main(["--memory", "32x32", "--backend", "inn-shrink", "--memory-scale", "3"]) == 1  # a shrinker: refused
     assert "failed:" in capsys.readouterr().out
+
+
+def test_peers_run_the_same_weights_in_pytorch_ncnn_and_the_whole_cli_process(tmp_path, capsys, monkeypatch):
+    """``--peers --process``: PyTorch eager, ncnn (pnnx-converted) and the whole ``invsr-upscale`` process on the
+    bundled faithful model, each agreeing with ONNX Runtime fp32; nothing is written beside the model."""
+    pytest.importorskip("torch")
+    if ncnn_missing():
+        pytest.skip(f"ncnn peer: {ncnn_missing()}")
+    from invsr_desktop.resources import MODELS
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # a fresh conversion, not a cached one
+    before = sorted(p.name for p in MODELS.iterdir())
+    out = tmp_path / "bench.json"
+    argv = ["--backend", "esrgan-faithful-x4", "--size", "16", "--repeat", "1", "--threads", "1", "--peers",
+            "--process", "--json", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    rows = {r["path"]: r for r in json.loads(out.read_text())["rows"]}
+    assert rows["PyTorch eager fp32 (peer)"]["psnr_vs_fp32"] > 100
+    assert rows["ncnn fp32 (peer)"]["psnr_vs_fp32"] > 100  # fp32 on both: rounding-level differences (125 dB)
+    assert rows["invsr-upscale, whole process"]["psnr_vs_fp32"] > 45  # the 8-bit PNG it writes (~55 dB)
+    assert "the whole invsr-upscale process takes" in capsys.readouterr().out
+    assert sorted(p.name for p in MODELS.iterdir()) == before  # pnnx writes beside its input: never here
+    assert list((tmp_path / "cache" / "invsr-desktop" / "ncnn").glob("*/model.ncnn.param"))
+
+
+def test_a_peer_that_is_not_installed_is_named_with_how_to_get_it(monkeypatch):
+    from model_export.commands import bench_peers
+
+    real = bench_peers.importlib.util.find_spec
+    monkeypatch.setattr(bench_peers.importlib.util, "find_spec", lambda name: None if name == "ncnn" else real(name))
+    assert bench_peers.ncnn_missing() == "ncnn not installed (pip install ncnn pnnx)"
+    said: list[str] = []
+    rows = bench_peers.peer_rows(["esrgan-faithful-x4"], {}, 8, 1, 1, {}, log=said.append)
+    assert "ncnn peer: ncnn not installed (pip install ncnn pnnx)" in said
+    assert all("ncnn" not in r.path for r in rows)

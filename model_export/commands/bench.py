@@ -2,7 +2,7 @@
 
 ::
 
-    invsr-bench [--backend ID ...] [--model FILE.onnx ...] [--size 512] [--threads 1] [--repeat 3] [--peers]
+    invsr-bench [--backend ID ...] [--model FILE.onnx ...] [--size 512] [--threads 1] [--repeat 3] [--peers [--process]]
                 [--json FILE]
     invsr-bench --memory 4000x3000 [--memory-scale 2] [--backend ID ...] [--threads N] [--json FILE]
 
@@ -18,8 +18,9 @@ the backend's native scale, through the app's own engine (tiling and the backend
 - the achieved GFLOP/s (FLOPs of every model call, counted from the ONNX graph by :mod:`model_export.flops`)
   against this machine's attainable peak, measured in the same run by a large matrix product on the fastest CPU
   path with the same threads;
-- with ``--peers``, the same network in PyTorch eager (what chaiNNer runs; needs the ``[train]`` extra) where its
-  architecture can be rebuilt from the model's metadata.
+- with ``--peers``, the same network in PyTorch eager (what chaiNNer runs) and in ncnn (what Upscayl runs), and
+  with ``--process`` the whole ``invsr-upscale`` process on the same image, each with its agreement with ONNX
+  Runtime fp32 (:mod:`model_export.commands.bench_peers`).
 
 It ends with the peak resident memory of the process. ``--memory WxH`` instead measures the peak resident memory of a
 whole ``invsr-upscale`` run of a synthetic photo of that size per backend, against issue 22's bound
@@ -43,7 +44,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from invsr_desktop.engine import model_metadata as keys
 from invsr_desktop.engine import openvino_sessions
 from invsr_desktop.engine.pipeline import Engine, EngineOptions
 from invsr_desktop.engine.registry import Registry
@@ -224,14 +224,14 @@ def peak_gflops(threads: int, repeat: int = 3) -> tuple[float, str]:
     return 2.0 * PEAK_N**3 / seconds / 1e9, ", ".join(pool.paths_in_use())
 
 
-def register_models(registry: Registry, models: Sequence[Path]) -> list[str]:
-    """``--model`` files as backends of their own (the esrgan plugin's runner: ``lr`` -> ``sr``)."""
+def register_models(registry: Registry, models: Sequence[Path]) -> dict[str, Path]:
+    """``--model`` files as backends of their own (the esrgan plugin's runner: ``lr`` -> ``sr``), by backend id."""
     from invsr_desktop.engine.backend import BackendSpec
     from invsr_desktop.engine.hookspecs import hookimpl
     from invsr_desktop.engine.model_files import metadata_scale, read_metadata
     from plugins.onnx_runner import OnnxRunner
 
-    ids = []
+    ids: dict[str, Path] = {}
     for path in models:
         meta = read_metadata(path)
         scale = metadata_scale(meta, path)
@@ -249,45 +249,8 @@ def register_models(registry: Registry, models: Sequence[Path]) -> list[str]:
                 return [spec]
 
         registry.register(Plugin(), backend_id)
-        ids.append(backend_id)
+        ids[backend_id] = path
     return ids
-
-
-def torch_rows(registry: Registry, backends: Sequence[str], size: int, threads: int, repeat: int,
-               baseline: dict[str, float]) -> list[Row]:
-    """PyTorch eager on the same weights, for models whose architecture ``model_export.archs`` rebuilds."""
-    import onnx
-    import torch
-    from onnx import numpy_helper
-
-    from model_export.archs import build_arch
-    from invsr_desktop.engine.model_files import scan
-
-    files = {m.id: m.path for m in scan("esrgan")}
-    rows = []
-    torch.set_num_threads(threads)
-    for backend in backends:
-        path = files.get(backend) or (Path(backend.removeprefix("file:")) if backend.startswith("file:") else None)
-        if path is None or not path.is_file():
-            continue
-        model = onnx.load(str(path))
-        meta = {p.key: p.value for p in model.metadata_props}
-        try:
-            net = build_arch(meta[keys.ARCH], **json.loads(meta.get(keys.ARCH_OPTIONS, "{}"))).eval()
-        except (KeyError, ValueError):
-            continue
-        state = net.state_dict()
-        for init in model.graph.initializer:
-            if init.name in state and tuple(state[init.name].shape) == tuple(init.dims):
-                state[init.name] = torch.from_numpy(numpy_helper.to_array(init).copy())
-        net.load_state_dict(state)
-        x = torch.from_numpy(np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32))
-        with torch.inference_mode():
-            seconds = median_seconds(lambda: net(x), repeat)
-            out_mp = net(x).shape[-1] * net(x).shape[-2] / 1e6
-        rows.append(Row(backend, "PyTorch eager fp32 (peer)", seconds, out_mp / seconds,
-                        baseline.get(backend, float("nan")) / seconds, None, None, None, None, "whole image"))
-    return rows
 
 
 def machine() -> dict[str, str]:
@@ -330,7 +293,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=512, help="input side in pixels (default 512)")
     p.add_argument("--threads", type=int, default=1, help="inference threads for every path (default 1)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs after a warm-up (default 3)")
-    p.add_argument("--peers", action="store_true", help="add PyTorch eager on the same weights (needs [train])")
+    p.add_argument("--peers", action="store_true",
+                   help="add PyTorch eager (needs [train]) and ncnn (needs ncnn and pnnx) on the same weights")
+    p.add_argument("--process", action="store_true",
+                   help="with --peers: also time the whole invsr-upscale process on the same image")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--memory", default=None, metavar="WxH",
                    help="measure instead the peak memory of an invsr-upscale run of a WxH photo, per backend")
@@ -351,8 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = fresh_registry()
     if args.memory:
         return memory_main(args, registry)
-    extra = register_models(registry, args.model)
-    backends = args.backend + extra if args.backend else [s.id for s in registry.backends()]
+    files = register_models(registry, args.model)
+    named = args.backend + [b for b in files if b not in args.backend]
+    backends = named if args.backend else [s.id for s in registry.backends()]
     unknown = [b for b in backends if b not in {s.id for s in registry.backends()}]
     if unknown:
         print(f"invsr-bench: unknown backend(s): {', '.join(unknown)}", file=sys.stderr)
@@ -368,10 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows += measure_backend(registry, backend, args.size, args.threads, args.repeat, paths, peak)
         print("\n".join(table([r for r in rows if r.backend == backend])[2 if len(rows) > len(paths) else 0:]))
     if args.peers:
-        baseline = {r.backend: r.seconds for r in rows if r.path == paths[0].name}
-        peers = torch_rows(registry, backends, args.size, args.threads, args.repeat, baseline)
-        print("\n".join(table(peers)[2:]))
-        rows += peers
+        rows += peers(backends, files, args, {r.backend: r.seconds for r in rows if r.path == paths[0].name})
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak resident memory of this run: {peak_rss:.0f} MB")
     if args.json:
@@ -379,6 +343,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          "peak_gflop_s": peak, "peak_path": peak_path, "peak_rss_mb": peak_rss,
                                          "rows": [asdict(r) for r in rows]}, indent=2) + "\n")  # fmt: skip
     return 0
+
+
+def peers(backends: Sequence[str], files: dict[str, Path], args: argparse.Namespace,
+          baseline: dict[str, float]) -> list[Row]:
+    """The peer rows (:mod:`model_export.commands.bench_peers`), printed, and the speed issue's figure: the whole
+    ``invsr-upscale`` process against ncnn's inference alone, where both ran."""
+    from model_export.commands.bench_peers import peer_rows
+
+    rows = peer_rows(backends, files, args.size, args.threads, args.repeat, baseline, process=args.process)
+    print("\n".join(table(rows)[2:]))
+    for backend in backends:
+        by_path = {r.path: r.seconds for r in rows if r.backend == backend}
+        ncnn, process = by_path.get("ncnn fp32 (peer)"), by_path.get("invsr-upscale, whole process")
+        if ncnn and process and ncnn == ncnn and process == process:
+            print(f"{backend}: the whole invsr-upscale process takes {process:.2f} s, ncnn's inference alone "
+                  f"{ncnn:.2f} s: {ncnn / process:.2f}x")
+    return rows
 
 
 def memory_main(args: argparse.Namespace, registry: Registry) -> int:
