@@ -3,7 +3,7 @@
 ::
 
     python -m model_export.commands.model_card MODEL.pt MODEL.onnx --eval REPORT.json [--eval REPORT2.json ...] \\
-        --command "invsr-train ..." [--notes "..."] -o resources/models/NAME.md
+        --command "invsr-train ..." [--notes "..." | --notes-file NOTES.md] -o resources/models/NAME.md
 
 It reads the architecture, parameter count, data, steps and wall time from the model file that ``invsr-train``
 wrote, the export check from the ONNX file's metadata, and the Set5 / Set14 figures from ``invsr-eval`` reports
@@ -119,13 +119,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("onnx", type=Path, help="the exported ONNX file")
     p.add_argument("--eval", type=Path, action="append", default=[], help="an invsr-eval report.json")
     p.add_argument("--command", required=True, help="the exact training command")
-    p.add_argument("--notes", default="", help="free text appended as a Notes section")
+    notes = p.add_mutually_exclusive_group()
+    notes.add_argument("--notes", default="", help="free text appended as a Notes section")
+    notes.add_argument("--notes-file", type=Path, help="a Markdown file whose text is the Notes section")
     p.add_argument("--export-command", default="", help="the export command, where it is not invsr-export "
                    "(INN: python -m model_export.export_inn ...)")
     p.add_argument("-o", "--output", type=Path, required=True)
     args = p.parse_args(argv)
+    if args.notes and Path(args.notes).is_file():  # a card once shipped "/tmp/innz/notes.md" as its notes
+        p.error(f"--notes is the text itself; for the file {args.notes} use --notes-file")
+    notes = args.notes_file.read_text(encoding="utf-8").strip() if args.notes_file else args.notes
     reports = [json.loads(path.read_text()) for path in args.eval]
-    card = render(args.model, args.onnx, reports, args.command, args.notes, args.export_command)
+    card = render(args.model, args.onnx, reports, args.command, notes, args.export_command)
     args.output.write_text(card, encoding="utf-8")
     print(f"wrote {args.output}")
     return 0
