@@ -130,3 +130,15 @@ def test_a_peer_that_is_not_installed_is_named_with_how_to_get_it(monkeypatch):
     rows = bench_peers.peer_rows(["esrgan-faithful-x4"], {}, 8, 1, 1, {}, log=said.append)
     assert "ncnn peer: ncnn not installed (pip install ncnn pnnx)" in said
     assert all("ncnn" not in r.path for r in rows)
+
+
+def test_a_model_pnnx_cannot_convert_is_a_clear_error_and_leaves_no_half_conversion(tmp_path):
+    if ncnn_missing():
+        pytest.skip(f"ncnn peer: {ncnn_missing()}")
+    from model_export.commands.bench_peers import to_ncnn
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx model" * 10)
+    with pytest.raises(RuntimeError, match="pnnx could not convert broken.onnx"):
+        to_ncnn(broken, tmp_path / "out")
+    assert not (tmp_path / "out" / "model.ncnn.param").exists()
