@@ -18,6 +18,7 @@ agreement (PSNR) with ONNX Runtime fp32 run on the same whole image. Only plain 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import subprocess
@@ -183,7 +184,7 @@ def process_row(model: PeerModel, threads: int, repeat: int, baseline: dict[str,
     backend = model.backend if not model.backend.startswith("file:") else model.path.stem
     env = dict(os.environ, INVSR_MODELS_DIR=str(model.path.parent)) if model.backend.startswith("file:") else None
     scale = round(model.reference.shape[-1] / model.image.shape[-1])
-    runs = iter(range(10**6))
+    runs = itertools.count()
 
     def run() -> Path:  # a folder per run: the CLI never writes over a result
         out = folder / f"out{next(runs)}"
@@ -200,8 +201,8 @@ def process_row(model: PeerModel, threads: int, repeat: int, baseline: dict[str,
     return _row(model, "invsr-upscale, whole process", seconds, output, baseline)
 
 
-def peer_rows(backends: Sequence[str], files: dict[str, Path], size: int, threads: int, repeat: int, baseline: dict[str, float],
-              process: bool = False, log: Callable[[str], None] = print) -> list[Row]:
+def peer_rows(backends: Sequence[str], files: dict[str, Path], size: int, threads: int, repeat: int,
+              baseline: dict[str, float], process: bool = False, log: Callable[[str], None] = print) -> list[Row]:
     """Every peer on every plain model among ``backends``; a peer that is not installed is said once, by ``log``."""
     rows: list[Row] = []
     models = peer_models(backends, files, size, threads)
