@@ -134,3 +134,24 @@ def test_pixelshuffle_upsampler_shapes_and_inference(scale):
     assert infer_options(net.state_dict())["upsampler"] == "pixelshuffle"
     assert infer_options(net.state_dict())["scale"] == scale
     assert "upsampler" not in infer_options(build_arch("rrdbnet", num_feat=8, num_block=1, num_grow_ch=4).state_dict())
+
+
+@pytest.mark.parametrize("upsampler", ["nearest_conv", "pixelshuffle"])
+def test_grow_from_adds_blocks_that_keep_the_function(upsampler):
+    """A deeper RRDBNet grown from a trained shallower one computes the same output at step 0, and its new blocks
+    learn (their zeroed last convolutions get a gradient); a net that does not fit inside is refused."""
+    torch.manual_seed(0)
+    opts = dict(num_feat=8, num_grow_ch=4, residual="nearest", upsampler=upsampler)
+    small = RRDBNet(num_block=2, **opts)
+    for p in small.parameters():  # trained-looking weights, not the init's near-zero branches
+        p.data.add_(0.05 * torch.randn_like(p))
+    big = RRDBNet(num_block=5, **opts)
+    assert big.grow_from(small.state_dict()) == 3
+    x = torch.rand(1, 3, 12, 10)
+    torch.testing.assert_close(big(x), small(x), rtol=1e-5, atol=1e-5)
+    big(x).square().mean().backward()
+    assert big.body[4].rdb3.conv5.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="more than"):
+        small.grow_from(big.state_dict())
+    with pytest.raises(ValueError, match="does not fit"):
+        RRDBNet(num_block=5, **{**opts, "num_feat": 16}).grow_from(small.state_dict())

@@ -377,6 +377,22 @@ def test_config_errors_name_the_key(tmp_path, images, psnr_model):
     with pytest.raises(ConfigError, match="'gan.bogus'"):
         build("gan.bogus=1")
     build("network.num_feat=8")  # repeating the file's value is fine
+    with pytest.raises(ConfigError, match="grow_blocks"):
+        build("gan.grow_blocks=-1")
+
+
+def test_grow_blocks_starts_a_deeper_generator_where_the_file_left_off(tmp_path, images, psnr_model):
+    """``gan.grow_blocks`` builds the file's generator with more blocks, computing what the file's did."""
+    cls = get_model_class("esrgan_gan")
+    cfg = load_config(str(_config(tmp_path, images, psnr_model)), ["gan.grow_blocks=2"], cls.config_defaults)
+    from model_export.training.distributed import DistInfo
+
+    model = cls(cfg, torch.device("cpu"), DistInfo())
+    small = build_arch("rrdbnet", scale=4, **TINY_G)
+    small.load_state_dict(torch.load(psnr_model, weights_only=True)["params_ema"])
+    assert len(model.net_g.body) == len(small.body) + 2
+    lr = torch.rand(1, 3, 8, 8)
+    torch.testing.assert_close(model.ema.module(lr), small(lr), rtol=1e-5, atol=1e-5)
 
 
 def test_packaged_gan_config():

@@ -9,6 +9,8 @@ reads (BasicSR / Real-ESRGAN / original ESRGAN RRDBNet). The architecture and it
 they match; the config's ``[network]`` table may name only ``arch`` (or repeat the file's options: a disagreement
 is an error). The generator and its EMA start from the file's weights (``params_ema`` for our files). With
 ``init_from = ""`` the generator is built from ``[network]`` with fresh weights (not what ESRGAN does).
+``gan.grow_blocks = N`` starts a deeper RRDBNet instead: the file's generator with N more blocks that compute the
+same function at step 0 (:meth:`~model_export.archs.rrdbnet.RRDBNet.grow_from`), to measure what depth buys.
 
 Discriminator: ``[network_d]`` (default Real-ESRGAN's U-Net with spectral normalisation,
 :mod:`model_export.archs.unet_discriminator`), its own Adam optimizer with learning rate ``gan.d_lr`` on the same
@@ -107,6 +109,17 @@ def bicubic_mix(batch: dict[str, Any], fraction: float, seed: int, scale: int, r
     return lr
 
 
+def _grown(net_cfg: dict, blocks: int) -> dict:
+    """The generator's network table with ``gan.grow_blocks`` more RRDB blocks (an RRDBNet only)."""
+    if blocks < 0:
+        raise ConfigError("config key 'gan.grow_blocks' must be >= 0")
+    if not blocks:
+        return net_cfg
+    if net_cfg["arch"] != "rrdbnet":
+        raise ConfigError(f"config key 'gan.grow_blocks': only an rrdbnet grows, not {net_cfg['arch']!r}")
+    return {**net_cfg, "num_block": int(net_cfg.get("num_block", 23)) + int(blocks)}
+
+
 @register_model("esrgan_gan")
 class ESRGANGANModel(ESRGANModel):
     config_defaults = {
@@ -115,6 +128,7 @@ class ESRGANGANModel(ESRGANModel):
             "d_lr": 1e-4,  # discriminator learning rate (same schedule shape as train.lr)
             "d_init_steps": 0,  # first steps train only the discriminator
             "bicubic_fraction": 0.0,  # samples whose LR is the MATLAB-bicubic LR of their HR instead
+            "grow_blocks": 0,  # RRDB blocks added to init_from's generator, the same function at step 0 (grow_from)
         },
         "network_d": dict(NETWORK_D_DEFAULTS),
     }
@@ -125,12 +139,18 @@ class ESRGANGANModel(ESRGANModel):
         self.init_info: dict[str, Any] = {}
         if g["init_from"]:
             net_cfg, init_state, self.init_info = load_init(g["init_from"], cfg)
+            net_cfg = _grown(net_cfg, g["grow_blocks"])
             cfg = {**cfg, "network": net_cfg}  # a copy: the run's config keeps the table as written
+        elif g["grow_blocks"]:
+            raise ConfigError("config key 'gan.grow_blocks' needs 'gan.init_from' (the generator to grow)")
         super().__init__(cfg, device, dist)
         if init_state is not None:
             try:
-                self.net_g.load_state_dict(init_state, strict=True)
-            except RuntimeError as exc:
+                if g["grow_blocks"]:
+                    self.net_g.grow_from(init_state)
+                else:
+                    self.net_g.load_state_dict(init_state, strict=True)
+            except (RuntimeError, ValueError) as exc:
                 why = str(exc).splitlines()[0]
                 raise ConfigError(f"config key 'gan.init_from': the weights do not fit: {why}") from None
             self.ema.module.load_state_dict(self.net_g.state_dict())
