@@ -16,3 +16,23 @@ def test_a_path_given_as_the_notes_text_is_refused(tmp_path, capsys):
     assert exit_.value.code == 2
     assert "use --notes-file" in capsys.readouterr().err
     assert not (tmp_path / "card.md").exists()
+
+
+def test_the_perception_table_comes_from_the_reports_that_scored_it():
+    """ST-LPIPS / NIQE beside bicubic's from the same run, per set; a report without them adds no table."""
+    from model_export.commands.model_card import perception_section
+
+    mean = {"psnr": 30.5, "ssim": 0.863, "bicubic_psnr": 28.43, "bicubic_ssim": 0.8113}
+    scored = {"scale": 4, "protocol": "rgb", "sets": [
+        {"name": "Set5", "mean": {**mean, "stlpips": 0.0634, "bicubic_stlpips": 0.3274}},
+        {"name": "Set14", "mean": {**mean, "niqe": 6.5, "bicubic_niqe": 12.01}},
+    ]}  # fmt: skip
+    plain = {"scale": 4, "protocol": "y", "sets": [{"name": "Set5", "mean": mean}]}
+    meta = {"invsr.quality": '{"protocol": "rgb", "scale": 4, "sets": {}, "seconds_per_mp": 2.3}'}
+    lines = perception_section([plain, scored], meta)
+    rows = [line for line in lines if line.startswith("| Set")]
+    assert rows == [
+        "| Set5 x4 | rgb | 30.50 / 0.8630 | 0.063 | - | 2.3 | 28.43 / 0.8113, 0.327, - |",
+        "| Set14 x4 | rgb | 30.50 / 0.8630 | - | 6.50 | 2.3 | 28.43 / 0.8113, -, 12.01 |",
+    ]
+    assert perception_section([plain], {}) == []

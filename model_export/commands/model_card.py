@@ -22,6 +22,7 @@ import torch
 
 from invsr_desktop.engine import model_metadata as keys
 from invsr_desktop.engine.model_files import read_metadata
+from invsr_desktop.engine.quality import QUALITY_KEY, Quality
 
 
 def _hours(seconds: float) -> str:
@@ -54,6 +55,51 @@ def eval_rows(report: dict[str, Any]) -> list[str]:
             f"| {m['bicubic_psnr']:.2f} / {m['bicubic_ssim']:.4f} | {m['psnr'] - m['bicubic_psnr']:+.2f} dB |"
         )
     return rows
+
+
+def perception_rows(report: dict[str, Any], seconds_per_mp: float | None) -> list[str]:
+    """The perception-distortion rows of a report that scored ST-LPIPS or NIQE (issue 17's table): per set, this
+    model's PSNR-Y / SSIM, ST-LPIPS and NIQE beside bicubic's from the same run."""
+    def figure(mean: dict[str, Any], key: str, digits: int) -> str:
+        return "-" if mean.get(key) is None else f"{mean[key]:.{digits}f}"
+
+    rows = []
+    for s in report["sets"]:
+        m = s["mean"]
+        if m.get("stlpips") is None and m.get("niqe") is None:
+            continue
+        speed = "-" if seconds_per_mp is None else f"{seconds_per_mp:.2g}"
+        rows.append(
+            f"| {s['name']} x{report['scale']} | {report['protocol']} | {m['psnr']:.2f} / {m['ssim']:.4f} "
+            f"| {figure(m, 'stlpips', 3)} | {figure(m, 'niqe', 2)} | {speed} "
+            f"| {m['bicubic_psnr']:.2f} / {m['bicubic_ssim']:.4f}, {figure(m, 'bicubic_stlpips', 3)}, "
+            f"{figure(m, 'bicubic_niqe', 2)} |"
+        )
+    return rows
+
+
+def perception_section(reports: list[dict[str, Any]], onnx_meta: dict[str, str]) -> list[str]:
+    """The card's "Perception and distortion" table, or nothing where no report scored perception. Speed is the
+    ``invsr.quality`` metadata's seconds per output megapixel (``quality_metadata --backend``), where recorded."""
+    quality = Quality.parse(onnx_meta.get(QUALITY_KEY))
+    speed = quality.seconds_per_mp if quality else None
+    rows = [row for report in reports for row in perception_rows(report, speed)]
+    if not rows:
+        return []
+    return [
+        "## Perception and distortion",
+        "",
+        "| set | protocol | PSNR-Y / SSIM | ST-LPIPS (alex, vST0.0) | NIQE | s / MP | bicubic (same run): "
+        "PSNR-Y / SSIM, ST-LPIPS, NIQE |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Lower ST-LPIPS and NIQE are better. ST-LPIPS is the shift-tolerant LPIPS (Ghildyal & Liu, ECCV 2022) from "
+        "the `stlpips-pytorch` wheel's weights, not the LPIPS of published tables; NIQE uses this project's "
+        "pristine fit. s / MP: seconds per output megapixel through the app's engine, on the machine that "
+        "recorded it.",
+        "",
+    ]
 
 
 def render(model_file: Path, onnx_file: Path, reports: list[dict[str, Any]], command: str, notes: str,
@@ -107,7 +153,7 @@ def render(model_file: Path, onnx_file: Path, reports: list[dict[str, Any]], com
     lines += ["", "Protocols: " + "; ".join(sorted({f"`{r['protocol']}`: {r['protocol_description']}" for r in reports}))]
     if reports:
         lines += ["", reports[0]["lpips"], "", reports[0].get("stlpips", "ST-LPIPS: not computed")]
-    lines += [""]
+    lines += ["", *perception_section(reports, onnx_meta)]
     if notes:
         lines += ["## Notes", "", notes, ""]
     return "\n".join(lines)
