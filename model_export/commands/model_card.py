@@ -151,8 +151,10 @@ def render(model_file: Path, onnx_file: Path, reports: list[dict[str, Any]], com
     for report in reports:
         lines += eval_rows(report)
     lines += ["", "Protocols: " + "; ".join(sorted({f"`{r['protocol']}`: {r['protocol_description']}" for r in reports}))]
-    if reports:
-        lines += ["", reports[0]["lpips"], "", reports[0].get("stlpips", "ST-LPIPS: not computed")]
+    for key, absent in (("lpips", "LPIPS: not computed"), ("stlpips", "ST-LPIPS: not computed")):
+        said = list(dict.fromkeys(r.get(key) or absent for r in reports))  # what each report says, once
+        scored = [text for text in said if text != "not requested"]
+        lines += ["", *(scored or [absent])] if reports else []
     lines += ["", *perception_section(reports, onnx_meta)]
     if notes:
         lines += ["## Notes", "", notes, ""]
