@@ -36,3 +36,13 @@ def test_the_perception_table_comes_from_the_reports_that_scored_it():
         "| Set14 x4 | rgb | 30.50 / 0.8630 | - | 6.50 | 2.3 | 28.43 / 0.8113, -, 12.01 |",
     ]
     assert perception_section([plain], {}) == []
+
+
+def test_a_report_run_without_lpips_does_not_hide_another_reports_statement():
+    from model_export.commands.model_card import metric_notes
+
+    y = {"lpips": "not requested", "stlpips": "not requested"}
+    rgb = {"lpips": "LPIPS unavailable: no weights", "stlpips": "ST-LPIPS (alex, vST0.0) on RGB"}
+    assert metric_notes([y, rgb]) == ["", "LPIPS unavailable: no weights", "", "ST-LPIPS (alex, vST0.0) on RGB"]
+    assert metric_notes([y]) == ["", "LPIPS: not computed", "", "ST-LPIPS: not computed"]
+    assert metric_notes([rgb, rgb]) == metric_notes([rgb]) and metric_notes([]) == []

@@ -102,6 +102,18 @@ def perception_section(reports: list[dict[str, Any]], onnx_meta: dict[str, str])
     ]
 
 
+def metric_notes(reports: list[dict[str, Any]]) -> list[str]:
+    """What the reports say of LPIPS and ST-LPIPS, each statement once; a report run with ``--no-lpips`` ("not
+    requested") does not hide what another report of the same card scored."""
+    lines: list[str] = []
+    if not reports:
+        return lines
+    for key, absent in (("lpips", "LPIPS: not computed"), ("stlpips", "ST-LPIPS: not computed")):
+        said = dict.fromkeys(r.get(key) or absent for r in reports)
+        lines += ["", *([text for text in said if text != "not requested"] or [absent])]
+    return lines
+
+
 def render(model_file: Path, onnx_file: Path, reports: list[dict[str, Any]], command: str, notes: str,
            export_command: str = "") -> str:
     ckpt = torch.load(model_file, map_location="cpu", weights_only=True)
@@ -151,11 +163,7 @@ def render(model_file: Path, onnx_file: Path, reports: list[dict[str, Any]], com
     for report in reports:
         lines += eval_rows(report)
     lines += ["", "Protocols: " + "; ".join(sorted({f"`{r['protocol']}`: {r['protocol_description']}" for r in reports}))]
-    for key, absent in (("lpips", "LPIPS: not computed"), ("stlpips", "ST-LPIPS: not computed")):
-        said = list(dict.fromkeys(r.get(key) or absent for r in reports))  # what each report says, once
-        scored = [text for text in said if text != "not requested"]
-        lines += ["", *(scored or [absent])] if reports else []
-    lines += ["", *perception_section(reports, onnx_meta)]
+    lines += [*metric_notes(reports), "", *perception_section(reports, onnx_meta)]
     if notes:
         lines += ["## Notes", "", notes, ""]
     return "\n".join(lines)
