@@ -27,6 +27,15 @@ def tiny_net(scale: int) -> Any:
     return net.eval()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The session's own cache folder (OpenVINO's compiled models, measured engine choices), never the user's."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("cache")
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def inn_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[int, Any]]:
     """A folder with tiny x2 and x4 INN models (both directions, ``tiny_x2`` / ``tiny_x4``) and their nets."""

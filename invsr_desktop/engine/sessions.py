@@ -4,7 +4,9 @@ Preference: TensorRT (fp16, engine cache) > CUDA > OpenVINO (x86 CPUs, when inst
 provider, among what ``onnxruntime.get_available_providers()`` reports plus OpenVINO (see
 :mod:`~invsr_desktop.engine.openvino_sessions`). Asking ORT for CUDA can silently give CPU (missing cuDNN, driver
 mismatch), so the providers a session really got are read back with ``session.get_providers()`` and any fallback
-is reported in words; a model OpenVINO cannot compile falls back to ONNX Runtime the same way.
+is reported in words; a model OpenVINO cannot compile falls back to ONNX Runtime the same way. Under ``auto`` on a
+CPU, each model's first call times OpenVINO against ONNX Runtime and keeps the faster, remembered per model and
+machine (:mod:`~invsr_desktop.engine.provider_race`).
 
 Precision: ``fast`` (the default) lets OpenVINO run bf16 where the CPU does so natively; ``fp32`` never trades
 accuracy. A backend whose result must be exact (the INN's shrink / restore round trip) asks for ``fp32`` per model.
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from invsr_desktop.engine import openvino_sessions
+from invsr_desktop.engine import openvino_sessions, provider_race
 from invsr_desktop.engine.errors import ModelFileError
 from invsr_desktop.engine.openvino_sessions import PROVIDER as OPENVINO
 from invsr_desktop.engine.openvino_sessions import Precision
@@ -167,7 +169,9 @@ class SessionPool:
     ``threads`` sets intra-op threads explicitly (0 = the runtime's default, all cores); ``provider`` is ``auto``
     or a provider name; ``precision`` is ``fast`` or ``fp32`` (see the module doc). ``on_message`` receives
     fallback messages (the GUI shows them; the CLI prints them). ``available`` substitutes the provider list
-    (tests; a machine's real one is :func:`available_providers`).
+    (tests; a machine's real one is :func:`available_providers`). ``measure``: under ``auto`` on a CPU, time
+    OpenVINO against ONNX Runtime on each model's first call and keep the faster (see
+    :mod:`~invsr_desktop.engine.provider_race`); off, OpenVINO is taken unmeasured.
     """
 
     provider: str = "auto"
@@ -175,6 +179,7 @@ class SessionPool:
     on_message: Callable[[str], None] | None = None
     available: Callable[[], Sequence[str]] | None = None
     precision: Precision = "fast"
+    measure: bool = True
     _cache: dict[tuple, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     infos: dict[str, SessionInfo] = field(default_factory=dict)
@@ -199,18 +204,47 @@ class SessionPool:
         available = list(self.available() if self.available else available_providers())
         chain = provider_chain(available, self.provider)
         requested = [name for name, _ in chain]
+        message = None
         if chain[0][0] == OPENVINO:
-            session, message = self._openvino(model, precision)
-            if session is not None:
-                self._record(key_model, SessionInfo(_display(model), requested, [OPENVINO], None, session.precision))
-                return session
+            race = self._race_key(key_model, precision)
+            if race is not None and self._choices().get(race) == provider_race.ONNXRUNTIME:
+                requested = requested[1:]  # measured slower here before: not a fallback, not compiled again
+            else:
+                session, message = self._openvino(model, precision)
+                if session is not None:
+                    self._record(key_model, SessionInfo(_display(model), requested, [OPENVINO], None, session.precision))
+                    return session if race is None else self._racing(session, model, key_model, requested, race)
             chain = chain[1:]
-        else:
-            message = None
         session = self._onnxruntime(model, chain)
         got = list(session.get_providers())
         self._record(key_model, SessionInfo(_display(model), requested, got, message or fallback_message(requested, got)))
         return session
+
+    def _race_key(self, key_model: str, precision: Precision) -> str | None:
+        """The key of this model's measured choice when ``auto`` may pick either CPU engine (see
+        :mod:`~invsr_desktop.engine.provider_race`), else None (a named provider, or racing turned off)."""
+        core = openvino_sessions.openvino_core()
+        if not self.measure or self.provider.lower() != "auto" or core is None:
+            return None
+        return provider_race.choice_key(key_model, self.threads, openvino_sessions.inference_precision(core, precision))
+
+    def _choices(self) -> provider_race.ChoiceStore:
+        return provider_race.ChoiceStore(cache_dir() / provider_race.STORE_NAME)
+
+    def _racing(self, openvino: Any, model: str | os.PathLike | bytes, key_model: str, requested: list[str],
+                race: str) -> provider_race.RacingSession:
+        """OpenVINO now, raced against ONNX Runtime on the first call; the winner is recorded and remembered."""
+
+        def decided(winner: str, session: Any, seconds: dict[str, float]) -> None:
+            precision = getattr(session, "precision", "fp32")
+            self.infos[key_model] = SessionInfo(_display(model), requested, [winner], None, precision)
+            if provider_race.worth_remembering(seconds):
+                self._choices().put(race, winner, seconds)
+
+        def onnxruntime() -> Any:
+            return self._onnxruntime(model, [("CPUExecutionProvider", {})])
+
+        return provider_race.RacingSession(openvino, onnxruntime, decided)
 
     def _record(self, key_model: str, info: SessionInfo) -> None:
         self.infos[key_model] = info
