@@ -33,6 +33,7 @@ from invsr_desktop.engine.provenance import read_file
 from invsr_desktop.engine.registry import BackendBuildError, Registry, default_registry, describe_backends
 from invsr_desktop.engine.task import Task, TaskError, TaskMode
 from invsr_desktop.engine.sessions import (
+    OPENVINO,
     PREFERENCE,
     PRECISIONS,
     Precision,
@@ -238,7 +239,10 @@ def runs_on_line(provider: str, precision: Precision) -> str:
     except ValueError as exc:
         return f"Runs on: {exc}"
     offered = ", ".join(short_name(name) for name in available if name in PREFERENCE)
-    return f"Runs on: {planned} (--provider {provider}, --precision {precision}; offered: {offered}; {path_note()})"
+    line = f"Runs on: {planned} (--provider {provider}, --precision {precision}; offered: {offered}; {path_note()})"
+    if planned.startswith(OPENVINO) and provider.lower() == "auto":
+        line += "\n  auto: each model's first use times OpenVINO against ONNX Runtime here and keeps the faster"
+    return line
 
 
 def run(args: argparse.Namespace, registry: Registry) -> int:

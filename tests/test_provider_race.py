@@ -196,3 +196,12 @@ def test_only_image_inputs_of_one_size_are_cropped():
     assert provider_race.probe_feeds(mixed) is mixed
     small = {"lr": np.zeros((1, 3, 64, 128))}
     assert provider_race.probe_feeds(small) is small
+
+
+@needs_openvino
+def test_list_backends_says_auto_measures_and_a_named_provider_does_not():
+    from invsr_desktop.cli import runs_on_line
+
+    assert "keeps the faster" in runs_on_line("auto", "fast")
+    assert "keeps the faster" not in runs_on_line("cpu", "fast")
+    assert "keeps the faster" not in runs_on_line("openvino", "fast")
