@@ -44,7 +44,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from invsr_desktop.engine import openvino_sessions
+from invsr_desktop.engine import openvino_sessions, provider_race
 from invsr_desktop.engine.pipeline import Engine, EngineOptions
 from invsr_desktop.engine.registry import Registry
 from invsr_desktop.engine.sessions import SessionPool, available_providers
@@ -254,14 +254,7 @@ def register_models(registry: Registry, models: Sequence[Path]) -> dict[str, Pat
 
 
 def machine() -> dict[str, str]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = provider_race.cpu_name()
     core = openvino_sessions.openvino_core()
     caps = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")) if core is not None else "no OpenVINO"
     return {"cpu": cpu, "openvino_capabilities": caps, "python": platform.python_version()}
