@@ -241,8 +241,8 @@ class BackendPanel(QWidget):
         self.provider_combo.addItem("Automatic (best available)", "auto")
         for name in available_providers():
             self.provider_combo.addItem(sessions.short_name(name), name)
-        self.provider_combo.setToolTip("Automatic: a GPU where ONNX Runtime has one, else OpenVINO (the fast CPU "
-                                       "path), else ONNX Runtime on the CPU")
+        self.provider_combo.setToolTip("Automatic: a GPU where ONNX Runtime has one; on the CPU, OpenVINO or ONNX "
+                                       "Runtime, whichever ran each model faster on its first use here")
         form.addRow("Provider", self.provider_combo)
         self.precision_combo = QComboBox(objectName="precision_combo")
         self.precision_combo.addItem("Fast", "fast")
