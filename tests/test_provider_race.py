@@ -107,9 +107,22 @@ def test_onnxruntime_unable_to_load_the_model_leaves_openvino_unmeasured(clock):
     assert heard[0][0] == OPENVINO and heard[0][2] == {}
 
 
-def test_short_runs_decide_without_being_remembered():
+def test_runs_too_short_to_time_keep_openvino_and_are_not_remembered(clock):
+    """Two pools racing a tiny input must not pick different engines (their outputs differ in the last bits)."""
     assert provider_race.worth_remembering({OPENVINO: 0.5, ONNXRUNTIME: 0.4})
     assert not provider_race.worth_remembering({OPENVINO: 0.001, ONNXRUNTIME: 0.5})
+    session, heard = race(FakeSession(OPENVINO, 0.004, clock), FakeSession(ONNXRUNTIME, 0.001, clock))
+    assert session.run(None, {}) == [OPENVINO]
+    assert not provider_race.worth_remembering(heard[0][2])
+
+
+@pytest.mark.parametrize("known", [OPENVINO, ONNXRUNTIME])
+def test_a_choice_remembered_meanwhile_is_taken_without_a_race(clock, known):
+    openvino, onnxruntime = FakeSession(OPENVINO, 0.5, clock), FakeSession(ONNXRUNTIME, 0.25, clock)
+    heard = []
+    session = RacingSession(openvino, lambda: onnxruntime, lambda *args: heard.append(args), lambda: known)
+    assert session.run(None, {}) == [known]
+    assert openvino.calls + onnxruntime.calls == 1 and heard[0][0] == known and heard[0][2] == {}
 
 
 def test_the_store_survives_a_corrupt_file_and_an_unwritable_folder(tmp_path):

@@ -8,7 +8,7 @@ How: the first call of a model runs on both engines, on a crop of its input (:fu
 then a timed run each), and the faster serves that call and every later one, and the choice is written to ``provider-choice.json`` in the user's cache, keyed by the
 model file and the machine (CPU, threads, precision, runtime versions), so a later start opens only the winner. ONNX
 Runtime must be faster by :data:`MARGIN` to displace OpenVINO (the documented default), and a first call too short to
-time well (under :data:`MIN_SECONDS`) decides for this process only. Every result comes from the winner, so a
+time well (under :data:`MIN_SECONDS`) keeps OpenVINO and is not remembered. Every result comes from the winner, so a
 model's output does not depend on which call decided.
 """
 
@@ -29,7 +29,7 @@ from invsr_desktop.engine.openvino_sessions import PROVIDER as OPENVINO
 ONNXRUNTIME = "CPUExecutionProvider"
 MARGIN = 0.05  # ONNX Runtime must be this much faster: timing noise must not flip the default
 PROBE_SIDE = 128  # the race runs on a crop this size: long enough to time (0.3-0.6 s for ESRGAN and the INN at one thread)
-MIN_SECONDS = 0.02  # a timed run shorter than this is noise-bound: decide, but do not remember
+MIN_SECONDS = 0.02  # a timed run shorter than this is noise-bound: OpenVINO stays, and nothing is remembered
 STORE_NAME = "provider-choice.json"
 
 Decided = Callable[[str, Any, dict[str, float]], None]
@@ -101,10 +101,12 @@ class RacingSession:
     hears the winner, its session and both timings once. Calls like ``onnxruntime.InferenceSession``.
     """
 
-    def __init__(self, openvino: Any, make_onnxruntime: Callable[[], Any], decided: Decided) -> None:
+    def __init__(self, openvino: Any, make_onnxruntime: Callable[[], Any], decided: Decided,
+                 known: Callable[[], str | None] = lambda: None) -> None:
         self._openvino = openvino
         self._make_onnxruntime = make_onnxruntime
         self._decided = decided
+        self._known = known
         self._chosen: Any | None = None
         self._lock = threading.Lock()
 
@@ -120,10 +122,15 @@ class RacingSession:
         return self._chosen.run(output_names, feeds)
 
     def _race(self, output_names: Sequence[str] | None, feeds: dict[str, Any]) -> list[Any]:
+        known = self._known()  # decided by another session of this model since this one was made: no second race
+        if known == OPENVINO:
+            return self._settle(OPENVINO, self._openvino, {}, self._openvino.run(output_names, feeds))
         try:
             rival = self._make_onnxruntime()
         except Exception:  # ONNX Runtime cannot load what OpenVINO compiled: OpenVINO it is, unmeasured
             return self._settle(OPENVINO, self._openvino, {}, self._openvino.run(output_names, feeds))
+        if known == ONNXRUNTIME:
+            return self._settle(ONNXRUNTIME, rival, {}, rival.run(output_names, feeds))
         sessions = {OPENVINO: self._openvino, ONNXRUNTIME: rival}
         probe = probe_feeds(feeds)
         seconds: dict[str, float] = {}
@@ -174,12 +181,14 @@ def probe_feeds(feeds: dict[str, Any], side: int = PROBE_SIDE) -> dict[str, Any]
 
 
 def faster(seconds: dict[str, float]) -> str:
-    """The winner of a race: OpenVINO unless ONNX Runtime ran (or only it ran) faster by :data:`MARGIN`."""
+    """The winner of a race: OpenVINO unless ONNX Runtime ran faster by :data:`MARGIN` in runs long enough to time
+    (or only ONNX Runtime ran). Too short to tell is OpenVINO, every time: a tiny input must not flip the engine
+    from one run to the next (the outputs of two engines differ in the last float bits)."""
     if OPENVINO not in seconds:
         return ONNXRUNTIME
-    if ONNXRUNTIME in seconds and seconds[ONNXRUNTIME] < seconds[OPENVINO] * (1 - MARGIN):
-        return ONNXRUNTIME
-    return OPENVINO
+    if ONNXRUNTIME not in seconds or not worth_remembering(seconds):
+        return OPENVINO
+    return ONNXRUNTIME if seconds[ONNXRUNTIME] < seconds[OPENVINO] * (1 - MARGIN) else OPENVINO
 
 
 def worth_remembering(seconds: dict[str, float]) -> bool:

@@ -244,7 +244,7 @@ class SessionPool:
         def onnxruntime() -> Any:
             return self._onnxruntime(model, [("CPUExecutionProvider", {})])
 
-        return provider_race.RacingSession(openvino, onnxruntime, decided)
+        return provider_race.RacingSession(openvino, onnxruntime, decided, lambda: self._choices().get(race))
 
     def _record(self, key_model: str, info: SessionInfo) -> None:
         self.infos[key_model] = info
