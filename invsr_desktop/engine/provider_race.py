@@ -5,9 +5,9 @@ INN 1.2x and its shrink 1.6x faster than OpenVINO (``invsr-bench``); on the AVX2
 them 1.05x / 1.10x and esrgan-camera-x4 1.44x faster. A fixed preference loses on some model on some CPU.
 
 How: the first call of a model runs on both engines, on a crop of its input (:func:`probe_feeds`; a warm-up each,
-then a timed run each), and the faster serves that call and every later one, and the choice is written to ``provider-choice.json`` in the user's cache, keyed by the
-model file and the machine (CPU, threads, precision, runtime versions), so a later start opens only the winner. ONNX
-Runtime must be faster by :data:`MARGIN` to displace OpenVINO (the documented default), and a first call too short to
+then a timed run each). The faster serves that call and every later one, and the choice is written to
+``provider-choice.json`` in the user's cache, keyed by the model file and the machine (CPU, threads, precision,
+runtime versions), so a later start opens only the winner. ONNX Runtime must be faster by :data:`MARGIN` to displace OpenVINO (the documented default), and a first call too short to
 time well (under :data:`MIN_SECONDS`) keeps OpenVINO and is not remembered. Every result comes from the winner, so a
 model's output does not depend on which call decided.
 """
@@ -64,9 +64,10 @@ class ChoiceStore:
     """The remembered winners, one JSON object in the user's cache. A file that cannot be read or written is the
     same as no file: the next start measures again (never an error: a full disk must not stop an upscale)."""
 
+    _lock = threading.Lock()  # one for every store: the pools of a process each make their own
+
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -109,10 +110,6 @@ class RacingSession:
         self._known = known
         self._chosen: Any | None = None
         self._lock = threading.Lock()
-
-    @property
-    def chosen(self) -> Any | None:
-        return self._chosen
 
     def run(self, output_names: Sequence[str] | None, feeds: dict[str, Any]) -> list[Any]:
         if self._chosen is None:
