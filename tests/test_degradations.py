@@ -79,3 +79,36 @@ def test_small_images_and_bad_input():
         deg.apply(_hr()[..., 0], 2, np.random.default_rng(0))
     with pytest.raises(ValueError):
         RealPhotoConfig(kernel_probs=(0.5, 0.5))
+
+
+class _RecordingDegradation(RealPhotoDegradation):
+    """Keeps what each JPEG step returned, to see which step came last."""
+
+    def __init__(self, config: RealPhotoConfig) -> None:
+        super().__init__(config)
+        self.coded: list[np.ndarray] = []
+
+    def _jpeg(self, img, rng, quality_range):
+        out = super()._jpeg(img, rng, quality_range)
+        self.coded.append(out)
+        return out
+
+
+@pytest.mark.parametrize(("last", "expect_last"), [(1.0, True), (0.0, False)])
+def test_jpeg_last_prob_decides_whether_the_lr_is_the_jpeg_itself(last, expect_last):
+    deg = _RecordingDegradation(RealPhotoConfig(jpeg_last_prob=last, final_sinc_prob=1.0))
+    for seed in range(6):
+        deg.coded.clear()
+        lr = deg.apply(_hr(), 4, np.random.default_rng(seed))
+        assert np.array_equal(lr, np.clip(deg.coded[-1], 0.0, 1.0)) is expect_last
+
+
+def test_default_jpeg_order_is_real_esrgans_coin_flip():
+    """By default both orders occur, as in Real-ESRGAN."""
+    deg = _RecordingDegradation(RealPhotoConfig())
+    last = []
+    for seed in range(16):
+        deg.coded.clear()
+        lr = deg.apply(_hr(), 4, np.random.default_rng(seed))
+        last.append(np.array_equal(lr, np.clip(deg.coded[-1], 0.0, 1.0)))
+    assert 0 < sum(last) < len(last)

@@ -5,6 +5,8 @@ same chain applied twice ("second order"):
 
     [blur -> random resize -> noise -> JPEG]  ->  [blur -> random resize -> noise]  ->  final resize + JPEG
 
+(the last two in a random order, ``jpeg_last_prob`` the chance that the JPEG is the very last step).
+
 The first order works at the HR size; the second order's resize is relative to the final LR size, as in
 Real-ESRGAN. Blur kernels are isotropic / anisotropic Gaussians, their generalized and "plateau" variants, or a
 2-D sinc (ringing); noise is Gaussian or Poisson, colour or grey; JPEG uses OpenCV's encoder.
@@ -76,6 +78,9 @@ class RealPhotoConfig:
 
     # final stage
     final_sinc_prob: float = 0.8
+    # chance that the JPEG comes after the final resize: Real-ESRGAN draws the order 50/50; a photo as a phone saves
+    # it has its JPEG last, on the LR's own 8 x 8 grid (1.0 trains only that order)
+    jpeg_last_prob: float = 0.5
 
     # small-image safeguards
     min_size: int = 8
@@ -263,7 +268,7 @@ class RealPhotoDegradation:
                 x = _filter(x, circular_lowpass_kernel(size, rng.uniform(math.pi / 3, math.pi)))
             return x
 
-        if rng.uniform() < 0.5:
+        if rng.uniform() < cfg.jpeg_last_prob:
             img = resize_and_sinc(img)
             img = self._jpeg(img, rng, cfg.jpeg_range2)
         else:
