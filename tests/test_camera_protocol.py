@@ -71,3 +71,17 @@ def test_training_validation_can_use_the_camera_protocol():
     assert lr.dtype == np.float32 and lr.shape == (24, 32, 3) and 0.0 <= lr.min() and lr.max() <= 1.0
     assert np.array_equal(lr, degrade(hr, np.random.default_rng(3)))
     assert np.allclose(lr * 255.0, np.round(lr * 255.0), atol=1e-3)  # 8-bit values: it is a decoded JPEG
+
+
+def test_keeping_switches_steps_off_and_leaves_the_rest_as_they_are():
+    hr = _photo()
+    bicubic = np.clip(np.round(imresize(hr, 0.25)), 0, 255).astype(np.uint8)
+    assert np.array_equal(camera_lr(hr, 4, _rng("a.png"), CAMERA.keeping()), bicubic)
+    assert CAMERA.keeping("blur", "noise", "jpeg") == CAMERA
+    noise_only = camera_lr(hr, 4, _rng("a.png"), CAMERA.keeping("noise")).astype(np.float64)
+    assert 1.0 < (noise_only - bicubic).std() < 6.0  # the same sensor noise, nothing else
+    jpeg_only = CAMERA.keeping("jpeg")
+    assert "JPEG q75" in jpeg_only.describe(4) and "noise" not in jpeg_only.describe(4)
+    assert "blur" not in jpeg_only.describe(4)
+    with pytest.raises(ValueError, match="unknown camera step"):
+        CAMERA.keeping("vignette")

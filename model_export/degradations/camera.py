@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -26,7 +26,9 @@ from PIL import Image
 
 from model_export.degradations.matlab_resize import imresize
 
-__all__ = ["CAMERA", "CameraProtocol", "camera_lr", "image_seed"]
+__all__ = ["CAMERA", "PARTS", "CameraProtocol", "camera_lr", "image_seed"]
+
+PARTS = ("blur", "noise", "jpeg")  # the steps a protocol can switch off (CameraProtocol.keeping)
 
 
 @dataclass(frozen=True)
@@ -37,16 +39,38 @@ class CameraProtocol:
     shot_variance: float = 0.05  # noise variance per level of signal: 3.2 levels of std at mid grey with read
     read_variance: float = 4.0  # signal-independent variance (std 2 levels)
     shared: float = 0.64  # share of the noise variance common to R, G and B (sensor noise after demosaicing)
-    jpeg_quality: int = 75
+    jpeg_quality: int | None = 75  # None: no JPEG
     seed: int = 2026
 
     def describe(self, scale: int) -> str:
-        return (
-            f"camera-like LR: Gaussian blur (sigma {self.blur_per_scale * scale:g} HR px), MATLAB bicubic /{scale}, "
-            f"signal-dependent noise (variance {self.shot_variance:g} x level + {self.read_variance:g}, "
-            f"{self.shared:.0%} shared by the channels, seeded per file name), 8 bit, JPEG q{self.jpeg_quality} "
-            "4:2:0 (Pillow)"
-        )
+        steps = []
+        if self.blur_per_scale > 0:
+            steps.append(f"Gaussian blur (sigma {self.blur_per_scale * scale:g} HR px)")
+        steps.append(f"MATLAB bicubic /{scale}")
+        if self.shot_variance > 0 or self.read_variance > 0:
+            steps.append(
+                f"signal-dependent noise (variance {self.shot_variance:g} x level + {self.read_variance:g}, "
+                f"{self.shared:.0%} shared by the channels, seeded per file name)"
+            )
+        steps.append("8 bit")
+        if self.jpeg_quality is not None:
+            steps.append(f"JPEG q{self.jpeg_quality} 4:2:0 (Pillow)")
+        return "camera-like LR: " + ", ".join(steps)
+
+    def keeping(self, *parts: str) -> CameraProtocol:
+        """This protocol with only ``parts`` (of :data:`PARTS`) switched on: what each step alone costs a model
+        (``model_export.commands.camera_parts``). The steps kept are unchanged, the noise's seed included."""
+        unknown = set(parts) - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown camera step(s) {sorted(unknown)}; known: {', '.join(PARTS)}")
+        off: dict[str, object] = {}
+        if "blur" not in parts:
+            off["blur_per_scale"] = 0.0
+        if "noise" not in parts:
+            off.update(shot_variance=0.0, read_variance=0.0)
+        if "jpeg" not in parts:
+            off["jpeg_quality"] = None
+        return replace(self, **off)
 
 
 CAMERA = CameraProtocol()
@@ -67,14 +91,15 @@ def camera_lr(hr: np.ndarray, scale: int, rng: np.random.Generator, protocol: Ca
     if grey:
         img = img[..., None]
     sigma = protocol.blur_per_scale * scale
-    radius = int(np.ceil(3 * sigma))
-    blurred = cv2.GaussianBlur(img, (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_REFLECT_101)
-    blurred = blurred.reshape(img.shape)  # OpenCV drops a single channel axis
-    lr = np.clip(imresize(blurred, 1.0 / scale), 0.0, 255.0)
+    if sigma > 0:
+        radius = int(np.ceil(3 * sigma))
+        img = cv2.GaussianBlur(img, (2 * radius + 1, 2 * radius + 1), sigma, borderType=cv2.BORDER_REFLECT_101)
+        img = img.reshape(img.shape[:2] + (-1,))  # OpenCV drops a single channel axis
+    lr = np.clip(imresize(img, 1.0 / scale), 0.0, 255.0)
     lr = _sensor_noise(lr, rng, protocol)
     small = np.clip(np.round(lr), 0, 255).astype(np.uint8)
-    coded = _jpeg(small[..., 0] if grey else small, protocol.jpeg_quality)
-    return coded
+    small = small[..., 0] if grey else small
+    return small if protocol.jpeg_quality is None else _jpeg(small, protocol.jpeg_quality)
 
 
 def _sensor_noise(lr: np.ndarray, rng: np.random.Generator, p: CameraProtocol) -> np.ndarray:
