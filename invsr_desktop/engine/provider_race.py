@@ -7,9 +7,10 @@ them 1.05x / 1.10x and esrgan-camera-x4 1.44x faster. A fixed preference loses o
 How: the first call of a model runs on both engines, on a crop of its input (:func:`probe_feeds`; a warm-up each,
 then a timed run each). The faster serves that call and every later one, and the choice is written to
 ``provider-choice.json`` in the user's cache, keyed by the model file and the machine (CPU, threads, precision,
-runtime versions), so a later start opens only the winner. ONNX Runtime must be faster by :data:`MARGIN` to displace OpenVINO (the documented default), and a first call too short to
-time well (under :data:`MIN_SECONDS`) keeps OpenVINO and is not remembered. Every result comes from the winner, so a
-model's output does not depend on which call decided.
+runtime versions), so a later start opens only the winner. ONNX Runtime must be faster by :data:`MARGIN` to
+displace OpenVINO (the documented default), and a first call too short to time well (under :data:`MIN_SECONDS`)
+keeps OpenVINO and is not remembered. Every result comes from the winner, so a model's output does not depend on
+which call decided.
 """
 
 from __future__ import annotations
