@@ -301,3 +301,45 @@ def test_training_only_the_prenet_keeps_the_inn(images, tmp_path):
     last = ckpt_io.load(out / "latest.pt")["model"]["net"]
     changed = {k for k, v in last.items() if not torch.equal(v, first[k])}
     assert changed and all(k.startswith("prenet.") for k in changed), changed
+
+
+def test_hr_noise_adds_colour_or_grey_noise_to_the_chosen_samples_only():
+    """``inn.hr_noise_prob``: the noisy photos the x4 shrinks once turned magenta are trained on."""
+    from model_export.training.models.inn import add_hr_noise
+
+    torch.manual_seed(0)
+    hr = torch.full((64, 3, 32, 32), 0.5)
+    assert torch.equal(add_hr_noise(hr, 0.0, 12.0), hr) and torch.equal(add_hr_noise(hr, 1.0, 0.0), hr)
+    noisy = add_hr_noise(hr, 0.5, 12.0)
+    touched = [not torch.equal(noisy[i], hr[i]) for i in range(64)]
+    assert 16 < sum(touched) < 48
+    stds = (noisy - hr).flatten(1).std(dim=1) * 255.0
+    assert float(stds.max()) < 12.5 and float(stds[torch.tensor(touched)].mean()) > 3.0
+    grey = [bool(torch.equal(noisy[i, 0], noisy[i, 1])) for i in range(64) if touched[i]]
+    assert 0 < sum(grey) < len(grey)  # both kinds occur
+    assert float(add_hr_noise(torch.ones(4, 3, 8, 8), 1.0, 12.0).max()) <= 1.0  # clamped as a saved photo is
+
+
+def test_lr_colour_shift_is_the_largest_channel_mean_difference_in_levels():
+    from model_export.training.models.inn import lr_colour_shift
+
+    hr = torch.rand(1, 3, 16, 16)
+    lr = torch.nn.functional.avg_pool2d(hr, 4)
+    assert lr_colour_shift(lr, hr) < 1e-3
+    shifted = lr + torch.tensor([0.0, -10.0, 4.0]).reshape(1, 3, 1, 1) / 255.0
+    assert lr_colour_shift(shifted, hr) == pytest.approx(10.0, abs=1e-3)
+
+
+def test_noise_training_scores_the_noisy_shrink(images, tmp_path):
+    out = tmp_path / "noise"
+    extra = ["--set", "inn.hr_noise_prob=1.0", "--set", "inn.val_hr_noise=4.0"]
+    assert train_main(_args(images, out, *extra)) == 0
+    val = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()][2]
+    assert 0 <= val["val_lr_shift_noise"] < 50 and 10 < val["val_round_trip_noise"] < 99
+    from model_export.training.models import get_model_class
+
+    cls = get_model_class("inn")
+    for bad in ("inn.hr_noise_prob=2", "inn.hr_noise_max=-1"):
+        cfg = load_config("inn_x4", [bad, "network.hidden=4", "network.blocks=[1, 1]"], cls.config_defaults)
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            cls(cfg, torch.device("cpu"), _nodist())

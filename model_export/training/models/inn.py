@@ -26,6 +26,14 @@ image that compresses well and the inverse learns to undo what JPEG leaves. ``in
 the held-out round trip through Pillow's real JPEG (``val_round_trip_jpeg<q>``) and its bicubic baseline from the
 same JPEG (``val_bicubic_jpeg<q>``).
 
+``inn.hr_noise_prob`` adds sensor-like noise to that share of the HR patches before the forward (Gaussian, up to
+``inn.hr_noise_max`` levels of 255, per channel or grey): trained on clean images only, the x4 shrinks turned the
+pixel noise of a phone photo into a colour cast of their small image (irn_x4_v3: -17 levels of green at sigma 4).
+The guide term still targets the clean bicubic LR, so the forward learns to keep the small image's colour (and to
+leave the noise out of it); the round trip restores the noisy HR. ``inn.val_hr_noise`` (sigma in levels, 0 = off)
+adds ``val_lr_shift_noise``, the mean over held-out images of the largest per-channel mean shift of the small image
+from the noisy HR's, in levels, and ``val_round_trip_noise``.
+
 ``inn.init_from`` starts a larger net from a trained smaller one (:meth:`IRNet.grow_from`: the same function at
 step 0), and validation also scores the shrink-and-restore round trip (``val_round_trip``), the number the INN is
 bundled by.
@@ -82,6 +90,27 @@ def random_jpeg(lr: torch.Tensor, prob: float, qualities: tuple[int, int]) -> to
     return torch.where(chosen.to(lr.device).reshape(b, 1, 1, 1), coded, lr)
 
 
+def add_hr_noise(hr: torch.Tensor, prob: float, max_levels: float) -> torch.Tensor:
+    """``hr`` with a ``prob`` share of its samples given Gaussian noise of a uniform std in [0, ``max_levels``] / 255,
+    independent per channel (colour noise) in half of them and shared by the channels (grey) in the rest; clamped
+    to [0, 1] as a saved photo is."""
+    if prob <= 0 or max_levels <= 0:
+        return hr
+    b = hr.shape[0]
+    chosen = (torch.rand(b, 1, 1, 1) < prob).to(hr)
+    sigma = torch.rand(b, 1, 1, 1).to(hr) * (max_levels / 255.0) * chosen
+    colour = torch.randn_like(hr)
+    grey = torch.randn_like(hr[:, :1]).expand_as(hr)
+    use_grey = (torch.rand(b, 1, 1, 1) < 0.5).to(hr)
+    noise = colour * (1 - use_grey) + grey * use_grey
+    return (hr + noise * sigma).clamp(0.0, 1.0)
+
+
+def lr_colour_shift(lr: torch.Tensor, hr: torch.Tensor) -> float:
+    """The largest per-channel difference of mean colour between a small image and its HR, in levels of 255."""
+    return float((lr.mean(dim=(0, 2, 3)) - hr.mean(dim=(0, 2, 3))).abs().max()) * 255.0
+
+
 class _Both(nn.Module):
     """``forward(hr, lr_in, sigma_own, sigma_in) -> (lr_f, z, hr_own, hr_in)``: one module for DDP."""
 
@@ -136,6 +165,9 @@ class INNModel(BaseModel):
             "jpeg_prob": 0.0,  # fraction of samples whose small image is JPEG-simulated before the restore
             "jpeg_quality": [50, 95],  # the simulated quality, uniform over this range (inclusive)
             "val_jpeg": [],  # JPEG qualities at which validation also scores the round trip (real Pillow JPEG)
+            "hr_noise_prob": 0.0,  # fraction of HR patches given sensor-like noise before the forward
+            "hr_noise_max": 12.0,  # its largest std, in levels of 255 (uniform in [0, this])
+            "val_hr_noise": 0.0,  # validation: also the small image's colour shift and the round trip at this noise
             "train_only": "",  # "prenet": train only the network's JPEG prenet, the INN itself stays as it is
         },
     }
@@ -156,6 +188,11 @@ class INNModel(BaseModel):
             raise ConfigError(f"config key 'inn.jpeg_quality': want [low, high] within 1-100, got {quality!r}")
         if not 0.0 <= float(self.opts["jpeg_prob"]) <= 1.0:
             raise ConfigError(f"config key 'inn.jpeg_prob': want a fraction in [0, 1], got {self.opts['jpeg_prob']!r}")
+        if not 0.0 <= float(self.opts["hr_noise_prob"]) <= 1.0:
+            got = self.opts["hr_noise_prob"]
+            raise ConfigError(f"config key 'inn.hr_noise_prob': want a fraction in [0, 1], got {got!r}")
+        if float(self.opts["hr_noise_max"]) < 0 or float(self.opts["val_hr_noise"]) < 0:
+            raise ConfigError("config keys 'inn.hr_noise_max' and 'inn.val_hr_noise': want levels >= 0")
         if not 0.0 <= float(self.opts["zero_z_frac"]) <= 1.0:
             raise ConfigError(f"config key 'inn.zero_z_frac': want a fraction in [0, 1], got {self.opts['zero_z_frac']!r}")
         both = _Both(self.net, self.opts["quantize_lr"], self.opts["jpeg_prob"], quality, self.opts["zero_z_frac"])
@@ -230,16 +267,17 @@ class INNModel(BaseModel):
         lr_now = self.schedule.apply(self.opt, step)
         lr = batch["lr"].to(self.device, non_blocking=True)
         hr = batch["hr"].to(self.device, non_blocking=True)
+        hr_fwd = add_hr_noise(hr, float(self.opts["hr_noise_prob"]), float(self.opts["hr_noise_max"]))
         sigma = self.sigma(step)
         self.net.train()
         need_in = "lr_pixel" in self.losses
         lr_f, z, hr_own, hr_in = self.train_module(
-            hr, lr, sigma, sigma if self.opts["lr_noise"] else 0.0, need_in
+            hr_fwd, lr, sigma, sigma if self.opts["lr_noise"] else 0.0, need_in
         )
         terms: dict[str, torch.Tensor] = {}
         for name, (module, weight) in self.losses.items():
             if name == "pixel":
-                terms[name] = weight * module(hr_own, hr)
+                terms[name] = weight * module(hr_own, hr_fwd)
             elif name == "guide":
                 terms[name] = weight * module(lr_f, self.guide_target(hr, lr))
             elif name == "distr":
@@ -281,6 +319,8 @@ class INNModel(BaseModel):
         if not val_set.hr:
             return {}
         out = {"val_round_trip": self._mean_round_trip(val_set, None)}
+        if float(self.opts["val_hr_noise"]) > 0:
+            out.update(self._noisy_round_trip(val_set, float(self.opts["val_hr_noise"])))
         for q in self.opts["val_jpeg"]:
             out[f"val_round_trip_jpeg{q}"] = self._mean_round_trip(val_set, int(q))
             if q not in self._bicubic_jpeg:
@@ -296,6 +336,25 @@ class INNModel(BaseModel):
             x = torch.tensor(hr).permute(2, 0, 1).unsqueeze(0).float() / 255.0
             scores.append(psnr_y(to_uint8(self.round_trip(x, quality)), hr, self.cfg["scale"]))
         return float(np.mean(scores))
+
+    @torch.inference_mode()
+    def _noisy_round_trip(self, val_set, levels: float) -> dict[str, float]:
+        """Shrink each held-out HR with seeded colour noise of ``levels`` std: the small image's colour shift
+        (:func:`lr_colour_shift`) and the 8-bit round trip's PSNR-Y against the noisy HR, both averaged."""
+        from model_export.training.validation import psnr_y, to_uint8
+
+        net = self.ema.module.eval()
+        g = torch.Generator().manual_seed(0)
+        shifts, scores = [], []
+        for hr in val_set.hr:
+            x = torch.tensor(hr).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+            x = torch.round((x + torch.randn(x.shape, generator=g) * levels / 255.0).clamp(0, 1) * 255.0) / 255.0
+            lr, _ = net(x.to(self.device))
+            shifts.append(lr_colour_shift(lr.clamp(0, 1), x.to(self.device)))
+            lr = torch.round(lr.clamp(0, 1) * 255.0) / 255.0
+            noisy = to_uint8(x.to(self.device))
+            scores.append(psnr_y(to_uint8(net.inverse(lr, None)), noisy, self.cfg["scale"]))
+        return {"val_lr_shift_noise": float(np.mean(shifts)), "val_round_trip_noise": float(np.mean(scores))}
 
     @torch.inference_mode()
     def round_trip(self, hr: torch.Tensor, jpeg_quality: int | None = None) -> torch.Tensor:
