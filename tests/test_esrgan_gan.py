@@ -466,3 +466,35 @@ def test_colour_check(tmp_path, capsys):
     assert colour_check.main(["--model", str(model), "--images", str(folder)]) == 1
     assert "SHIFTED" in capsys.readouterr().out
     assert colour_check.main(["--model", str(tmp_path / "none.pt"), "--images", str(folder)]) == 2
+
+
+def test_a_fresh_discriminator_every_n_steps_resumes_exactly(tmp_path, images, psnr_model):
+    """``gan.d_reset_every``: new weights and no Adam moments at steps 3 (and 6), the generator waiting
+    ``d_init_steps`` after each; a run stopped across a reset continues bit for bit."""
+    cfg = _config(tmp_path, images, psnr_model)
+    sets = ["--set", "gan.d_reset_every=3"]
+    full, parts = tmp_path / "full", tmp_path / "parts"
+    assert train_main(["esrgan_gan", "--config", str(cfg), "--out", str(full), *sets]) == 0
+    assert train_main(["esrgan_gan", "--config", str(cfg), "--out", str(parts), "--stop-at", "4", *sets]) == 0
+    assert train_main(["esrgan_gan", "--config", str(cfg), "--out", str(parts), "--resume", "auto", *sets]) == 0
+    rows = [json.loads(x) for x in (full / "log.jsonl").read_text().splitlines()]
+    assert ["l_gan" in r for r in rows] == [False, True, True, False, True, True]  # warm-ups at steps 0 and 3
+    a, b = ckpt_io.load(full / "latest.pt")["model"], ckpt_io.load(parts / "latest.pt")["model"]
+    assert all(torch.equal(a["net_d"][k], b["net_d"][k]) for k in a["net_d"])
+    assert [r["l_d"] for r in rows] == [json.loads(x)["l_d"] for x in (parts / "log.jsonl").read_text().splitlines()]
+
+    from model_export.training.distributed import DistInfo
+
+    cls = get_model_class("esrgan_gan")
+    model = cls(load_config(str(cfg), ["gan.d_reset_every=3"], cls.config_defaults), torch.device("cpu"), DistInfo())
+    before = {k: v.clone() for k, v in model.net_d.state_dict().items()}
+    model.adversary.opt_d.state[next(model.net_d.parameters())] = {"step": torch.tensor(1.0)}
+    model.adversary.reset([0, 1])
+    after = {k: v.clone() for k, v in model.net_d.state_dict().items()}
+    assert any(not torch.equal(before[k], after[k]) for k in before) and not model.adversary.opt_d.state
+    model.adversary.reset([0, 2])
+    assert any(not torch.equal(after[k], v) for k, v in model.net_d.state_dict().items())
+    model.adversary.reset([0, 1])
+    assert all(torch.equal(after[k], v) for k, v in model.net_d.state_dict().items())  # the seed decides
+    with pytest.raises(ConfigError, match="gan.d_reset_every"):
+        cls(load_config(str(cfg), ["gan.d_reset_every=1"], cls.config_defaults), torch.device("cpu"), DistInfo())

@@ -29,7 +29,11 @@ Both losses see the weights from before the step, as in ESRGAN's order, so the g
 two-pass step; only the spectral norms run one power iteration per step instead of two. On the CPU this is a
 quarter less work per step (the discriminator runs at the HR size and costs as much as the generator). For the
 first ``gan.d_init_steps`` steps only the discriminator learns (the generator is already good; this keeps a random
-discriminator's gradients away from it, BasicSR's ``net_d_init_iters``).
+discriminator's gradients away from it, BasicSR's ``net_d_init_iters``). ``gan.d_reset_every = N`` replaces the
+discriminator by a fresh one every N steps (weights drawn from the seed and the step, Adam's moments dropped), each
+followed by the same warm-up: in the camera fine-tunes the gains came in the few hundred steps after a fresh
+discriminator, while the adaptive GAN weight was 5e-3 to 1.6e-2; once it was confident (logits 13-15 on real
+against -3 on fake) the weight fell to ~1.5e-4 and the generator stopped improving.
 
 Data: ``data.degradation`` makes the LR (``real_photo`` for this stage); ``gan.bicubic_fraction`` of the samples,
 chosen by sample index (so a resumed run is exact), get the MATLAB-bicubic LR of their HR instead, so the model
@@ -128,6 +132,7 @@ class ESRGANGANModel(ESRGANModel):
             "d_lr": 1e-4,  # discriminator learning rate (same schedule shape as train.lr)
             "d_init_steps": 0,  # first steps train only the discriminator
             "bicubic_fraction": 0.0,  # samples whose LR is the MATLAB-bicubic LR of their HR instead
+            "d_reset_every": 0,  # every this many steps a fresh discriminator (0 = never); d_init_steps after each
             "grow_blocks": 0,  # RRDB blocks added to init_from's generator, the same function at step 0 (grow_from)
         },
         "network_d": dict(NETWORK_D_DEFAULTS),
@@ -159,10 +164,13 @@ class ESRGANGANModel(ESRGANModel):
                 raise ConfigError(f"config key 'gan.{key}' must be in [0, 1]")
         if g["d_init_steps"] < 0:
             raise ConfigError("config key 'gan.d_init_steps' must be >= 0")
+        if g["d_reset_every"] < 0 or (g["d_reset_every"] and g["d_reset_every"] <= g["d_init_steps"]):
+            raise ConfigError("config key 'gan.d_reset_every' must be 0 or more than gan.d_init_steps")
 
         self.adversary = Adversary(cfg["network_d"], cfg["train"], g["d_lr"], self.losses, device, dist)
         self.net_d = self.adversary.net_d
         self.d_init_steps = int(g["d_init_steps"])
+        self.d_reset_every = int(g["d_reset_every"])
         self.mix_fraction = float(g["bicubic_fraction"]) if cfg["data"]["degradation"] != "bicubic" else 0.0
         self.seed = int(cfg["seed"])
 
@@ -177,7 +185,7 @@ class ESRGANGANModel(ESRGANModel):
         lr = lr.to(self.device, non_blocking=True)
         hr = batch["hr"].to(self.device, non_blocking=True)
         self.net_g.train()
-        train_g = step >= self.d_init_steps  # before: the discriminator's warm-up, the generator makes the fakes
+        train_g = self._steps_of_this_discriminator(step) >= self.d_init_steps  # before: its warm-up
 
         with torch.set_grad_enabled(train_g):
             sr = self.net_g_train(lr)
@@ -202,6 +210,15 @@ class ESRGANGANModel(ESRGANModel):
         out.update({f"w_{k}": v for k, v in weights.items()})
         out.update(d_stats)
         return out
+
+    def _steps_of_this_discriminator(self, step: int) -> int:
+        """Steps since the discriminator was made, making a fresh one at every ``gan.d_reset_every`` steps."""
+        if not self.d_reset_every:
+            return step
+        since = step % self.d_reset_every
+        if step > 0 and since == 0:
+            self.adversary.reset([self.seed, _SEED_MIX, step])
+        return since
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
