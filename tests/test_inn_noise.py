@@ -23,7 +23,8 @@ def test_noise_is_seeded_and_8_bit():
     assert inn_noise._noisy(hr, 0.0, seed=3) is hr
 
 
-def test_the_command_scores_shift_and_round_trip(models_dir, tmp_path, capsys):
+def test_the_command_scores_shift_and_round_trip(models_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("invsr_desktop.engine.registry._default", None)  # the tiny models' registry, this test only
     folder = tmp_path / "set"
     folder.mkdir()
     Image.fromarray(np.round(_gradient() * 255).astype(np.uint8)).save(folder / "gradient.png")
@@ -42,3 +43,12 @@ def test_the_command_scores_shift_and_round_trip(models_dir, tmp_path, capsys):
     mean = report["sets"][0]["mean"]["4.0"]
     assert 10 < mean["inn"] < 99 and 10 < mean["bicubic"] < 99
 
+
+
+def test_the_bundled_x4_shrink_keeps_a_noisy_photos_colour(tmp_path):
+    """Phone-photo noise (sigma 4 levels) must not tint the small image: v3 shifted green by 15 levels here."""
+    from invsr_desktop.engine.registry import default_registry
+
+    engine = Engine(default_registry(reload=True), EngineOptions(threads=1))
+    scores = inn_noise.score_image(engine, _gradient(128) * 255.0, 4, "auto", 4.0, 0, tmp_path)
+    assert scores["shift"] < 2.0
