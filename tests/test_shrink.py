@@ -117,6 +117,36 @@ def test_grey_and_alpha_round_trip(models_dir):
     assert engine.run_image(small_grey, Task.restore()).pixels.shape == (24, 24, 1)
 
 
+def test_a_grey_photo_shrinks_to_rgb_and_restores_grey(models_dir, tmp_path):
+    """The network hides detail in the small image's colour channels, so a grey original's small image stays RGB
+    (its marker says ``colour=grey``) and the restore is grey again, exactly the luma of the RGB restore."""
+    from invsr_desktop.engine.imageio import save_image
+
+    engine = Engine(_registry(), EngineOptions(threads=1))
+    rng = np.random.default_rng(5)
+    grey = (rng.random((24, 28, 1)) * 0.5 + 0.25).astype(np.float32)
+    gray_icc = bytes(16) + b"GRAY" + bytes(108)
+    small = engine.run_image(Image(grey, icc_profile=gray_icc), Task.shrink("inn-shrink", 2))
+    rgb_small = engine.run_image(Image(np.repeat(grey, 3, axis=2)), Task.shrink("inn-shrink", 2))
+    assert small.pixels.shape == (12, 14, 3) and np.array_equal(small.pixels, rgb_small.pixels)
+    assert float(np.abs(small.pixels[..., 0] - small.pixels[..., 1]).max()) > 0  # what a grey file would drop
+    assert small.icc_profile is None  # a grey profile does not describe RGB pixels
+    marker = read_marker(small)
+    assert marker.grey and marker.text().endswith("; colour=grey") and ShrinkMarker.parse(marker.text()) == marker
+    assert not read_marker(rgb_small).grey and "colour" not in read_marker(rgb_small).text()
+    path = save_image(small, tmp_path / "small.png")  # through the file, as a user keeps it
+    restored = engine.run_image(load_image(path), Task.restore())
+    rgb_restored = engine.run_image(load_image(save_image(rgb_small, tmp_path / "rgb.png")), Task.restore())
+    assert restored.pixels.shape == (24, 28, 1)
+    from invsr_desktop.engine.pixels import luma
+
+    assert np.abs(restored.pixels - luma(rgb_restored.pixels)).max() < 1e-6
+    grey_alpha = np.concatenate([grey, np.ones_like(grey)], axis=2)
+    small_ga = engine.run_image(Image(grey_alpha), Task.shrink("inn-shrink", 2))
+    assert small_ga.pixels.shape == (12, 14, 4)
+    assert engine.run_image(small_ga, Task.restore()).pixels.shape == (24, 28, 2)
+
+
 def test_cli_shrink_then_restore(models_dir, tmp_path, monkeypatch, capsys):
     import invsr_desktop.cli as cli
 

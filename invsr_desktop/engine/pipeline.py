@@ -284,10 +284,15 @@ class Engine:
         spec, runner = self.runner(spec.id, factor, resolved, stored_as=stored_as)
         height, width = image.pixels.shape[:2]
         ph, pw = -(-height // factor) * factor, -(-width // factor) * factor
-        small = self.run_array(reflect_pad(image.pixels, ph, pw), spec, runner, (ph // factor, pw // factor),
+        grey = image.pixels.shape[2] in (1, 2)
+        small = self.run_array(reflect_pad(_as_rgb(image.pixels), ph, pw), spec, runner, (ph // factor, pw // factor),
                                progress, cancel)  # fmt: skip
         model = RunnerTraits.of(runner).model_name or (str(resolved.get("model", "")) if _has_model(spec) else "")
-        return with_marker(image.with_pixels(small), ShrinkMarker(spec.restored_by, model, factor, width, height))
+        marker = ShrinkMarker(spec.restored_by, model, factor, width, height, grey=grey)
+        result = with_marker(image.with_pixels(small), marker)
+        if grey and _is_grey_profile(result.icc_profile):
+            result.icc_profile = None  # a grey ICC profile does not describe the RGB small image
+        return result
 
     def _restore(self, image: Image, task: Task, progress: Progress | None, cancel: Cancel | None) -> Image:
         """The full-size image restored from a shrunk one (its marker says how), the marker removed from the EXIF.
@@ -312,7 +317,10 @@ class Engine:
         spec, runner = self.runner(marker.backend, marker.scale, resolved)
         h, w = image.pixels.shape[:2]
         full = self.run_array(image.pixels, spec, runner, (h * marker.scale, w * marker.scale), progress, cancel)
-        return without_marker(image.with_pixels(np.ascontiguousarray(full[: marker.height, : marker.width])))
+        full = full[: marker.height, : marker.width]
+        if marker.grey and full.shape[2] in (3, 4):
+            full = np.concatenate([luma(full[..., :3]), full[..., 3:]], axis=2)
+        return without_marker(image.with_pixels(np.ascontiguousarray(full)))
 
     def earlier_result(self, source: str | Path, first_name: Path, task: Task) -> Path | None:
         """A result of exactly this upscale written before (``first_name`` or a numbered copy of it, with the same
@@ -338,6 +346,18 @@ def _whole_factor(size: tuple[int, int], scale: float, target: tuple[int, int]) 
     native = (int(round(size[0] * scale)), int(round(size[1] * scale)))
     factor = native[0] // target[0] if target[0] else 0
     return factor if factor >= 1 and native == (target[0] * factor, target[1] * factor) else None
+
+
+def _as_rgb(pixels: np.ndarray) -> np.ndarray:
+    """Grey (and grey + alpha) pixels as RGB (and RGBA); colour ones as they are."""
+    if pixels.shape[2] not in (1, 2):
+        return pixels
+    return np.concatenate([np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1:]], axis=2)
+
+
+def _is_grey_profile(icc: bytes | None) -> bool:
+    """An ICC profile whose data colour space (header bytes 16-19) is grey."""
+    return bool(icc) and len(icc) >= 20 and icc[16:20] == b"GRAY"
 
 
 def _has_model(spec: BackendSpec) -> bool:
