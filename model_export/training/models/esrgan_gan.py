@@ -185,7 +185,7 @@ class ESRGANGANModel(ESRGANModel):
         lr = lr.to(self.device, non_blocking=True)
         hr = batch["hr"].to(self.device, non_blocking=True)
         self.net_g.train()
-        train_g = self._steps_of_this_discriminator(step) >= self.d_init_steps  # before: its warm-up
+        train_g = self._fresh_discriminator_age(step) >= self.d_init_steps  # before: its warm-up
 
         with torch.set_grad_enabled(train_g):
             sr = self.net_g_train(lr)
@@ -211,8 +211,9 @@ class ESRGANGANModel(ESRGANModel):
         out.update(d_stats)
         return out
 
-    def _steps_of_this_discriminator(self, step: int) -> int:
-        """Steps since the discriminator was made, making a fresh one at every ``gan.d_reset_every`` steps."""
+    def _fresh_discriminator_age(self, step: int) -> int:
+        """Steps since the discriminator was made; at every ``gan.d_reset_every``-th step it first makes a fresh one
+        (so this is called once per training step, from :meth:`optimize`)."""
         if not self.d_reset_every:
             return step
         since = step % self.d_reset_every
