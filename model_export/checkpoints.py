@@ -76,7 +76,10 @@ def load_untrusted(path: str | os.PathLike) -> Any:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        from model_export.start_files import history_hint
+
+        hint = history_hint(path)
+        raise CheckpointError(f"checkpoint not found: {path}" + (f".{hint}" if hint else ""))
     if is_torchscript(path):
         raise CheckpointError(
             f"{path}: this is a TorchScript model (torch.jit.save), not a checkpoint of weights. If you trust it, "

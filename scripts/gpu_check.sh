@@ -11,10 +11,13 @@
 #   5. TensorRT's engine cache: the same model started twice in fresh processes, the second start timed against
 #      the first.
 #
-# Wheels: onnxruntime-gpu for the device's Python (3.12 there) is about 250 MB, over the 64 MiB a device call
-# carries, so it travels in pieces: here, `split -b 60M onnxruntime_gpu-*.whl .whl/ort-gpu.part.`, one piece per
-# call carried as `.whl` into a folder that stays on the warm machine (`cat` them back together below). The
-# project's other needs (pluggy, tqdm, PySide6-Essentials is not needed headless) go in .whl/ as wheels too.
+# Wheels: onnxruntime-gpu for the device's Python (3.12 there) is about 255 MB, and a device call carries 64 MiB
+# with the working tree (52 MB since the finished models' start files left it; 136 MB before, when no call could
+# start), so it travels in pieces of at most 12 MB: here, `split -b 12M onnxruntime_gpu-*.whl .whl/ort-gpu.part.`,
+# each call carrying the next piece by its own path (`carry: [".whl/ort-gpu.part.ab"]`: a carried path replaces
+# only itself, and the pieces before it stay on the warm machine; `cat` joins them below). That is about 21 calls,
+# so chain them inside the 30 s a machine stays warm. The project's other needs (pluggy, tqdm; PySide6 is not
+# needed headless) go in .whl/ as wheels too.
 #
 # Not yet run: no session has had an accelerator since this script was written; the README says so.
 set -euo pipefail
