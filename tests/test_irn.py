@@ -160,6 +160,7 @@ def test_train_resume_and_export(images, tmp_path):
     assert [r["sigma"] for r in rows] == [0.0, 0.0, 0.25, 0.5, 0.5, 0.5]
     assert {"l_pixel", "l_lr_pixel", "l_guide", "l_distr"} <= set(rows[0])
     assert rows[2]["val_psnr"] is not None and 10 < rows[2]["val_round_trip"] < 99
+    assert 20 < rows[2]["val_small_psnr"] < 60  # near bicubic's small image (a scale or range mistake gives < 10)
 
     from model_export.export_inn import export_inn, load_inn
 

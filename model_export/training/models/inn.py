@@ -315,10 +315,12 @@ class INNModel(BaseModel):
 
     def validation_extras(self, val_set) -> dict[str, float]:
         """``val_round_trip``: mean PSNR-Y of shrink (8 bit) and restore at z = 0 over the held-out images; per
-        ``inn.val_jpeg`` quality the same through a real JPEG of the small image, and bicubic from that JPEG."""
+        ``inn.val_jpeg`` quality the same through a real JPEG of the small image, and bicubic from that JPEG.
+        ``val_small_psnr``: the 8-bit small image against the MATLAB-bicubic one (PSNR-Y): the picture a user shares,
+        which a looser ``loss.guide`` buys round-trip decibels with."""
         if not val_set.hr:
             return {}
-        out = {"val_round_trip": self._mean_round_trip(val_set, None)}
+        out = {"val_round_trip": self._mean_round_trip(val_set, None), "val_small_psnr": self._mean_small(val_set)}
         if float(self.opts["val_hr_noise"]) > 0:
             out.update(self._noisy_round_trip(val_set, float(self.opts["val_hr_noise"])))
         for q in self.opts["val_jpeg"]:
@@ -335,6 +337,16 @@ class INNModel(BaseModel):
         for hr in val_set.hr:
             x = torch.tensor(hr).permute(2, 0, 1).unsqueeze(0).float() / 255.0
             scores.append(psnr_y(to_uint8(self.round_trip(x, quality)), hr, self.cfg["scale"]))
+        return float(np.mean(scores))
+
+    @torch.inference_mode()
+    def _mean_small(self, val_set) -> float:
+        from model_export.training.validation import psnr_y, to_uint8
+
+        net, scores = self.ema.module.eval(), []
+        for lr, hr in zip(val_set.lr, val_set.hr):
+            small, _ = net(torch.tensor(hr).permute(2, 0, 1).unsqueeze(0).float().to(self.device) / 255.0)
+            scores.append(psnr_y(to_uint8(small), to_uint8(lr), 0))
         return float(np.mean(scores))
 
     @torch.inference_mode()
