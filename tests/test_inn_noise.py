@@ -1,5 +1,5 @@
 """The INN shrink of a noisy photo: ``model_export.commands.inn_noise`` end to end through the app's engine, and the
-bundled x4 shrink keeping a noisy photo's colour (irn_x4_v3 turned sigma-4 noise into a magenta cast)."""
+bundled x4 shrinks keeping a noisy photo's colour (irn_x4_v3 turned sigma-4 noise into a magenta cast)."""
 
 import numpy as np
 import pytest
@@ -45,10 +45,12 @@ def test_the_command_scores_shift_and_round_trip(models_dir, tmp_path, capsys, m
 
 
 
-def test_the_bundled_x4_shrink_keeps_a_noisy_photos_colour(tmp_path):
-    """Phone-photo noise (sigma 4 levels) must not tint the small image: v3 shifted green by 15 levels here."""
+@pytest.mark.parametrize("model", ["auto", "irn_x4_jpeg"])
+def test_the_bundled_x4_shrinks_keep_a_noisy_photos_colour(model, tmp_path):
+    """Phone-photo noise (sigma 4 levels) must not tint the small image: v3 shifted green by 15 levels here. Both
+    bundled x4 shrinks: the PNG one (``auto``) and the one a shrink to JPEG picks."""
     from invsr_desktop.engine.registry import default_registry
 
     engine = Engine(default_registry(reload=True), EngineOptions(threads=1))
-    scores = inn_noise.score_image(engine, _gradient(128) * 255.0, 4, "auto", 4.0, 0, tmp_path)
+    scores = inn_noise.score_image(engine, _gradient(128) * 255.0, 4, model, 4.0, 0, tmp_path)
     assert scores["shift"] < 2.0

@@ -90,3 +90,15 @@ def test_one_model_with_bad_metadata_hides_no_other(tmp_path, monkeypatch, bad):
     assert "esrgan-sharp-x4" in ids and "bad-x4" not in ids  # the bundled ones are still there
     assert not registry.failures
     assert any("bad-x4.onnx" in str(w) and "invsr.scale" in str(w) for w in registry.warnings)
+
+
+def test_the_timing_runs_the_model_its_params_name(monkeypatch):
+    """``--param model=...`` times that INN model, not the one ``auto`` picks: a model that is not there is refused."""
+    import pytest
+
+    from model_export.commands.quality_metadata import seconds_per_megapixel
+
+    monkeypatch.setattr("invsr_desktop.engine.registry._default", None)
+    assert seconds_per_megapixel("inn", size=32, repeats=1, params={"model": "irn_x4_jpeg"}, scale=4) > 0
+    with pytest.raises(Exception, match="must be one of"):
+        seconds_per_megapixel("inn", size=32, repeats=1, params={"model": "no_such_model"}, scale=4)

@@ -5,8 +5,8 @@
 
 The app's backend picker reads ``invsr.quality`` / ``invsr.summary`` (see :mod:`invsr_desktop.engine.quality`).
 Only the metadata changes; the graph and weights are written back as they were (the file is replaced atomically).
-``--backend`` times the backend through the app's engine on a 256 x 256 input (the best of three runs after a
-warm-up) and records seconds per output megapixel on this machine.
+``--backend`` times the backend through the app's engine on a 256 x 256 input at the report's scale (the best of
+three runs after a warm-up; ``--param`` for its parameters) and records seconds per output megapixel on this machine.
 """
 
 from __future__ import annotations
@@ -35,20 +35,24 @@ def quality_from_report(report: dict, seconds_per_mp: float | None = None) -> Qu
                    None if seconds_per_mp is None else round(seconds_per_mp, 3))  # fmt: skip
 
 
-def seconds_per_megapixel(backend: str, size: int = 256, repeats: int = 3) -> float:
-    """Seconds per output megapixel of ``backend`` at its native scale through the app's engine (best of
-    ``repeats`` after a warm-up), on this machine."""
+def seconds_per_megapixel(backend: str, size: int = 256, repeats: int = 3, params: dict | None = None,
+                          scale: int | None = None) -> float:
+    """Seconds per output megapixel of ``backend`` (with ``params``, e.g. the INN's ``model``) at ``scale`` (default
+    its first) through the app's engine (best of ``repeats`` after a warm-up), on this machine.
+
+    The scale matters: the INN backend offers x2 and x4, and timing it at its first scale timed the x2 model for
+    the x4 models' metadata (irn_x4_v3 and v4 recorded 0.34 and 0.45 s per megapixel; at x4 it is several times that)."""
     from invsr_desktop.engine.pipeline import Engine
 
     engine = Engine()
     spec = engine.registry.get(backend)
-    scale = spec.scales[0] if spec.scales else 2
+    scale = scale or (spec.scales[0] if spec.scales else 2)
     pixels = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
-    engine.upscale_array(pixels, backend, scale)
+    engine.upscale_array(pixels, backend, scale, params)
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        engine.upscale_array(pixels, backend, scale)
+        engine.upscale_array(pixels, backend, scale, params)
         best = min(best, time.perf_counter() - t)
     return best / ((size * scale) ** 2 / 1e6)
 
@@ -72,13 +76,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--report", type=Path, help="report.json of invsr-eval for this backend")
     p.add_argument("--summary", help="one sentence: what the model is for")
     p.add_argument("--backend", help="time this backend id through the engine (seconds per output megapixel)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a parameter of --backend for the timing (repeatable), e.g. model=irn_x4_jpeg")
     args = p.parse_args(argv)
+    params = dict(item.split("=", 1) for item in args.param)
     values: dict[str, str] = {}
     if args.summary:
         values[SUMMARY_KEY] = args.summary.strip()
     if args.report:
-        speed = seconds_per_megapixel(args.backend) if args.backend else None
-        quality = quality_from_report(json.loads(args.report.read_text()), speed)
+        report = json.loads(args.report.read_text())
+        speed = seconds_per_megapixel(args.backend, params=params, scale=int(report["scale"])) if args.backend else None
+        quality = quality_from_report(report, speed)
         values[QUALITY_KEY] = quality.to_json()
         print(quality.line())
     if not values:
