@@ -69,8 +69,11 @@ def test_dropping_photos_and_a_folder_runs_bicubic_to_the_end(make_window, qtbot
         assert result.size == (80, 60)
     assert cell(window, jobs[0].id, STATUS).startswith("Done · ") and cell(window, jobs[0].id, RESULT) == "first_x2_bicubic.png"
     qtbot.waitUntil(lambda: "2 done" in window.summary_label.text())
-    # what ran: bicubic is always full precision (OpenVINO f32, or ONNX Runtime CPU without OpenVINO)
-    assert window.provider_label.text() == "Runs on: " + planned_path(precision=plugins.bicubic.PRECISION)
+    # what ran, always at full precision: OpenVINO f32, or ONNX Runtime CPU (without OpenVINO, or where the engine
+    # race measured it faster: on a loaded machine it can, so the label is checked against what really ran)
+    ran = window.engine.sessions.paths_in_use()
+    assert window.provider_label.text() == "Runs on: " + ", ".join(ran)
+    assert set(ran) <= {planned_path(precision=plugins.bicubic.PRECISION), "ONNX Runtime CPU"}
 
 
 def test_drop_lands_anywhere_even_on_widgets_that_take_drops_themselves(make_window, tmp_path):
