@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from invsr_desktop.engine.errors import InvsrError
+
 RESUME_DIR = Path(__file__).resolve().parent / "resume"
 MANIFEST_NAME = "in_history.toml"
 
 
-class StartFileError(RuntimeError):
+class StartFileError(InvsrError):
     """A start file that cannot be brought back (not in the manifest, no git history, a wrong checksum)."""
 
 
