@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import onnx
 
+from invsr_desktop.cli import parse_params
 from invsr_desktop.engine.quality import QUALITY_KEY, SUMMARY_KEY, Quality
 
 FIGURES = ("psnr", "ssim", "stlpips", "niqe", "bicubic_psnr", "bicubic_ssim", "bicubic_stlpips", "bicubic_niqe")
@@ -79,7 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="a parameter of --backend for the timing (repeatable), e.g. model=irn_x4_jpeg")
     args = p.parse_args(argv)
-    params = dict(item.split("=", 1) for item in args.param)
+    try:
+        params = parse_params(args.param)  # invsr-upscale's own NAME=VALUE parsing
+    except ValueError as exc:
+        p.error(str(exc))
     values: dict[str, str] = {}
     if args.summary:
         values[SUMMARY_KEY] = args.summary.strip()
