@@ -206,6 +206,17 @@ def test_init_from_grows_a_trained_small_run(images, tmp_path):
         cls(bad, torch.device("cpu"), _nodist())
 
 
+def test_a_start_file_that_left_the_tree_is_named_with_the_command_that_brings_it_back(tmp_path):
+    from model_export.start_files import MANIFEST_NAME
+    from model_export.training.models import get_model_class
+
+    (tmp_path / MANIFEST_NAME).write_text(f'[files."gone.pt"]\ncommit = "{"0" * 40}"\nsha256 = "{"0" * 64}"\n')
+    cls = get_model_class("inn")
+    cfg = load_config("inn_x4", [f"inn.init_from={json.dumps(str(tmp_path / 'gone.pt'))}"], cls.config_defaults)
+    with pytest.raises(ConfigError, match=r"inn.init_from.*python -m model_export.start_files get gone.pt"):
+        cls(cfg, torch.device("cpu"), _nodist())
+
+
 def test_config_rejects_unknown_terms_and_non_invertible_arch(images, tmp_path):
     from model_export.training.models import get_model_class
 

@@ -497,7 +497,9 @@ class DiffusionModel(BaseModel):
         try:
             state = ckpt_io.load(path)
         except (OSError, RuntimeError, ValueError) as exc:
-            raise ConfigError(f"{key}: cannot read {path}: {exc}") from None
+            from model_export.start_files import history_hint
+
+            raise ConfigError(f"{key}: cannot read {path}: {exc}.{history_hint(path)}") from None
         if state.get("format") == ckpt_io.MODEL_FORMAT and state.get("arch") == self.arch:
             weights, prior = state["params_ema"], state.get("prior")
         elif state.get("format") == ckpt_io.TRAIN_FORMAT and state.get("family") == "diffusion":
