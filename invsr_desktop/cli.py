@@ -100,8 +100,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="auto, cpu, openvino, cuda or tensorrt (default auto: a GPU if there is one, else OpenVINO "
                    "where installed, else ONNX Runtime's CPU provider)")
     p.add_argument("--precision", choices=PRECISIONS, default="fast",
-                   help="fast (default): bf16 on CPUs that run it natively (AMX, AVX-512 bf16), fp32 elsewhere; "
-                   "fp32: never trade accuracy for speed. Shrink and restore always run fp32")
+                   help="fast (default): bf16 on CPUs that run it natively (AMX, AVX-512 bf16); elsewhere a model's "
+                   "int8 copy (MODEL.int8.onnx from invsr-quantize, checked at 45 dB against fp32) where it has one, "
+                   "else fp32. fp32: never trade accuracy for speed. Shrink and restore always run fp32")
     p.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
     p.add_argument("--alpha", choices=("bicubic", "backend"), default="bicubic", help="how alpha is upscaled")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse inputs larger than this many pixels")

@@ -38,11 +38,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -69,119 +66,12 @@ from model_export.onnx_core import (
     serialize,
     torch_to_onnx,
 )
+from model_export.quantize import calibration_patches, quantize_int8
 
 DEFAULT_TOLERANCE = 1e-4
 DEFAULT_FP16_TOLERANCE = 2e-2
 DEFAULT_INT8_MIN_PSNR = 30.0
 DEFAULT_CHECK_SIZE = (37, 29)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# PyTorch -> ONNX
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Running and checking
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# int8
-
-
-def calibration_patches(folder: str | os.PathLike, scale: int, multiple: int, patch: int, count: int,
-                        seed: int) -> list[np.ndarray]:
-    """``count`` LR patches (1, 3, patch, patch) float32: random HR crops of ``patch * scale`` from the images in
-    ``folder`` (round-robin over the files), downscaled by ``scale`` with MATLAB bicubic and rounded to 8 bit."""
-    from model_export.data.dataset import make_lr
-    from model_export.data.images import find_images, load_image
-
-    files = find_images([folder])
-    patch = max(multiple, patch - patch % multiple)
-    rng = np.random.default_rng(seed)
-    images: dict[int, np.ndarray] = {}
-    out: list[np.ndarray] = []
-    attempts = 0
-    while len(out) < count and attempts < count * 4:
-        index = attempts % len(files)
-        attempts += 1
-        if index not in images:
-            try:
-                images[index] = load_image(files[index])
-            except Exception as exc:  # noqa: BLE001 - a bad file in a calibration folder is skipped
-                print(f"calibration: skipping {files[index]}: {exc}", file=sys.stderr)
-                images[index] = np.zeros((0, 0, 3), np.uint8)
-        img = images[index]
-        unit = scale * multiple
-        h = min(patch * scale, img.shape[0] - img.shape[0] % unit)
-        w = min(patch * scale, img.shape[1] - img.shape[1] % unit)
-        if h < unit or w < unit:
-            continue
-        top = int(rng.integers(0, img.shape[0] - h + 1))
-        left = int(rng.integers(0, img.shape[1] - w + 1))
-        hr = img[top : top + h, left : left + w].astype(np.float32) / 255.0
-        lr = make_lr(hr, scale)
-        out.append(np.ascontiguousarray(lr.transpose(2, 0, 1)[None], dtype=np.float32))
-    if not out:
-        raise ExportError(f"no calibration patch could be cut from the images in {folder}")
-    return out
-
-
-def quantize_int8(fp32_model: bytes, patches: Sequence[np.ndarray]) -> bytes:
-    """Static QDQ quantization (int8 per-channel weights, uint8 activations) calibrated on ``patches`` with
-    MinMax (the calibrator keeps only each tensor's min and max per patch, so memory stays small even for the
-    full-size RRDBNet; the histogram methods keep whole activations)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter(patches)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            item = next(self.items, None)
-            return None if item is None else {"lr": item}
-
-        def rewind(self) -> None:
-            self.items = iter(patches)
-
-    with tempfile.TemporaryDirectory(prefix="invsr-int8-") as tmp:
-        src = Path(tmp) / "fp32.onnx"
-        pre = Path(tmp) / "pre.onnx"
-        dst = Path(tmp) / "int8.onnx"
-        src.write_bytes(fp32_model)
-        model_in = src
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        try:
-            # ORT's symbolic shape inference is skipped: ONNX's own suffices for a conv net, and on failure (some
-            # dynamic Resize graphs) the symbolic one writes debug files into the current directory
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            model_in = pre
-        except Exception:  # noqa: BLE001 - pre-processing only helps; else quantize the plain model
-            pass
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_static(
-                str(model_in), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax,
-            )
-        return dst.read_bytes()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Metadata
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Files
 
 
 # ---------------------------------------------------------------------------------------------------------------

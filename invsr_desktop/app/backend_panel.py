@@ -247,8 +247,9 @@ class BackendPanel(QWidget):
         self.precision_combo = QComboBox(objectName="precision_combo")
         self.precision_combo.addItem("Fast", "fast")
         self.precision_combo.addItem("Full (fp32)", "fp32")
-        self.precision_combo.setToolTip("Fast runs bf16 on CPUs that do so natively (AMX, AVX-512 bf16), with "
-                                        "results a viewer cannot tell apart; Full never trades accuracy for speed. "
+        self.precision_combo.setToolTip("Fast runs bf16 on CPUs that do so natively (AMX, AVX-512 bf16), and "
+                                        "elsewhere a model's int8 copy where it has one, with results a viewer "
+                                        "cannot tell apart; Full never trades accuracy for speed. "
                                         "Shrink and restore always run at full precision.\n"
                                         + sessions.path_note())
         form.addRow("Precision", self.precision_combo)

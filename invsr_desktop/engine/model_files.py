@@ -10,6 +10,9 @@ A model file is ``<id>.onnx`` with ``invsr.*`` metadata props (``invsr.backend``
 Describing backends must be cheap, so :func:`read_metadata` reads the metadata props by walking the top level of the
 protobuf and seeking over the graph (the weights), instead of parsing the whole file as ``onnx.load`` does.
 
+``<id>.int8.onnx`` beside it is not a model of its own but its int8 copy (``invsr-quantize``), which precision
+``fast`` runs on a CPU without native bf16: :func:`int8_copy` says whether a copy may stand in for its model.
+
 A file that cannot be read, or that lacks the ``invsr.*`` metadata, never hides the good ones: it is skipped, recorded
 in :func:`problems` (for the GUI's plugins dialog or ``--list-backends``) and reported once with a
 :class:`ModelFolderWarning` naming the file and what to do.
@@ -20,6 +23,7 @@ This module is part of the runtime: it never imports torch or model_export.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import shutil
@@ -34,6 +38,8 @@ from invsr_desktop.engine.errors import ModelFileError, ModelFileWarning, ModelR
 
 ENV_MODELS_DIR = "INVSR_MODELS_DIR"
 MODEL_SUFFIX = ".onnx"
+INT8_SUFFIX = ".int8.onnx"
+FAST_MIN_PSNR = 45.0  # dB against the fp32 output: what a faster path must keep (the speed issue's floor)
 
 # ModelProto field numbers (onnx.proto3)
 _F_IR_VERSION = 1
@@ -229,7 +235,40 @@ def _candidates(folder: Path) -> list[Path]:
     except OSError as exc:
         report_problem(folder, f"cannot list the folder: {exc.strerror or exc}")
         return []
-    return [p for p in entries if p.suffix.lower() == MODEL_SUFFIX and not p.name.startswith(".") and not p.is_dir()]
+    return [p for p in entries if p.suffix.lower() == MODEL_SUFFIX and not p.name.lower().endswith(INT8_SUFFIX)
+            and not p.name.startswith(".") and not p.is_dir()]  # fmt: skip
+
+
+def int8_copy_path(model: str | os.PathLike) -> Path:
+    """Where the int8 copy of ``model`` lives: ``x.onnx`` -> ``x.int8.onnx`` beside it."""
+    model = Path(model)
+    return model.with_name(model.name.removesuffix(MODEL_SUFFIX) + INT8_SUFFIX)
+
+
+def int8_copy(model: str | os.PathLike) -> Path | None:
+    """The int8 copy of ``model`` if one may stand in for it: it says it is the copy of this very file (the fp32
+    file's SHA-256 in ``invsr.int8_of``) and that it agreed with it at :data:`FAST_MIN_PSNR` or better. A copy
+    that fails either (left from an older model, hand-made, unreadable) is reported as a skipped file and the
+    model runs at full precision."""
+    copy = int8_copy_path(model)
+    if not copy.is_file():
+        return None
+    try:
+        meta = read_metadata(copy)
+        check = json.loads(meta.get(keys.INT8_CHECK, "{}"))
+        mean = float(check.get("mean_psnr", "nan")) if isinstance(check, dict) else math.nan
+    except (ModelFileError, ValueError, TypeError) as exc:
+        report_problem(copy, f"not a usable int8 copy ({exc}); the model runs at full precision")
+        return None
+    if meta.get(keys.INT8_OF) != file_sha256(model):
+        report_problem(copy, f"it is the int8 copy of another version of {Path(model).name}; the model runs at full "
+                             "precision until invsr-quantize makes a new copy")  # fmt: skip
+        return None
+    if not mean >= FAST_MIN_PSNR:
+        report_problem(copy, f"its check ({mean} dB against fp32) is under {FAST_MIN_PSNR:g} dB; the model runs at "
+                             "full precision")  # fmt: skip
+        return None
+    return copy
 
 
 def scan(backend: str) -> list[ModelFile]:

@@ -30,6 +30,10 @@ INPUTS = "invsr.inputs"  # what each graph input means (models with more than ``
 SUMMARY = "invsr.summary"  # one sentence: what the model is for (the backend picker shows it)
 QUALITY = "invsr.quality"  # JSON: benchmark figures against bicubic and speed (see engine.quality)
 
+# -- an int8 copy (``<id>.int8.onnx``, invsr-quantize): its model's keys, and ----------------------------------------
+INT8_OF = "invsr.int8_of"  # the fp32 file's sha256: the copy stands in for that file only
+INT8_CHECK = "invsr.int8_check"  # JSON: mean_psnr / worst_psnr against fp32 on held-out patches, what stayed float
+
 # -- invertible networks (plugins.inn) ----------------------------------------------------------------------------
 DIRECTION = "invsr.direction"  # up (restore / upscale) or down (shrink): the two files of one model
 Z_CHANNELS = "invsr.z_channels"  # int: channels of the latent z

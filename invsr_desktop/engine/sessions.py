@@ -8,7 +8,9 @@ is reported in words; a model OpenVINO cannot compile falls back to ONNX Runtime
 CPU, each model's first call times OpenVINO against ONNX Runtime and keeps the faster, remembered per model and
 machine (:mod:`~invsr_desktop.engine.provider_race`).
 
-Precision: ``fast`` (the default) lets OpenVINO run bf16 where the CPU does so natively; ``fp32`` never trades
+Precision: ``fast`` (the default) lets OpenVINO run bf16 where the CPU does so natively, and elsewhere on a CPU runs
+a model's int8 copy where it has a valid one (``<id>.int8.onnx``, made and checked by ``invsr-quantize``; see
+:func:`~invsr_desktop.engine.model_files.int8_copy`), on whichever engine measures faster; ``fp32`` never trades
 accuracy. A backend whose result must be exact (the INN's shrink / restore round trip) asks for ``fp32`` per model.
 """
 
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from invsr_desktop.engine import openvino_sessions, provider_race
+from invsr_desktop.engine import model_files, openvino_sessions, provider_race
 from invsr_desktop.engine.errors import ModelFileError
 from invsr_desktop.engine.openvino_sessions import PROVIDER as OPENVINO
 from invsr_desktop.engine.openvino_sessions import Precision
@@ -126,11 +128,13 @@ def planned_path(provider: str = "auto", precision: Precision = "fast",
 def path_note(precision: Precision = "fast") -> str:
     """What ``fast`` means on this CPU, for ``--list-backends`` and the settings tooltip."""
     core = openvino_sessions.openvino_core()
+    int8 = (f"'fast' runs a model's int8 copy where it has one (invsr-quantize; checked at {model_files.FAST_MIN_PSNR:g}"
+            " dB against fp32), else fp32 as 'fp32' does")  # fmt: skip
     if core is None:
-        return "OpenVINO is not installed (or this is not an x86 CPU): ONNX Runtime runs fp32."
+        return f"OpenVINO is not installed (or this is not an x86 CPU): ONNX Runtime runs the models; {int8}."
     if openvino_sessions.bf16_supported(core):
         return "this CPU runs bf16 natively: precision 'fast' uses it, 'fp32' does not."
-    return "this CPU has no native bf16 (no AMX / AVX-512 bf16): 'fast' and 'fp32' both run f32."
+    return f"this CPU has no native bf16 (no AMX / AVX-512 bf16): {int8}."
 
 
 def fallback_message(requested: Sequence[str], got: Sequence[str]) -> str | None:
@@ -151,7 +155,7 @@ class SessionInfo:
     requested: list[str]
     providers: list[str]
     message: str | None = None
-    precision: str = "fp32"  # OpenVINO's inference precision (f32 / bf16); ORT sessions run the model's own
+    precision: str = "fp32"  # OpenVINO's inference precision (f32 / bf16), or int8 for a model's int8 copy
 
     @property
     def path(self) -> str:
@@ -159,7 +163,9 @@ class SessionInfo:
         if not self.providers:
             return "none"
         name = short_name(self.providers[0])
-        return f"{name} {self.precision}" if self.providers[0] == OPENVINO else f"ONNX Runtime {name}"
+        if self.providers[0] == OPENVINO:
+            return f"{name} {self.precision}"
+        return f"ONNX Runtime {name}" + (" int8" if self.precision == "int8" else "")
 
 
 @dataclass
@@ -205,20 +211,36 @@ class SessionPool:
         chain = provider_chain(available, self.provider)
         requested = [name for name, _ in chain]
         message = None
+        copy = self._int8_copy(model, chain[0][0], precision)
+        label = "int8" if copy is not None else None  # the precision the status line names
+        model = copy or model
         if chain[0][0] == OPENVINO:
-            race = self._race_key(key_model, precision)
+            race = self._race_key(_model_key(model), precision)
             if race is not None and self._choices().get(race) == provider_race.ONNXRUNTIME:
                 requested = requested[1:]  # measured slower here before: not a fallback, not compiled again
             else:
                 session, message = self._openvino(model, precision)
                 if session is not None:
-                    self._record(key_model, SessionInfo(_display(model), requested, [OPENVINO], None, session.precision))
-                    return session if race is None else self._racing(session, model, key_model, requested, race)
+                    info = SessionInfo(_display(model), requested, [OPENVINO], None, label or session.precision)
+                    self._record(key_model, info)
+                    return session if race is None else self._racing(session, model, key_model, requested, race, label)
             chain = chain[1:]
         session = self._onnxruntime(model, chain)
         got = list(session.get_providers())
-        self._record(key_model, SessionInfo(_display(model), requested, got, message or fallback_message(requested, got)))
+        message = message or fallback_message(requested, got)
+        self._record(key_model, SessionInfo(_display(model), requested, got, message, label or "fp32"))
         return session
+
+    def _int8_copy(self, model: str | os.PathLike | bytes, first: str, precision: Precision) -> Path | None:
+        """The model's int8 copy when ``fast`` runs on a CPU without native bf16 and the copy is valid for this
+        file (:func:`~invsr_desktop.engine.model_files.int8_copy`); None otherwise. A GPU runs its own fp16, and a
+        bf16 CPU runs bf16: the issue measured AMX bf16 at 11x fp32, past anything int8 gave here (1.7x)."""
+        if precision != "fast" or isinstance(model, bytes) or first not in (OPENVINO, "CPUExecutionProvider"):
+            return None
+        core = openvino_sessions.openvino_core()
+        if core is not None and openvino_sessions.bf16_supported(core):
+            return None
+        return model_files.int8_copy(model)
 
     def _race_key(self, key_model: str, precision: Precision) -> str | None:
         """The key of this model's measured choice when ``auto`` may pick either CPU engine (see
@@ -232,11 +254,11 @@ class SessionPool:
         return provider_race.ChoiceStore(cache_dir() / provider_race.STORE_NAME)
 
     def _racing(self, openvino: Any, model: str | os.PathLike | bytes, key_model: str, requested: list[str],
-                race: str) -> provider_race.RacingSession:
+                race: str, label: str | None) -> provider_race.RacingSession:
         """OpenVINO now, raced against ONNX Runtime on the first call; the winner is recorded and remembered."""
 
         def decided(winner: str, session: Any, seconds: dict[str, float]) -> None:
-            precision = getattr(session, "precision", "fp32")
+            precision = label or getattr(session, "precision", "fp32")
             self.infos[key_model] = SessionInfo(_display(model), requested, [winner], None, precision)
             if provider_race.worth_remembering(seconds):
                 self._choices().put(race, winner, seconds)
