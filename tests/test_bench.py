@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from invsr_desktop.engine import model_files
 from model_export.commands.bench import inference_paths, main
 from model_export.commands.bench_peers import ncnn_missing
 from model_export.flops import model_flops, shapes_of
@@ -38,7 +39,7 @@ def test_conv_flops_are_two_per_multiply_accumulate(tmp_path):
 
 def test_the_baseline_path_comes_first_and_bf16_only_where_native():
     paths = [p.name for p in inference_paths(["OpenVINO", "CPUExecutionProvider"], bf16=False)]
-    assert paths == ["ONNX Runtime CPU fp32", "OpenVINO f32"]
+    assert paths == ["ONNX Runtime CPU fp32", "ONNX Runtime CPU int8", "OpenVINO f32", "OpenVINO int8"]
     paths = [p.name for p in inference_paths(["OpenVINO", "CPUExecutionProvider"], bf16=True)]
     assert paths == ["ONNX Runtime CPU fp32", "OpenVINO f32", "OpenVINO bf16"]
     assert [p.name for p in inference_paths(["CPUExecutionProvider"], bf16=True)] == ["ONNX Runtime CPU fp32"]
@@ -54,13 +55,15 @@ def test_bench_measures_a_backend_and_a_model_file_on_every_path(tmp_path, capsy
     report = json.loads(out.read_text())
     rows = report["rows"]
     paths = [p.name for p in inference_paths()]
-    assert [r["backend"] for r in rows] == ["bicubic"] * len(paths) + [f"file:{model.name}"] * len(paths)
-    assert [r["path"] for r in rows[: len(paths)]] == paths
+    plain = [p for p in paths if not p.endswith("int8")]  # bicubic has no int8 copy: no int8 rows
+    with_copy = paths if model_files.int8_copy(model) else plain
+    assert [r["backend"] for r in rows] == ["bicubic"] * len(plain) + [f"file:{model.name}"] * len(with_copy)
+    assert [r["path"] for r in rows] == plain + with_copy
     assert report["peak_gflop_s"] > 1 and report["peak_rss_mb"] > 0
     esrgan = [r for r in rows if r["backend"].startswith("file:")]
     assert esrgan[0]["vs_baseline"] == 1.0 and esrgan[0]["psnr_vs_fp32"] is None
     for row in esrgan[1:]:  # f32 on another runtime: rounding-level differences; bf16: the speed issue's 45 dB floor (~55 here)
-        assert row["psnr_vs_fp32"] > (45 if row["path"].endswith("bf16") else 80), row
+        assert row["psnr_vs_fp32"] > (45 if row["path"].endswith(("bf16", "int8")) else 80), row
     # 6.1 GFLOP at 64 x 64 (counted from the graph), so about 0.85 at 24 x 24: the FLOPs scale with the pixels
     assert 0.7 < esrgan[0]["gflop"] < 1.0
     assert "GFLOP/s" in capsys.readouterr().out
@@ -114,7 +117,8 @@ def test_peers_run_the_same_weights_in_pytorch_ncnn_and_the_whole_cli_process(tm
     rows = {r["path"]: r for r in json.loads(out.read_text())["rows"]}
     assert rows["PyTorch eager fp32 (peer)"]["psnr_vs_fp32"] > 100
     assert rows["ncnn fp32 (peer)"]["psnr_vs_fp32"] > 100  # fp32 on both: rounding-level differences (125 dB)
-    assert rows["invsr-upscale, whole process"]["psnr_vs_fp32"] > 45  # the 8-bit PNG it writes (~55 dB)
+    (process,) = [row for path, row in rows.items() if path.startswith("invsr-upscale, whole process (")]
+    assert process["psnr_vs_fp32"] > 45  # the 8-bit PNG it writes (~55 dB), on whichever path the CLI says it took
     assert "the whole invsr-upscale process takes" in capsys.readouterr().out
     assert sorted(p.name for p in MODELS.iterdir()) == before  # pnnx writes beside its input: never here
     assert list((tmp_path / "cache" / "invsr-desktop" / "ncnn").glob("*/model.ncnn.param"))

@@ -128,8 +128,8 @@ def planned_path(provider: str = "auto", precision: Precision = "fast",
 def path_note(precision: Precision = "fast") -> str:
     """What ``fast`` means on this CPU, for ``--list-backends`` and the settings tooltip."""
     core = openvino_sessions.openvino_core()
-    int8 = (f"'fast' runs a model's int8 copy where it has one (invsr-quantize; checked at {model_files.FAST_MIN_PSNR:g}"
-            " dB against fp32), else fp32 as 'fp32' does")  # fmt: skip
+    int8 = ("'fast' runs a model's int8 copy where it has one (invsr-quantize; checked at "
+            f"{model_files.FAST_MIN_PSNR:g} dB against fp32), else fp32 as 'fp32' does")
     if core is None:
         return f"OpenVINO is not installed (or this is not an x86 CPU): ONNX Runtime runs the models; {int8}."
     if openvino_sessions.bf16_supported(core):

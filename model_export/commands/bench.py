@@ -6,12 +6,14 @@
                 [--json FILE]
     invsr-bench --memory 4000x3000 [--memory-scale 2] [--backend ID ...] [--threads N] [--json FILE]
 
-For every registered backend (or those named) and every ``--model`` file, on a random ``--size`` square input at
-the backend's native scale, through the app's own engine (tiling and the backend's loops included, file I/O not):
+For every registered backend (or those named) and every ``--model`` file, on the sample photo resized to a
+``--size`` square, at the backend's native scale, through the app's own engine (tiling and the backend's loops
+included, file I/O not):
 
 - output megapixels per second, the median of ``--repeat`` runs after one warm-up run, on each path this machine
   offers: ONNX Runtime fp32 on the CPU (the baseline every ratio is against), OpenVINO f32, OpenVINO bf16 where the
-  CPU runs it natively, and ONNX Runtime's GPU providers where installed;
+  CPU runs it natively, elsewhere the model's int8 copy (``invsr-quantize``) on ONNX Runtime and OpenVINO where it
+  has one, and ONNX Runtime's GPU providers where installed;
 - each path's agreement with the baseline (PSNR of the outputs, dB);
 - on the baseline path, the tiling overhead: the engine's default tiles (overlap and blend) against one tile of
   the whole image;
@@ -51,6 +53,7 @@ from invsr_desktop.engine.sessions import SessionPool, available_providers
 from model_export.flops import model_flops, shapes_of
 
 PEAK_N = 2048  # the matrix product's side: 17 GFLOP, large enough to reach the kernels' steady state
+INT8_CPU = "ONNX Runtime CPU int8"
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,12 @@ def inference_paths(available: Sequence[str] | None = None, bf16: bool | None = 
     core = openvino_sessions.openvino_core()
     bf16 = bf16 if bf16 is not None else (core is not None and openvino_sessions.bf16_supported(core))
     paths = [InferencePath("ONNX Runtime CPU fp32", "cpu", "fp32")]
+    if not bf16:  # where bf16 is native, fast runs bf16 and never a model's int8 copy (engine.sessions)
+        paths.append(InferencePath(INT8_CPU, "cpu", "fast"))
     if "OpenVINO" in available:
         paths.append(InferencePath("OpenVINO f32", "openvino", "fp32"))
-        if bf16:
-            paths.append(InferencePath("OpenVINO bf16", "openvino", "fast"))
+        paths.append(InferencePath("OpenVINO bf16", "openvino", "fast") if bf16 else
+                     InferencePath("OpenVINO int8", "openvino", "fast"))  # fmt: skip
     if "CUDAExecutionProvider" in available:
         paths.append(InferencePath("ONNX Runtime CUDA fp32", "cuda", "fp32"))
     if "TensorrtExecutionProvider" in available:
@@ -104,6 +109,19 @@ class CountingPool(SessionPool):
         inner = super().session(model, precision)
         key = model if isinstance(model, bytes) else str(Path(model).resolve())
         return _CountedSession(inner, key, self.calls)
+
+
+def photo_input(size: int) -> np.ndarray:
+    """The bundled sample photo resized to ``size`` x ``size`` (H, W, 3) float32 in [0, 1]: every path's input. A
+    photo, not noise: the int8 paths are calibrated on photos, and uniform noise drives their activations past the
+    calibrated ranges (esrgan-faithful-x4's int8 copy: 47 dB against fp32 on Set5, 25 dB on noise)."""
+    from PIL import Image
+
+    from invsr_desktop.resources import SAMPLES
+
+    with Image.open(SAMPLES / "astronaut.png") as photo:
+        resized = photo.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(resized, np.float32) / 255.0
 
 
 def median_seconds(fn: Callable[[], object], repeat: int) -> float:
@@ -153,7 +171,7 @@ def measure_backend(
     spec = registry.get(backend)
     scale = spec.scales[-1] if spec.direction == "up" else spec.scales[0]
     target = (size * scale, size * scale) if spec.direction == "up" else (size // scale, size // scale)
-    image = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
+    image = photo_input(size)
     rows: list[Row] = []
     reference: np.ndarray | None = None
     for path in paths:
@@ -163,6 +181,8 @@ def measure_backend(
             _, runner = engine.runner(backend, scale)
             run = lambda: engine.run_array(image, spec, runner, target)  # noqa: E731
             output = run()
+            if path.name.endswith("int8") and not any(p.endswith("int8") for p in pool.paths_in_use()):
+                continue  # no int8 copy beside this backend's model: the row would repeat the fp32 one
             pool.calls.clear()
             seconds = median_seconds(run, repeat)
         except Exception as exc:  # a path that cannot run this backend is a row that says why, not a crash
@@ -325,8 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"attainable peak: {peak:.1f} GFLOP/s ({PEAK_N}x{PEAK_N} float32 matrix product on {peak_path})")
     rows: list[Row] = []
     for backend in backends:
-        rows += measure_backend(registry, backend, args.size, args.threads, args.repeat, paths, peak)
-        print("\n".join(table([r for r in rows if r.backend == backend])[2 if len(rows) > len(paths) else 0:]))
+        new = measure_backend(registry, backend, args.size, args.threads, args.repeat, paths, peak)
+        print("\n".join(table(new)[2 if rows else 0:]))
+        rows += new
     if args.peers:
         rows += peers(backends, files, args, {r.backend: r.seconds for r in rows if r.path == paths[0].name})
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -342,13 +363,14 @@ def peers(backends: Sequence[str], files: dict[str, Path], args: argparse.Namesp
           baseline: dict[str, float]) -> list[Row]:
     """The peer rows (:mod:`model_export.commands.bench_peers`), printed, and the speed issue's figure: the whole
     ``invsr-upscale`` process against ncnn's inference alone, where both ran."""
-    from model_export.commands.bench_peers import peer_rows
+    from model_export.commands.bench_peers import PROCESS_ROW, peer_rows
 
     rows = peer_rows(backends, files, args.size, args.threads, args.repeat, baseline, process=args.process)
     print("\n".join(table(rows)[2:]))
     for backend in backends:
         by_path = {r.path: r.seconds for r in rows if r.backend == backend}
-        ncnn, process = by_path.get("ncnn fp32 (peer)"), by_path.get("invsr-upscale, whole process")
+        ncnn = by_path.get("ncnn fp32 (peer)")
+        process = next((seconds for path, seconds in by_path.items() if path.startswith(PROCESS_ROW)), None)
         if ncnn and process and ncnn == ncnn and process == process:
             print(f"{backend}: the whole invsr-upscale process takes {process:.2f} s, ncnn's inference alone "
                   f"{ncnn:.2f} s: {ncnn / process:.2f}x")

@@ -21,6 +21,7 @@ import importlib.util
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -33,14 +34,16 @@ import numpy as np
 from invsr_desktop.engine import model_metadata as keys
 from invsr_desktop.engine.model_files import file_sha256, read_metadata, scan
 from invsr_desktop.engine.sessions import cache_dir
-from model_export.commands.bench import Row, median_seconds, psnr
+from model_export.commands.bench import Row, median_seconds, photo_input, psnr
 
 NCNN_INSTALL = "pip install ncnn pnnx"
+PROCESS_ROW = "invsr-upscale, whole process"
 
 
 @dataclass(frozen=True)
 class PeerModel:
-    """One backend's ONNX file and the input every peer runs (NCHW float32, the same random image)."""
+    """One backend's ONNX file and the input every peer runs (NCHW float32: the same photo,
+    :func:`~model_export.commands.bench.photo_input`)."""
 
     backend: str
     path: Path
@@ -54,7 +57,7 @@ def peer_models(backends: Sequence[str], files: dict[str, Path], size: int, thre
     import onnxruntime as ort
 
     files = {m.id: m.path for m in scan("esrgan")} | dict(files)
-    image = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
+    image = np.ascontiguousarray(photo_input(size).transpose(2, 0, 1)[None])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     models = []
@@ -185,6 +188,7 @@ def process_row(model: PeerModel, threads: int, repeat: int, baseline: dict[str,
     env = dict(os.environ, INVSR_MODELS_DIR=str(model.path.parent)) if model.backend.startswith("file:") else None
     scale = round(model.reference.shape[-1] / model.image.shape[-1])
     runs = itertools.count()
+    said: list[str] = []
 
     def run() -> Path:  # a folder per run: the CLI never writes over a result
         out = folder / f"out{next(runs)}"
@@ -193,12 +197,14 @@ def process_row(model: PeerModel, threads: int, repeat: int, baseline: dict[str,
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             raise RuntimeError(f"invsr-upscale failed: {done.stderr.strip()[-300:]}")
+        said[:] = re.findall(r"ran on: ([^)]+)\)", done.stdout + done.stderr)
         return out
 
     seconds = median_seconds(run, repeat)
     (result,) = run().glob("*.png")
     output = np.asarray(Image.open(result).convert("RGB"), np.float32).transpose(2, 0, 1)[None] / 255
-    return _row(model, "invsr-upscale, whole process", seconds, output, baseline)
+    ran_on = f" ({said[-1]})" if said else ""  # the CLI's own words: which engine and precision the process took
+    return _row(model, PROCESS_ROW + ran_on, seconds, output, baseline)
 
 
 def peer_rows(backends: Sequence[str], files: dict[str, Path], size: int, threads: int, repeat: int,
