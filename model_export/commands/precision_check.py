@@ -12,7 +12,8 @@ stay at or above ``--min-psnr`` (45 dB) for ``fast`` to be kept. For the INN, th
 restore) is scored against the original at both precisions: the INN may leave fp32 only if the two differ by under
 0.05 dB (``plugins.inn.ROUND_TRIP_PRECISION`` says what it runs today).
 
-On a CPU without native bf16 both precisions compile to f32 and the table says so: nothing is traded there.
+On a CPU without native bf16, ``fast`` runs a model's int8 copy where it has one (``invsr-quantize``) and f32
+otherwise; the table's paths column says which.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     core = openvino_sessions.openvino_core()
     native = core is not None and openvino_sessions.bf16_supported(core)
-    print(f"{len(images)} images from {args.images}; fast = {'bf16' if native else 'f32 (no native bf16 here)'}")
+    meaning = "bf16" if native else "a model's int8 copy where it has one, else f32 (no native bf16 here)"
+    print(f"{len(images)} images from {args.images}; fast = {meaning}")
     ups = args.backend or [s.id for s in registry.backends() if s.direction == "up" and s.id != "bicubic"]
     print("| backend | fast vs fp32, worst image (dB) | mean (dB) | paths | keep fast |")
     print("|---|---|---|---|---|")
