@@ -62,8 +62,12 @@ def test_bench_measures_a_backend_and_a_model_file_on_every_path(tmp_path, capsy
     assert report["peak_gflop_s"] > 1 and report["peak_rss_mb"] > 0
     esrgan = [r for r in rows if r["backend"].startswith("file:")]
     assert esrgan[0]["vs_baseline"] == 1.0 and esrgan[0]["psnr_vs_fp32"] is None
-    for row in esrgan[1:]:  # f32 on another runtime: rounding-level differences; bf16: the speed issue's 45 dB floor (~55 here)
-        assert row["psnr_vs_fp32"] > (45 if row["path"].endswith(("bf16", "int8")) else 80), row
+    # f32 on another runtime: rounding-level differences; bf16: the speed issue's 45 dB floor (~55 here); int8: 38 dB
+    # on this 24 px thumbnail, where the zero padding of the borders is most of the image (48.5 at 128 px; the floor
+    # is held on Set5 by model_export.commands.precision_check)
+    floor = {"bf16": 45, "int8": 35}
+    for row in esrgan[1:]:
+        assert row["psnr_vs_fp32"] > floor.get(row["path"].split()[-1], 80), row
     # 6.1 GFLOP at 64 x 64 (counted from the graph), so about 0.85 at 24 x 24: the FLOPs scale with the pixels
     assert 0.7 < esrgan[0]["gflop"] < 1.0
     assert "GFLOP/s" in capsys.readouterr().out
@@ -117,8 +121,10 @@ def test_peers_run_the_same_weights_in_pytorch_ncnn_and_the_whole_cli_process(tm
     rows = {r["path"]: r for r in json.loads(out.read_text())["rows"]}
     assert rows["PyTorch eager fp32 (peer)"]["psnr_vs_fp32"] > 100
     assert rows["ncnn fp32 (peer)"]["psnr_vs_fp32"] > 100  # fp32 on both: rounding-level differences (125 dB)
-    (process,) = [row for path, row in rows.items() if path.startswith("invsr-upscale, whole process (")]
-    assert process["psnr_vs_fp32"] > 45  # the 8-bit PNG it writes (~55 dB), on whichever path the CLI says it took
+    ((path, process),) = [(p, row) for p, row in rows.items() if p.startswith("invsr-upscale, whole process (")]
+    # the 8-bit PNG it writes (~55 dB in fp32 or bf16), on whichever path the CLI says it took (int8: 38 dB on
+    # this 16 px image, see above)
+    assert process["psnr_vs_fp32"] > (35 if "int8" in path else 45)
     assert "the whole invsr-upscale process takes" in capsys.readouterr().out
     assert sorted(p.name for p in MODELS.iterdir()) == before  # pnnx writes beside its input: never here
     assert list((tmp_path / "cache" / "invsr-desktop" / "ncnn").glob("*/model.ncnn.param"))

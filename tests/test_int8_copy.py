@@ -46,7 +46,9 @@ def test_the_copy_carries_its_check_and_the_sha256_of_its_model(quantized):
     check = json.loads(meta[keys.INT8_CHECK])
     assert meta[keys.PRECISION] == "int8" and meta[keys.INT8_OF] == model_files.file_sha256(quantized)
     assert check["mean_psnr"] >= model_files.FAST_MIN_PSNR and check["worst_psnr"] <= check["mean_psnr"]
-    assert [name for name in check["float"] if name.endswith("Conv")] == ["/conv_first/Conv", "/conv_last/Conv"]
+    convs = [name for name in check["float"] if name.endswith("Conv")]
+    assert convs == ["/conv_first/Conv", *(f"/body/body.0/rdb{i}/conv5/Conv" for i in (1, 2, 3)), "/conv_body/Conv",
+                     "/conv_last/Conv"]  # the ends, and what reaches the skip around the trunk
     ops = {node.op_type for node in onnx.load(str(copy)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert model_files.int8_copy(quantized) == copy
@@ -119,7 +121,8 @@ def test_the_command_writes_nothing_under_its_floor_and_refuses_what_is_not_fp32
 
 
 def test_the_ends_and_the_upsampling_path_stay_float():
-    """Real-ESRGAN's layout: conv_first, a trunk, conv_up1 / conv_up2 after nearest upsamplings, conv_hr, conv_last."""
+    """Real-ESRGAN's layout: conv_first, a trunk closed by a skip, conv_up1 after a nearest upsampling, conv_hr,
+    conv_last."""
     from onnx import TensorProto, helper
 
     def conv(name: str, x: str, y: str) -> onnx.NodeProto:
@@ -132,7 +135,7 @@ def test_the_ends_and_the_upsampling_path_stay_float():
     s = helper.make_tensor("s", TensorProto.FLOAT, [4], [1, 1, 2, 2])
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("lr", TensorProto.FLOAT, None)],
                               [helper.make_tensor_value_info("sr", TensorProto.FLOAT, None)], [w, s])  # fmt: skip
-    assert quantize.float_nodes(helper.make_model(graph)) == ["first", "hr", "last", "up1"]
+    assert quantize.float_nodes(helper.make_model(graph)) == ["first", "trunk", "hr", "last", "up1"]
 
 
 def test_every_bundled_int8_copy_stands_in_for_its_model():

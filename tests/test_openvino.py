@@ -89,7 +89,8 @@ def test_failure_reason_keeps_the_line_that_names_the_problem():
 def test_openvino_output_agrees_with_onnxruntime(backend):
     """The same ONNX file on both runtimes, tiling included: fp32 agreement far above what a user could see."""
     pixels = np.random.default_rng(1).random((40, 52, 3), dtype=np.float32)
-    reference = Engine(options=EngineOptions(provider="cpu", threads=1)).upscale_array(pixels, backend, 4)
+    exact = Engine(options=EngineOptions(provider="cpu", threads=1, precision="fp32"))
+    reference = exact.upscale_array(pixels, backend, 4)
     engine = Engine(options=EngineOptions(provider="openvino", threads=1, precision="fp32"))
     got = engine.upscale_array(pixels, backend, 4)
     assert engine.sessions.paths_in_use() == ["OpenVINO f32"]
