@@ -145,3 +145,30 @@ def test_every_bundled_int8_copy_stands_in_for_its_model():
     for copy in copies:
         model = copy.with_name(copy.name.removesuffix(model_files.INT8_SUFFIX) + model_files.MODEL_SUFFIX)
         assert model_files.int8_copy(model) == copy
+
+
+def test_the_app_says_when_it_ran_a_models_int8_copy(qapp, qtbot, tmp_path, no_bf16):
+    """A person on a CPU without bf16 upscales with the bundled faithful model at the default precision: the result
+    is written and the status bar names the int8 path (not a bare "ONNX Runtime CPU" or "OpenVINO f32")."""
+    import plugins.esrgan
+    from appsupport import drop_files, make_photo
+    from invsr_desktop.app.main_window import MainWindow
+    from invsr_desktop.app.settings import AppSettings
+    from invsr_desktop.engine.jobs import JobState
+    from invsr_desktop.engine.registry import Registry
+
+    registry = Registry()
+    registry.register(plugins.esrgan, "esrgan")
+    settings = AppSettings(tmp_path / "settings.ini")
+    settings.set_start_at_once(True)
+    window = MainWindow(settings, registry, tmp_path / "pasted")
+    window.ask_before_quit = False
+    qtbot.addWidget(window)
+    window.show()
+    window.panel.select_backend("esrgan-faithful-x4")
+    assert window.panel.precision_combo.currentData() == "fast"
+    assert drop_files(window, [make_photo(tmp_path / "photo.png", 40, 30)])
+    (job,) = window.queue.jobs()
+    qtbot.waitUntil(lambda: job.state is JobState.DONE, timeout=60_000)
+    assert job.result.exists()
+    assert window.provider_label.text() in ("Runs on: ONNX Runtime CPU int8", "Runs on: OpenVINO int8")
