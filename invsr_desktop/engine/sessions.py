@@ -8,9 +8,10 @@ is reported in words; a model OpenVINO cannot compile falls back to ONNX Runtime
 CPU, each model's first call times OpenVINO against ONNX Runtime and keeps the faster, remembered per model and
 machine (:mod:`~invsr_desktop.engine.provider_race`).
 
-Precision: ``fast`` (the default) lets OpenVINO run bf16 where the CPU does so natively, and elsewhere on a CPU runs
-a model's int8 copy where it has a valid one (``<id>.int8.onnx``, made and checked by ``invsr-quantize``; see
-:func:`~invsr_desktop.engine.model_files.int8_copy`), on whichever engine measures faster; ``fp32`` never trades
+Precision: ``fast`` (the default) lets OpenVINO run bf16 where the CPU does so natively, and runs a model's int8 copy
+where it has a valid one (``<id>.int8.onnx``, made and checked by ``invsr-quantize``; see
+:func:`~invsr_desktop.engine.model_files.int8_copy`) on ONNX Runtime, and on OpenVINO where the CPU has no bf16;
+under ``auto`` the race keeps whichever measures faster (bf16 against int8 where both exist); ``fp32`` never trades
 accuracy. A backend whose result must be exact (the INN's shrink / restore round trip) asks for ``fp32`` per model.
 """
 
@@ -133,7 +134,8 @@ def path_note(precision: Precision = "fast") -> str:
     if core is None:
         return f"OpenVINO is not installed (or this is not an x86 CPU): ONNX Runtime runs the models; {int8}."
     if openvino_sessions.bf16_supported(core):
-        return "this CPU runs bf16 natively: precision 'fast' uses it, 'fp32' does not."
+        return ("this CPU runs bf16 natively: precision 'fast' uses it (and, under auto, a model's int8 copy where "
+                "it measures faster), 'fp32' does not.")
     return f"this CPU has no native bf16 (no AMX / AVX-512 bf16): {int8}."
 
 
@@ -212,35 +214,42 @@ class SessionPool:
         requested = [name for name, _ in chain]
         message = None
         copy = self._int8_copy(model, chain[0][0], precision)
-        label = "int8" if copy is not None else None  # the precision the status line names
-        model = copy or model
+        ort_model = copy or model  # ONNX Runtime has no bf16: its fast path is the int8 copy
+        ov_model = model if copy is None or self._native_bf16() else copy  # OpenVINO's: bf16 where the CPU has it
         if chain[0][0] == OPENVINO:
-            race = self._race_key(_model_key(model), precision)
+            race = self._race_key(_race_subject(ov_model, ort_model), precision)
             if race is not None and self._choices().get(race) == provider_race.ONNXRUNTIME:
                 requested = requested[1:]  # measured slower here before: not a fallback, not compiled again
             else:
-                session, message = self._openvino(model, precision)
+                session, message = self._openvino(ov_model, precision)
                 if session is not None:
-                    info = SessionInfo(_display(model), requested, [OPENVINO], None, label or session.precision)
-                    self._record(key_model, info)
-                    return session if race is None else self._racing(session, model, key_model, requested, race, label)
+                    labels = {OPENVINO: "int8" if ov_model is copy else session.precision,
+                              provider_race.ONNXRUNTIME: "int8" if copy is not None else "fp32"}  # fmt: skip
+                    self._record(key_model, SessionInfo(_display(ov_model), requested, [OPENVINO], None,
+                                                        labels[OPENVINO]))  # fmt: skip
+                    if race is None:
+                        return session
+                    return self._racing(session, ort_model, key_model, requested, race, labels)
             chain = chain[1:]
-        session = self._onnxruntime(model, chain)
+        session = self._onnxruntime(ort_model, chain)
         got = list(session.get_providers())
         message = message or fallback_message(requested, got)
-        self._record(key_model, SessionInfo(_display(model), requested, got, message, label or "fp32"))
+        label = "int8" if copy is not None else "fp32"
+        self._record(key_model, SessionInfo(_display(ort_model), requested, got, message, label))
         return session
 
     def _int8_copy(self, model: str | os.PathLike | bytes, first: str, precision: Precision) -> Path | None:
-        """The model's int8 copy when ``fast`` runs on a CPU without native bf16 and the copy is valid for this
-        file (:func:`~invsr_desktop.engine.model_files.int8_copy`); None otherwise. A GPU runs its own fp16, and a
-        bf16 CPU runs bf16: the issue measured AMX bf16 at 11x fp32, past anything int8 gave here (1.7x)."""
+        """The model's int8 copy when ``fast`` runs on a CPU and the copy is valid for this file
+        (:func:`~invsr_desktop.engine.model_files.int8_copy`); None otherwise (a GPU runs its own fp16). ONNX Runtime
+        runs it; OpenVINO runs it where the CPU has no native bf16, and races bf16 against it where it has."""
         if precision != "fast" or isinstance(model, bytes) or first not in (OPENVINO, "CPUExecutionProvider"):
             return None
-        core = openvino_sessions.openvino_core()
-        if core is not None and openvino_sessions.bf16_supported(core):
-            return None
         return model_files.int8_copy(model)
+
+    @staticmethod
+    def _native_bf16() -> bool:
+        core = openvino_sessions.openvino_core()
+        return core is not None and openvino_sessions.bf16_supported(core)
 
     def _race_key(self, key_model: str, precision: Precision) -> str | None:
         """The key of this model's measured choice when ``auto`` may pick either CPU engine (see
@@ -254,12 +263,12 @@ class SessionPool:
         return provider_race.ChoiceStore(cache_dir() / provider_race.STORE_NAME)
 
     def _racing(self, openvino: Any, model: str | os.PathLike | bytes, key_model: str, requested: list[str],
-                race: str, label: str | None) -> provider_race.RacingSession:
-        """OpenVINO now, raced against ONNX Runtime on the first call; the winner is recorded and remembered."""
+                race: str, labels: dict[str, str]) -> provider_race.RacingSession:
+        """OpenVINO now, raced against ONNX Runtime running ``model`` on the first call; the winner is recorded (with
+        its precision from ``labels``) and remembered."""
 
         def decided(winner: str, session: Any, seconds: dict[str, float]) -> None:
-            precision = label or getattr(session, "precision", "fp32")
-            self.infos[key_model] = SessionInfo(_display(model), requested, [winner], None, precision)
+            self.infos[key_model] = SessionInfo(_display(model), requested, [winner], None, labels[winner])
             if provider_race.worth_remembering(seconds):
                 self._choices().put(race, winner, seconds)
 
@@ -319,6 +328,13 @@ def _model_key(model: str | os.PathLike | bytes) -> str:
         return f"{path}:{stat.st_mtime_ns}:{stat.st_size}"  # a replaced file gets a new session
     except OSError:
         return str(path)
+
+
+def _race_subject(openvino: str | os.PathLike | bytes, onnxruntime: str | os.PathLike | bytes) -> str:
+    """What a race is between, for its remembered choice: the model file, or both files where the engines run
+    different ones (OpenVINO bf16 on the model, ONNX Runtime on its int8 copy)."""
+    same = openvino is onnxruntime
+    return _model_key(openvino) if same else f"{_model_key(openvino)} vs {_model_key(onnxruntime)}"
 
 
 def _display(model: str | os.PathLike | bytes) -> str:
