@@ -11,7 +11,8 @@ Describing backends must be cheap, so :func:`read_metadata` reads the metadata p
 protobuf and seeking over the graph (the weights), instead of parsing the whole file as ``onnx.load`` does.
 
 ``<id>.int8.onnx`` beside it is not a model of its own but its int8 copy (``invsr-quantize``), which precision
-``fast`` runs on a CPU without native bf16: :func:`int8_copy` says whether a copy may stand in for its model.
+``fast`` may run on a CPU (see :mod:`~invsr_desktop.engine.sessions`): :func:`int8_copy` says whether a copy may
+stand in for its model.
 
 A file that cannot be read, or that lacks the ``invsr.*`` metadata, never hides the good ones: it is skipped, recorded
 in :func:`problems` (for the GUI's plugins dialog or ``--list-backends``) and reported once with a
