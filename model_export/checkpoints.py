@@ -394,9 +394,35 @@ def _jsonable(value: Any) -> Any:
 def load_checkpoint(path: str | os.PathLike, arch: str | None = None, scale: int | None = None) -> Checkpoint:
     """Load an untrusted checkpoint file and resolve it (see :func:`resolve`)."""
     path = Path(path)
+    if is_ncnn_pair(path):
+        return _from_ncnn(path, arch, scale)
     obj = load_untrusted(path)
     ckpt = resolve(obj, path, arch=arch, scale=scale)
     ckpt.sha256 = file_sha256(path)
+    return ckpt
+
+
+def is_ncnn_pair(path: Path) -> bool:
+    """An ncnn model's ``.param``, or a ``.bin`` with its ``.param`` beside it (Upscayl's model files)."""
+    return path.suffix == ".param" or (path.suffix == ".bin" and path.with_suffix(".param").is_file())
+
+
+def _from_ncnn(path: Path, arch: str | None, scale: int | None) -> Checkpoint:
+    """An ncnn pair's RRDBNet (see :mod:`model_export.ncnn_weights`), resolved like a BasicSR state dict; its
+    identity is the ``.bin``'s SHA-256 (the weights)."""
+    from model_export.ncnn_weights import NcnnModelError, pair_paths, read_rrdbnet, weight_storage
+
+    try:
+        state = {k: torch.from_numpy(v) for k, v in read_rrdbnet(path).items()}
+        storage = weight_storage(path)
+    except NcnnModelError as exc:
+        raise CheckpointError(str(exc)) from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    param, weights = pair_paths(path)
+    ckpt = _from_state_dict(state, param, arch, scale)
+    ckpt.source = f"{param.name} + {weights.name} (ncnn model, {storage} weights)"
+    ckpt.sha256 = file_sha256(weights)
     return ckpt
 
 

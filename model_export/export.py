@@ -9,7 +9,9 @@ CHECKPOINT is one of our model files (``model_<arch>_x<scale>.pt`` from ``invsr-
 Real-ESRGAN RRDBNet checkpoint in either key naming (BasicSR ``conv_first`` / ``body.N.rdb1``, or the original
 ESRGAN's ``model.N``; ``params`` / ``params_ema`` wrappers), loaded with ``torch.load(weights_only=True``): a pickle
 that holds Python objects is refused. The architecture's options (features, blocks, growth, scale, including a
-Real-ESRGAN x2 model's pixel-unshuffled input) are read from the tensors' shapes.
+Real-ESRGAN x2 model's pixel-unshuffled input) are read from the tensors' shapes. It may also be an ncnn model's
+``.param`` (or ``.bin``), the form Upscayl and realesrgan-ncnn-vulkan ship Real-ESRGAN in: an RRDBNet's weights are
+read from the pair (float16 or float32 storage; :mod:`model_export.ncnn_weights`) and exported the same way.
 
 The ONNX file follows DESIGN.md: input ``lr``, output ``sr``, NCHW float32 RGB in [0, 1], dynamic ``batch``,
 ``height``, ``width`` (``out_height``, ``out_width`` for ``sr``); opset 17 by default; metadata props ``invsr.*``
@@ -84,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert a checkpoint (ours, or ESRGAN / Real-ESRGAN RRDBNet) to an ONNX model for InvSR Desktop, "
         "checked against PyTorch on a random odd-sized input.",
     )
-    p.add_argument("checkpoint", type=Path, help="checkpoint file (.pt / .pth); loaded with weights_only=True")
+    p.add_argument("checkpoint", type=Path, help="checkpoint file (.pt / .pth; loaded with weights_only=True), or an "
+                   "ncnn model's .param with its .bin beside it (Upscayl's model files)")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="ONNX file to write; its stem is the backend id in the app (e.g. esrgan-faithful-x4.onnx)")
     p.add_argument("--arch", help="architecture the checkpoint must hold (default: whatever it holds)")

@@ -4,10 +4,11 @@ model folder: "Add model…" and "Open models folder".
 A broken plugin never stops the application (the registry isolates each one); this is where the user learns what
 failed and why, with the full traceback one click away for a bug report.
 
-Add model… takes an ONNX file made for this app (it carries ``invsr.backend``: copied into the user model folder)
-or a standard ESRGAN / Real-ESRGAN ``.pth`` / ``.pt`` checkpoint, converted by ``invsr-export`` itself, run as its
-own process (the app does not import PyTorch; the conversion needs the ``[train]`` extra, and says so when it is
-missing). Either way the new backend appears at once (``modelsChanged``), and nothing in the folder is replaced.
+Add model… takes an ONNX file made for this app (it carries ``invsr.backend``: copied into the user model folder) or
+a standard ESRGAN / Real-ESRGAN ``.pth`` / ``.pt`` checkpoint or ncnn ``.param`` (Upscayl's model files, the
+``.bin`` beside it), converted by ``invsr-export`` itself, run as its own process (the app does not import PyTorch;
+the conversion needs the ``[train]`` extra, and says so when it is missing). Either way the new backend appears at
+once (``modelsChanged``), and nothing in the folder is replaced.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from PySide6.QtWidgets import (
 from invsr_desktop.engine.errors import ModelFileError
 from invsr_desktop.engine.registry import Registry
 
-MODEL_FILTER = "Models (*.onnx *.pth *.pt);;ONNX models (*.onnx);;ESRGAN checkpoints (*.pth *.pt)"
-CHECKPOINT_SUFFIXES = (".pth", ".pt")
+MODEL_FILTER = ("Models (*.onnx *.pth *.pt *.param);;ONNX models (*.onnx);;ESRGAN checkpoints (*.pth *.pt);;"
+                "ncnn models, as Upscayl ships them (*.param)")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".param")
 
 
 class PluginsDialog(QDialog):
@@ -88,7 +90,8 @@ class PluginsDialog(QDialog):
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         self.add_button = buttons.addButton("Add model…", QDialogButtonBox.ButtonRole.ActionRole)
         self.add_button.setToolTip("Install an ONNX model made for InvSR Desktop, or convert an ESRGAN / "
-                                   "Real-ESRGAN .pth checkpoint (needs the [train] extra)")  # fmt: skip
+                                   "Real-ESRGAN .pth checkpoint or an Upscayl (ncnn) .param + .bin model "
+                                   "(needs the [train] extra)")  # fmt: skip
         self.add_button.clicked.connect(self._choose_model)
         folder = buttons.addButton("Open models folder", QDialogButtonBox.ButtonRole.ActionRole)
         folder.setToolTip("The folder the app reads your own models from")

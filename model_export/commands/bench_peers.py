@@ -116,9 +116,10 @@ def pnnx_executable() -> Path:
     return folder / ("pnnx.exe" if os.name == "nt" else "pnnx")
 
 
-def to_ncnn(onnx_path: Path, folder: Path | None = None, side: int = 32) -> tuple[Path, Path]:
-    """``onnx_path`` converted by pnnx into ncnn's ``.param`` / ``.bin`` (fp32 weights), kept in ``folder``
-    (default: this app's cache, one folder per model content) so the conversion runs once per model.
+def to_ncnn(onnx_path: Path, folder: Path | None = None, side: int = 32, fp16: bool = False) -> tuple[Path, Path]:
+    """``onnx_path`` converted by pnnx into ncnn's ``.param`` / ``.bin`` (fp32 weights; float16 with ``fp16``, as
+    Upscayl's model files are), kept in ``folder`` (default: this app's cache, one folder per model content) so
+    the conversion runs once per model.
 
     pnnx needs an input shape to trace; the ncnn graph it writes runs at any size (convolutions and scale-factor
     resizes). Its peak memory is large: 23 GB for the 16.7 M-parameter Real-ESRGAN x4plus network (177 s), so a
@@ -131,7 +132,7 @@ def to_ncnn(onnx_path: Path, folder: Path | None = None, side: int = 32) -> tupl
     source = folder / "model.onnx"  # pnnx writes its other outputs beside its input: here, never beside the model
     source.unlink(missing_ok=True)
     source.symlink_to(onnx_path.resolve())
-    args = [str(pnnx_executable()), str(source), f"inputshape=[1,3,{side},{side}]", "fp16=0",
+    args = [str(pnnx_executable()), str(source), f"inputshape=[1,3,{side},{side}]", f"fp16={int(fp16)}",
             f"ncnnparam={param}.part", f"ncnnbin={weights}.part"]
     done = subprocess.run(args, cwd=folder, capture_output=True, text=True)
     if done.returncode != 0 or not Path(f"{param}.part").is_file():
