@@ -120,6 +120,7 @@ def export_inn(
     extra_metadata: dict[str, str] | None = None,
     stored_as: str = "png",
     supersedes: str = "",
+    jpeg_qualities: tuple[int, int] | None = None,
 ) -> INNExport:
     """Write ``inn_<name>_down.onnx`` and ``inn_<name>_up.onnx`` into ``out_dir`` and check them (see module doc)."""
     from invsr_desktop import __version__
@@ -141,6 +142,7 @@ def export_inn(
         keys.NOISE_MAX: repr(float(noise_max)),
         keys.STORED_AS: stored_as,
         **({keys.SUPERSEDES: supersedes} if supersedes else {}),
+        **({keys.JPEG_QUALITIES: f"{jpeg_qualities[0]}-{jpeg_qualities[1]}"} if jpeg_qualities else {}),
         **(extra_metadata or {}),
     }
     _set_metadata(down_path, {**common, keys.DIRECTION: "down", keys.INPUT_MULTIPLE: str(s)})
@@ -189,6 +191,16 @@ def _check_pair(net: nn.Module, down_path: Path, up_path: Path, check_size: tupl
     return diff_down, diff_up, float(np.abs(rt_o - hr.numpy()).max())
 
 
+def _qualities(text: str) -> tuple[int, int]:
+    """argparse type of ``--jpeg-qualities``: the plugin's own parser, so what is written is what it reads."""
+    from plugins.inn import quality_range
+
+    try:
+        return quality_range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("invsr.jpeg_qualities", "--jpeg-qualities")) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m model_export.export_inn", description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path, help="model_irn_x<s>.pt (or latest.pt) from invsr-train inn")
@@ -198,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stored-as", choices=keys.STORED_AS_VALUES, default=None,
                    help="the small-image format the shrink was trained for (default: jpeg when the run trained "
                         "through the JPEG simulation, inn.jpeg_prob > 0, else png)")  # fmt: skip
+    p.add_argument("--jpeg-qualities", type=_qualities, default=None, metavar="LO-HI",
+                   help="the JPEG qualities a jpeg shrink is for: model=auto picks it for a small image saved at "
+                        "one of them, before a jpeg shrink without a range (measure where it beats the other)")
     p.add_argument("--install", action="store_true", help="also copy both files into the user model folder")
     p.add_argument("--supersedes", default="", metavar="NAME",
                    help="the model this one replaces for model=auto; keep that one installed so what it shrank restores")
@@ -213,8 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         trained_on += f" ({cfg.get('data', {}).get('degradation', 'bicubic')} LR, {steps} steps)"
     noise_max = float(cfg.get("inn", {}).get("noise_max", 1.0))
     stored_as = args.stored_as or ("jpeg" if float(cfg.get("inn", {}).get("jpeg_prob", 0.0)) > 0 else "png")
+    if args.jpeg_qualities and stored_as != "jpeg":
+        p.error("--jpeg-qualities is for a shrink stored as jpeg")
     result = export_inn(net, args.out, args.name, trained_on=trained_on, noise_max=noise_max, stored_as=stored_as,
-                        supersedes=args.supersedes)
+                        supersedes=args.supersedes, jpeg_qualities=args.jpeg_qualities)
     print(f"wrote {result.down} and {result.up}")
     print(f"check at LR {result.check_size[0]}x{result.check_size[1]}: max |ORT - torch| down {result.max_diff_down:.2e}, "
           f"up {result.max_diff_up:.2e}; ONNX round trip max error {result.round_trip:.2e}")

@@ -126,6 +126,23 @@ def test_shrink_as_jpeg_and_the_mode_survive_a_restart(models_dir, qtbot, tmp_pa
     assert again.output().format == "webp"
 
 
+def test_the_quality_chosen_in_the_panel_picks_the_bundled_jpeg_shrink(qtbot, tmp_path, monkeypatch):
+    """The bundled models: at JPEG q75 the shrink trained for q1-88 (irn_x4_jpeg_low), at q95 irn_x4_jpeg; the
+    shrink's tooltip says so."""
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(tmp_path / "no-user-models"))
+    window = open_window(qtbot, tmp_path, inn=True)
+    panel = window.panel
+    click_mode(qtbot, window, TaskMode.SHRINK)
+    panel.format_combo.setCurrentIndex(panel.format_combo.findData("jpeg"))
+    panel.scale_picker.set_value(4)
+    assert "as JPEG irn_x4_jpeg_low at quality 1-88, irn_x4_jpeg at 89-100" in panel.spec().description
+    for quality, model in ((75, "irn_x4_jpeg_low"), (95, "irn_x4_jpeg")):
+        panel.quality_spin.setValue(quality)
+        (job,) = window.add_paths([make_photo(tmp_path / f"photo{quality}.png", 40, 28)])
+        assert finish(qtbot, job).state is JobState.DONE, job.error
+        assert read_file_marker(job.result).model == model
+
+
 def test_restore_mode_needs_no_choice_and_bad_images_fail_in_their_rows(models_dir, qtbot, tmp_path):
     window = open_window(qtbot, tmp_path, inn=True)
     click_mode(qtbot, window, TaskMode.RESTORE)

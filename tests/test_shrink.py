@@ -2,6 +2,7 @@
 ``--shrink`` / ``--restore`` / automatic restore of a marked image, with a tiny freshly exported INN."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -226,6 +227,43 @@ def test_jpeg_output_picks_the_jpeg_robust_model(inn_models, tmp_path, monkeypat
     assert PILImage.open(restored).size == (40, 32)
 
 
+def test_jpeg_output_picks_the_shrink_trained_for_its_quality(inn_models, tmp_path, monkeypatch):
+    """Two JPEG shrinks, one for q1-88 (``invsr.jpeg_qualities``) and one with no range: a small image saved at
+    q75 is shrunk by the first, at q95 by the second; the marker names each, and the app's note says which."""
+    import shutil
+
+    from conftest import tiny_net
+    from model_export.export_inn import export_inn
+
+    folder = tmp_path / "models"
+    shutil.copytree(inn_models[0], folder)
+    export_inn(tiny_net(4), folder, "a_jpeg_x4", trained_on="nothing (test)", check_size=(5, 7), stored_as="jpeg")
+    export_inn(tiny_net(4), folder, "b_low_x4", trained_on="nothing (test)", check_size=(5, 7), stored_as="jpeg",
+               jpeg_qualities=(1, 88))  # fmt: skip
+    monkeypatch.setenv("INVSR_MODELS_DIR", str(folder))
+    monkeypatch.setattr("invsr_desktop.engine.model_files.bundled_models_dir", lambda: tmp_path / "no-bundled-models")
+    assert {m.name: m.jpeg_qualities for m in inn.find_models()}["b_low_x4"] == (1, 88)
+    shrink_spec = {s.id: s for s in inn.invsr_backends()}["inn-shrink"]
+    assert "as JPEG b_low_x4 at quality 1-88, a_jpeg_x4 at 89-100" in shrink_spec.description
+    engine = Engine(_registry(), EngineOptions(threads=1))
+    PILImage.fromarray((np.random.default_rng(5).random((32, 40, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+    shrink = Task.shrink("inn-shrink", 4)
+    at_75 = engine.run_file(tmp_path / "p.png", tmp_path / "s75.jpg", shrink, quality=75)
+    at_95 = engine.run_file(tmp_path / "p.png", tmp_path / "s95.jpg", shrink, quality=95)
+    assert (read_file_marker(at_75).model, read_file_marker(at_95).model) == ("b_low_x4", "a_jpeg_x4")
+    assert read_file_marker(engine.run_file(tmp_path / "p.png", tmp_path / "s.png", shrink)).model == "tiny_x4"
+
+
+def test_a_jpeg_quality_range_is_read_strictly():
+    assert inn.quality_range("60-85") == (60, 85)
+    for bad in ("85-60", "0-50", "60", "a-b", "60-101"):
+        with pytest.raises(ValueError, match="not LO-HI"):
+            inn.quality_range(bad)
+    lone = inn.INNModel("low", 4, Path("up"), Path("down"), 45, stored_as="jpeg", jpeg_qualities=(1, 88))
+    png = inn.INNModel("png", 4, Path("up"), Path("down"), 45)
+    assert inn.pick_model([png, lone], "auto", 4, need_down=True, stored_as="jpeg", jpeg_quality=95) is lone
+
+
 def test_a_retrained_model_supersedes_its_predecessor_which_still_restores_its_files(inn_models, tmp_path, monkeypatch):
     """``invsr.supersedes``: ``auto`` takes the new model for a shrink and an upscale; a file the old model shrank
     names it in its marker and is restored by it, the exact inverse of the forward that made it."""
@@ -294,3 +332,23 @@ def test_the_bundled_jpeg_shrink_survives_jpeg_better_than_the_png_one(tmp_path)
     png, jpeg = means["irn_x4_v4"], means["irn_x4_jpeg"]
     assert jpeg["inn_jpeg75"][0] > png["inn_jpeg75"][0] + 0.3
     assert jpeg["inn_png"][0] > png["inn_png"][0] - 1.0
+
+
+def test_the_bundled_jpeg_shrinks_are_picked_where_each_restores_best(tmp_path):
+    """The bundled x4 JPEG shrinks on the bundled photo, the small image saved by the app at q75 and q95: the one
+    ``auto`` picks for each quality restores it better than the other (Set5 measured the same crossover, q88-90)."""
+    import shutil
+
+    from invsr_desktop.engine.registry import default_registry
+    from model_export.commands.eval_inn import evaluate_round_trip
+
+    folder = tmp_path / "set"
+    folder.mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "resources" / "samples" / "astronaut.png", folder)
+    engine = Engine(default_registry(reload=True), EngineOptions(threads=1))
+    models = inn.find_models()
+    for quality in (75, 95):
+        picked = inn.pick_model(models, "auto", 4, need_down=True, stored_as="jpeg", jpeg_quality=quality).name
+        scores = {m: evaluate_round_trip([folder], 4, m, [quality], engine, log=lambda _: None)["sets"][0]["mean"]
+                  [f"inn_jpeg{quality}"][0] for m in ("irn_x4_jpeg_low", "irn_x4_jpeg")}  # fmt: skip
+        assert picked == max(scores, key=scores.get), (quality, scores)

@@ -166,14 +166,15 @@ class BuildRequest:
     ``get_inputs``, ``get_outputs``) so that sessions are cached per model file and the provider and precision
     are the user's. A model whose output must stay exact passes ``precision="fp32"``.
 
-    ``stored_as`` is the format the result will be saved in (``png`` or ``jpeg``): a shrinking backend may pick a
-    model trained for it (the INN's JPEG-robust shrink).
+    ``stored_as`` is the format the result will be saved in (``png`` or ``jpeg``) and ``jpeg_quality`` the quality
+    of a JPEG result: a shrinking backend may pick a model trained for them (the INN's JPEG-robust shrinks).
     """
 
     scale: float
     params: dict[str, Any]
     sessions: SessionPool
     stored_as: str = "png"
+    jpeg_quality: int | None = None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ Z_CHANNELS = "invsr.z_channels"  # int: channels of the latent z
 NOISE_MAX = "invsr.noise_max"  # float: the largest z scale training saw (temperatures above it leave training)
 STORED_AS = "invsr.stored_as"  # one of STORED_AS_VALUES
 STORED_AS_VALUES = ("png", "jpeg")  # the small-image format a shrink was trained for (jpeg: through a JPEG simulation)
+JPEG_QUALITIES = "invsr.jpeg_qualities"  # "LO-HI": the JPEG qualities a jpeg shrink is for (auto picks by the user's)
 SUPERSEDES = "invsr.supersedes"  # INN: the model this one replaces for "auto" (kept so its shrunk files restore)
 
 # -- diffusion (plugins.diffusion) --------------------------------------------------------------------------------

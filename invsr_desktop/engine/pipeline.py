@@ -74,17 +74,19 @@ class Engine:
         self.options = options
 
     def runner(
-        self, backend_id: str, scale: float, params: dict[str, Any] | None = None, stored_as: str = "png"
+        self, backend_id: str, scale: float, params: dict[str, Any] | None = None, stored_as: str = "png",
+        jpeg_quality: int | None = None,
     ) -> tuple[BackendSpec, Runner]:
         """The backend's spec and a (cached) runner built at the native scale that serves ``scale``; ``stored_as``
-        is the format its result is saved in (see :class:`BuildRequest`)."""
+        and ``jpeg_quality`` say how its result is saved (see :class:`BuildRequest`)."""
         spec = self.registry.get(backend_id)
         resolved = spec.resolve_params(params)
         native = spec.native_scale_for(scale)
-        key = (backend_id, native, tuple(sorted(resolved.items())), stored_as)
+        key = (backend_id, native, tuple(sorted(resolved.items())), stored_as, jpeg_quality)
         with self._lock:
             if key not in self._runners:
-                request = BuildRequest(scale=native, params=resolved, sessions=self.sessions, stored_as=stored_as)
+                request = BuildRequest(scale=native, params=resolved, sessions=self.sessions, stored_as=stored_as,
+                                       jpeg_quality=jpeg_quality)  # fmt: skip
                 runner = self.registry.build(backend_id, request)
                 self._runners[key] = runner
             return spec, self._runners[key]
@@ -218,10 +220,11 @@ class Engine:
 
     # -- tasks: upscale, shrink, restore ----------------------------------------------------------------------
     def run_image(self, image: Image, task: Task, progress: Progress | None = None, cancel: Cancel | None = None,
-                  stored_as: str = "png", depth: int | None = None) -> Image:
+                  stored_as: str = "png", depth: int | None = None, jpeg_quality: int | None = None) -> Image:
         """Run one task on a loaded image; metadata travels with it. ``stored_as`` is the format the result will
-        be saved in (a shrink picks a JPEG-robust model for ``jpeg``, see :class:`BuildRequest`); ``depth``, the bit
-        depth it will be saved with, lets an upscale's result hold the file's integers (see :meth:`upscale_array`).
+        be saved in, ``jpeg_quality`` a JPEG's quality (a shrink picks a JPEG-robust model for them, see
+        :class:`BuildRequest`); ``depth``, the bit depth it will be saved with, lets an upscale's result hold the
+        file's integers (see :meth:`upscale_array`).
 
         A shrink's or restore's ValueError / KeyError (no such model, a damaged marker, ...) becomes a
         :class:`TaskError` with the same message, so a queue row shows the reason and not an exception's name."""
@@ -230,7 +233,7 @@ class Engine:
             return self.upscale_image(image, task.backend_id, task.scale, task.params, progress, cancel, depth)
         try:
             if task.mode is TaskMode.SHRINK:
-                return self._shrink(image, task, progress, cancel, stored_as)
+                return self._shrink(image, task, progress, cancel, stored_as, jpeg_quality)
             return self._restore(image, task, progress, cancel)
         except (KeyError, ValueError) as exc:
             raise TaskError(str(exc.args[0]) if exc.args else type(exc).__name__) from exc
@@ -255,7 +258,8 @@ class Engine:
         def run(image: Image) -> Image:
             # JPEG flattens alpha onto white when saving: from the float colour, as it always has
             depth = stored_depth(image, fmt) if fmt and not (fmt == "JPEG" and image.has_alpha) else None
-            result = self.run_image(image, task, progress, cancel, stored_as, depth)
+            result = self.run_image(image, task, progress, cancel, stored_as, depth,
+                                    quality if stored_as == "jpeg" else None)  # fmt: skip
             if task.mode is TaskMode.UPSCALE:
                 result.exif = stamp(result.exif, self.provenance(source, task))
             return result
@@ -268,11 +272,12 @@ class Engine:
         return [spec for spec in self.registry.backends() if spec.direction == "down"]
 
     def _shrink(self, image: Image, task: Task, progress: Progress | None, cancel: Cancel | None,
-                stored_as: str) -> Image:
+                stored_as: str, jpeg_quality: int | None = None) -> Image:
         """The small image (ceil(H / factor) x ceil(W / factor)) with the marker, metadata kept.
 
         The runner may resolve ``model`` = auto to a concrete model (``runner.model_name``: for ``stored_as`` =
-        ``jpeg`` one trained to survive JPEG, where one is installed), which is what the marker records.
+        ``jpeg`` one trained to survive JPEG at ``jpeg_quality``, where one is installed), which is what the marker
+        records.
         """
         factor, spec = task.factor, self.registry.get(task.backend_id)
         if spec.direction != "down":
@@ -281,7 +286,7 @@ class Engine:
         if factor not in spec.scales:
             raise ValueError(f"backend {spec.id!r} shrinks by {', '.join(map(str, spec.scales))}, not {factor}")
         resolved = spec.resolve_params(task.params)
-        spec, runner = self.runner(spec.id, factor, resolved, stored_as=stored_as)
+        spec, runner = self.runner(spec.id, factor, resolved, stored_as=stored_as, jpeg_quality=jpeg_quality)
         height, width = image.pixels.shape[:2]
         ph, pw = -(-height // factor) * factor, -(-width // factor) * factor
         grey = image.pixels.shape[2] in (1, 2)

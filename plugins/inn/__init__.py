@@ -15,6 +15,9 @@ installed the plugin describes no backend (and reports no error).
 ``model`` (both) picks a model by name; ``auto`` takes the first one at the requested scale, preferring the one
 trained for the format the result is stored in (``invsr.stored_as``: ``png``, or ``jpeg`` for a shrink trained
 through a JPEG simulation, whose small image survives being saved and shared as JPEG; ``BuildRequest.stored_as``).
+Among JPEG shrinks, one whose ``invsr.jpeg_qualities`` range holds the quality the small image is saved at comes
+first, then one with no range: a shrink trained for q60-85 gains at q75 what it loses at q95 against one trained
+for q70-95.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class INNModel:
     trained_on: str = ""
     stored_as: str = "png"
     supersedes: str = ""  # the model this one replaces for ``auto``; that one stays to restore what it shrank
+    jpeg_qualities: tuple[int, int] | None = None  # the JPEG qualities a jpeg shrink is for (None: any)
     metadata: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -80,22 +84,33 @@ def find_models(files: list | None = None) -> list[INNModel]:
             stored_as = meta.get(keys.STORED_AS, "png")
             if stored_as not in keys.STORED_AS_VALUES:
                 raise ValueError(f"invsr.stored_as is {stored_as!r}, not one of {', '.join(keys.STORED_AS_VALUES)}")
+            qualities = quality_range(meta[keys.JPEG_QUALITIES]) if keys.JPEG_QUALITIES in meta else None
         except Exception as exc:  # noqa: BLE001 - ModelFileError / ValueError: skip this one, keep the others
             report_problem(path, str(exc))
             continue
         models.append(INNModel(name, scale, path, downs.get(name), z_channels, noise_max,
                                meta.get(keys.TRAINED_ON, ""), stored_as, meta.get(keys.SUPERSEDES, ""),
-                               meta))  # fmt: skip
+                               qualities, meta))  # fmt: skip
     return models
 
 
+def quality_range(text: str) -> tuple[int, int]:
+    """``"60-85"`` -> (60, 85): an ``invsr.jpeg_qualities`` value, checked (1 <= LO <= HI <= 100)."""
+    lo, sep, hi = text.partition("-")
+    if not (sep and lo.strip().isdigit() and hi.strip().isdigit() and 1 <= int(lo) <= int(hi) <= 100):
+        raise ValueError(f"invsr.jpeg_qualities is {text!r}, not LO-HI with 1 <= LO <= HI <= 100")
+    return int(lo), int(hi)
+
+
 def pick_model(
-    models: list[INNModel], name: str, scale: float, need_down: bool = False, stored_as: str = "png"
+    models: list[INNModel], name: str, scale: float, need_down: bool = False, stored_as: str = "png",
+    jpeg_quality: int | None = None,
 ) -> INNModel:
     """The model called ``name``, or for ``auto`` the first at ``scale`` (else the first of any scale), one trained
-    for ``stored_as`` first, leaving out a model another installed one supersedes (``invsr.supersedes``): a
-    retrained model replaces its predecessor for new work, while a marker naming the old one still restores with
-    the exact inverse of the forward that shrank it."""
+    for ``stored_as`` first (for a JPEG, one whose quality range holds ``jpeg_quality``, then one without a range),
+    leaving out a model another installed one supersedes (``invsr.supersedes``): a retrained model replaces its
+    predecessor for new work, while a marker naming the old one still restores with the exact inverse of the
+    forward that shrank it."""
     usable = [m for m in models if m.down is not None] if need_down else models
     if name and name != "auto":
         for m in usable:
@@ -108,7 +123,12 @@ def pick_model(
     if not (at_scale or usable):
         raise ValueError("no INN model is installed")
     candidates = at_scale or usable
-    return next((m for m in candidates if m.stored_as == stored_as), candidates[0])
+    matching = [m for m in candidates if m.stored_as == stored_as]
+    if stored_as == "jpeg":
+        fitting = [m for m in matching if m.jpeg_qualities and jpeg_quality is not None
+                   and m.jpeg_qualities[0] <= jpeg_quality <= m.jpeg_qualities[1]]  # fmt: skip
+        matching = fitting + [m for m in matching if not m.jpeg_qualities] + matching
+    return (matching or candidates)[0]
 
 
 # -- position-keyed normal noise ----------------------------------------------------------------------------------
@@ -200,7 +220,7 @@ def build_up(request: BuildRequest) -> INNUpRunner:
 
 def build_down(request: BuildRequest) -> INNDownRunner:
     model = pick_model(find_models(), request.params.get("model", "auto"), request.scale, need_down=True,
-                       stored_as=request.stored_as)  # fmt: skip
+                       stored_as=request.stored_as, jpeg_quality=request.jpeg_quality)  # fmt: skip
     if model.scale != int(round(request.scale)):
         raise ValueError(f"INN model {model.name!r} shrinks by {model.scale}, not {request.scale:g}")
     session = request.sessions.session(model.down, precision=ROUND_TRIP_PRECISION)
@@ -208,15 +228,29 @@ def build_down(request: BuildRequest) -> INNDownRunner:
 
 
 def _format_note(models: list[INNModel]) -> str:
-    """Which model ``auto`` shrinks with for a PNG and for a JPEG small image, when they differ."""
+    """Which model ``auto`` shrinks with for a PNG and for a JPEG small image (by quality), when they differ."""
     notes = []
     for scale in sorted({m.scale for m in models}):
         png = pick_model(models, "auto", scale, need_down=True, stored_as="png")
-        jpeg = pick_model(models, "auto", scale, need_down=True, stored_as="jpeg")
-        if png is not jpeg:
-            notes.append(f"÷{scale}: saved as PNG it uses {png.name}; as JPEG {jpeg.name}, trained to survive JPEG "
-                         f"compression.")  # fmt: skip
+        jpeg = [pick_model(models, "auto", scale, need_down=True, stored_as="jpeg", jpeg_quality=q)
+                for q in range(1, 101)]  # fmt: skip
+        if any(m is not png for m in jpeg):
+            notes.append(f"÷{scale}: saved as PNG it uses {png.name}; as JPEG {_by_quality(jpeg)}, trained to "
+                         "survive JPEG compression.")  # fmt: skip
     return (" " + " ".join(notes)) if notes else ""
+
+
+def _by_quality(picks: list[INNModel]) -> str:
+    """``picks[q - 1]`` is the model for quality q: "A" when one serves all, else "A at quality 1-85, B at 86-100"."""
+    runs: list[tuple[INNModel, int, int]] = []
+    for quality, model in enumerate(picks, start=1):
+        if runs and runs[-1][0] is model:
+            runs[-1] = (model, runs[-1][1], quality)
+        else:
+            runs.append((model, quality, quality))
+    if len(runs) == 1:
+        return runs[0][0].name
+    return ", ".join(f"{m.name} at {'quality ' if i == 0 else ''}{lo}-{hi}" for i, (m, lo, hi) in enumerate(runs))
 
 
 @hookimpl
