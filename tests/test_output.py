@@ -131,3 +131,16 @@ def test_check_writable_reports_a_failing_probe(tmp_path: Path, monkeypatch) -> 
     with pytest.raises(ImageWriteError, match="read-only file system") as caught:
         check_writable(tmp_path)
     assert caught.value.path == tmp_path
+
+
+def test_the_write_probe_never_shows_in_the_users_folder(tmp_path, monkeypatch):
+    """A batch killed while it probes the folder left ``.invsr-write-test-*`` files behind (seen in the SIGKILL
+    resume test): the probe is now nameless, so even a process that dies before any clean-up leaves nothing."""
+    import os
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies here: no clean-up after this point runs
+
+    monkeypatch.setattr(os, "unlink", killed)
+    check_writable(tmp_path)
+    assert list(tmp_path.iterdir()) == []

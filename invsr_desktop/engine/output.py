@@ -12,6 +12,7 @@ import errno
 import os
 import re
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Collection
 
@@ -156,8 +157,9 @@ def check_writable(folder: str | os.PathLike[str], create: bool = False) -> Path
     """Make sure results can be written to ``folder``; returns it. Raises :class:`ImageWriteError` saying why not.
 
     With ``create``, a missing folder (and its parents) is created, as a mirrored batch needs. The test is a real
-    one (a temporary file is created and removed), because permission bits do not tell about read-only mounts,
-    ACLs or full disks.
+    one (a temporary file is created), because permission bits do not tell about read-only mounts, ACLs or full
+    disks. The file is nameless where the system allows (Linux's ``O_TMPFILE``, which ``tempfile.TemporaryFile``
+    uses) and unlinked at once elsewhere, so a process killed mid-probe leaves nothing in the user's folder.
     """
     path = Path(folder)
     if not path.exists():
@@ -169,15 +171,11 @@ def check_writable(folder: str | os.PathLike[str], create: bool = False) -> Path
             raise ImageWriteError(path, f"the output folder cannot be created ({_reason(exc)})") from exc
     if not path.is_dir():
         raise ImageWriteError(path, "the output location is a file, not a folder")
-    probe = path / f".invsr-write-test-{secrets.token_hex(4)}"
     try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        with tempfile.TemporaryFile(dir=path, prefix=".invsr-write-test-"):
+            pass
     except OSError as exc:
         raise ImageWriteError(path, f"the output folder is not writable ({_reason(exc)})") from exc
-    try:
-        os.unlink(probe)
-    except OSError:
-        pass
     return path
 
 

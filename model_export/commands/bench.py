@@ -310,6 +310,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="add PyTorch eager (needs [train]) and ncnn (needs ncnn and pnnx) on the same weights")
     p.add_argument("--process", action="store_true",
                    help="with --peers: also time the whole invsr-upscale process on the same image")
+    p.add_argument("--ncnn", action="append", default=[], type=Path, metavar="FILE.param",
+                   help="with --peers: the ncnn peer runs this pair (e.g. Upscayl's realesrgan-x4plus.param and .bin) "
+                        "for the --model of the same name, instead of converting that model with pnnx")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the results as JSON")
     p.add_argument("--memory", default=None, metavar="WxH",
                    help="measure instead the peak memory of an invsr-upscale run of a WxH photo, per backend")
@@ -330,6 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = fresh_registry()
     if args.memory:
         return memory_main(args, registry)
+    unmatched = [p.name for p in args.ncnn if p.stem not in {m.stem for m in args.model}]
+    if unmatched:
+        print(f"invsr-bench: --ncnn {', '.join(unmatched)}: no --model of the same name (X.param goes with X.onnx)",
+              file=sys.stderr)
+        return 2
     files = register_models(registry, args.model)
     named = args.backend + [b for b in files if b not in args.backend]
     backends = named if args.backend else [s.id for s in registry.backends()]
@@ -365,7 +373,8 @@ def peers(backends: Sequence[str], files: dict[str, Path], args: argparse.Namesp
     ``invsr-upscale`` process against ncnn's inference alone, where both ran."""
     from model_export.commands.bench_peers import PROCESS_ROW, peer_rows
 
-    rows = peer_rows(backends, files, args.size, args.threads, args.repeat, baseline, process=args.process)
+    rows = peer_rows(backends, files, args.size, args.threads, args.repeat, baseline, process=args.process,
+                     ncnn_pairs={pair.stem: pair for pair in args.ncnn})
     print("\n".join(table(rows)[2:]))
     for backend in backends:
         by_path = {r.path: r.seconds for r in rows if r.backend == backend}

@@ -3,7 +3,9 @@
 - **PyTorch eager** fp32 (what chaiNNer runs): the architecture rebuilt from the model's ``invsr.arch`` metadata
   and the ONNX file's weights (needs the ``[train]`` extra).
 - **ncnn** fp32 on the CPU (the engine Upscayl runs): the ONNX file converted by ``pnnx`` (PyPI's converter,
-  which takes ONNX directly) into a temporary folder, run through ncnn's Python binding. Both come from PyPI
+  which takes ONNX directly) into a temporary folder, run through ncnn's Python binding; or, for a model imported
+  from an ncnn pair (``invsr-bench --model X.onnx --ncnn X.param``), that pair itself: Upscayl's own files, and no
+  conversion (pnnx peaks at 23 GB on Real-ESRGAN x4plus). Both come from PyPI
   (``pip install ncnn pnnx``; the ``[dev]`` extra has them) and are never required: without them the table says
   how to get the row.
 - with ``--process``, **the whole** ``invsr-upscale`` **process** (start, model load, upscale, PNG write) on a
@@ -25,7 +27,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -147,6 +149,19 @@ def to_ncnn(onnx_path: Path, folder: Path | None = None, side: int = 32, fp16: b
     return param, weights
 
 
+def blob_names(param: Path) -> tuple[str, str]:
+    """(input, output) blob names of a text ``.param``: the Input layer's top and the last layer's (pnnx writes
+    ``in0`` / ``out0``, realesrgan-ncnn-vulkan's files ``data`` / ``output``)."""
+    from model_export.ncnn_weights import NcnnModelError
+
+    lines = [line.split() for line in param.read_text(encoding="utf-8").splitlines()[2:] if line.strip()]
+    tops = [(f[0], f[4 + int(f[2]):4 + int(f[2]) + int(f[3])]) for f in lines]
+    inputs = [names[0] for kind, names in tops if kind == "Input" and names]
+    if not inputs or not tops[-1][1]:
+        raise NcnnModelError(f"{param}: no Input layer, or a last layer without output")
+    return inputs[0], tops[-1][1][0]
+
+
 class NcnnNet:
     """An ncnn network on the CPU in fp32 (fp16 and bf16 storage off, as for the ONNX Runtime baseline)."""
 
@@ -154,6 +169,7 @@ class NcnnNet:
         import ncnn
 
         self._ncnn = ncnn
+        self.blobs = blob_names(param)
         self.net = ncnn.Net()
         self.net.opt.num_threads = threads
         for flag in ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage"):
@@ -165,17 +181,21 @@ class NcnnNet:
         """NCHW (N = 1) in, NCHW out. ncnn's Mat borrows the array's memory: the array lives until the run ends."""
         chw = np.ascontiguousarray(image[0])
         with self.net.create_extractor() as extractor:
-            extractor.input("in0", self._ncnn.Mat(chw))
-            status, out = extractor.extract("out0")
+            extractor.input(self.blobs[0], self._ncnn.Mat(chw))
+            status, out = extractor.extract(self.blobs[1])
             if status != 0:
                 raise RuntimeError(f"ncnn failed to run the model (status {status})")
             return np.array(out)[None].copy()
 
 
-def ncnn_row(model: PeerModel, threads: int, repeat: int, baseline: dict[str, float]) -> Row:
-    net = NcnnNet(*to_ncnn(model.path), threads=threads)
+def ncnn_row(model: PeerModel, threads: int, repeat: int, baseline: dict[str, float], pair: Path | None = None) -> Row:
+    """ncnn on the model converted by pnnx, or on ``pair`` (the ncnn files it was imported from)."""
+    from model_export.ncnn_weights import pair_paths
+
+    net = NcnnNet(*(pair_paths(pair) if pair else to_ncnn(model.path)), threads=threads)
     seconds = median_seconds(lambda: net(model.image), repeat)
-    return _row(model, "ncnn fp32 (peer)", seconds, net(model.image), baseline)
+    row = _row(model, "ncnn fp32 (peer)", seconds, net(model.image), baseline)
+    return replace(row, note=f"{row.note}; {pair.stem}'s own ncnn files") if pair else row
 
 
 def process_row(model: PeerModel, threads: int, repeat: int, baseline: dict[str, float], folder: Path) -> Row:
@@ -209,8 +229,11 @@ def process_row(model: PeerModel, threads: int, repeat: int, baseline: dict[str,
 
 
 def peer_rows(backends: Sequence[str], files: dict[str, Path], size: int, threads: int, repeat: int,
-              baseline: dict[str, float], process: bool = False, log: Callable[[str], None] = print) -> list[Row]:
-    """Every peer on every plain model among ``backends``; a peer that is not installed is said once, by ``log``."""
+              baseline: dict[str, float], process: bool = False, log: Callable[[str], None] = print,
+              ncnn_pairs: dict[str, Path] | None = None) -> list[Row]:
+    """Every peer on every plain model among ``backends``; a peer that is not installed is said once, by ``log``.
+    ``ncnn_pairs`` maps a model file's stem to the ncnn pair the ncnn peer runs for it instead of a conversion."""
+    ncnn_pairs = ncnn_pairs or {}
     rows: list[Row] = []
     models = peer_models(backends, files, size, threads)
     torch_ok = importlib.util.find_spec("torch") is not None
@@ -223,7 +246,7 @@ def peer_rows(backends: Sequence[str], files: dict[str, Path], size: int, thread
         with tempfile.TemporaryDirectory(prefix="invsr-bench-peer-") as tmp:
             peers = [lambda: torch_row(model, threads, repeat, baseline)] if torch_ok else []
             if not missing:
-                peers.append(lambda: ncnn_row(model, threads, repeat, baseline))
+                peers.append(lambda: ncnn_row(model, threads, repeat, baseline, ncnn_pairs.get(model.path.stem)))
             if process:
                 peers.append(lambda: process_row(model, threads, repeat, baseline, Path(tmp)))
             for peer in peers:
