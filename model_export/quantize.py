@@ -253,7 +253,7 @@ def agreement(int8_model: bytes, fp32_model: bytes | str, patches: Sequence[np.n
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="invsr-quantize", description=__doc__.split("\n\n")[0].strip("`"))
+    p = argparse.ArgumentParser(prog="invsr-quantize", description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("model", type=Path, help="an lr -> sr model of this app (invsr-export's output)")
     p.add_argument("--calibration", type=Path, required=True,
                    help="folder of photos (HR); LR patches are cut from them as in training")
