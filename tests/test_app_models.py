@@ -81,27 +81,13 @@ def test_an_esrgan_checkpoint_is_converted_by_invsr_export(window_with_esrgan, t
 
 def test_an_upscayl_ncnn_model_is_converted_by_invsr_export(window_with_esrgan, tmp_path, qtbot):
     """Upscayl's form of a model: an ncnn .param with its float16 .bin, written here by pnnx from a tiny net."""
-    from model_export.commands.bench_peers import ncnn_missing, to_ncnn
+    from ncnn_pairs import upscayl_pair
 
-    if ncnn_missing():
-        pytest.skip(f"pnnx writes the pair: {ncnn_missing()}")
-    import onnx
-    import torch
-
-    from model_export.archs import build_arch
-    from model_export.onnx_core import torch_to_onnx
-
-    net = build_arch("rrdbnet", scale=4, num_feat=8, num_block=1, num_grow_ch=4).eval()
-    onnx.save(torch_to_onnx(net, torch.rand(1, 3, 16, 16)), str(tmp_path / "tiny.onnx"))
-    param, weights = to_ncnn(tmp_path / "tiny.onnx", tmp_path / "pnnx", fp16=True)
-    upscayl = tmp_path / "upscayl"
-    upscayl.mkdir()
-    shutil.copy(param, upscayl / "upscayl-tiny-x4.param")
-    shutil.copy(weights, upscayl / "upscayl-tiny-x4.bin")
+    param = upscayl_pair(tmp_path / "upscayl", "upscayl-tiny-x4")
     window = window_with_esrgan
     dialog = window.show_plugins()
     with qtbot.waitSignal(dialog.modelsChanged, timeout=120_000):
-        dialog.add_model(upscayl / "upscayl-tiny-x4.param")
+        dialog.add_model(param)
     assert (tmp_path / "user-models" / "upscayl-tiny-x4.onnx").is_file()
     assert "upscayl-tiny-x4" in backend_ids(window)
 

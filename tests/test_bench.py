@@ -159,29 +159,18 @@ def test_the_ncnn_peer_runs_the_pair_a_model_was_imported_from(tmp_path, monkeyp
     """``--model X.onnx --ncnn X.param``: the ncnn row runs Upscayl's kind of files (float16 weights, blobs named
     ``data`` / ``output`` as realesrgan-ncnn-vulkan's), not a pnnx conversion of the ONNX file; it agrees with
     ONNX Runtime on the weights the import read. A pair with no model of its name is refused."""
-    torch = pytest.importorskip("torch")
-    if ncnn_missing():
-        pytest.skip(f"ncnn peer: {ncnn_missing()}")
-    from model_export.archs import build_arch
-    from model_export.commands.bench_peers import to_ncnn
+    pytest.importorskip("torch")
     from model_export.export import main as export_main
-    from model_export.onnx_core import torch_to_onnx
+    from ncnn_pairs import upscayl_pair
 
-    net = build_arch("rrdbnet", scale=4, num_feat=8, num_block=1, num_grow_ch=4).eval()
-    onnx.save(torch_to_onnx(net, torch.rand(1, 3, 16, 16)), str(tmp_path / "tiny.onnx"))
-    param, weights = to_ncnn(tmp_path / "tiny.onnx", tmp_path / "pnnx", fp16=True)
-    upscayl = tmp_path / "upscayl"
-    upscayl.mkdir()
-    text = param.read_text().replace(" in0", " data").replace(" out0", " output")
-    (upscayl / "upscayl-tiny.param").write_text(text)
-    (upscayl / "upscayl-tiny.bin").write_bytes(weights.read_bytes())
+    param = upscayl_pair(tmp_path / "upscayl", "upscayl-tiny", blobs=("data", "output"))
     models = tmp_path / "models"
-    assert export_main([str(upscayl / "upscayl-tiny.param"), "-o", str(models / "upscayl-tiny.onnx")]) == 0
+    assert export_main([str(param), "-o", str(models / "upscayl-tiny.onnx")]) == 0
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "bench.json"
     argv = ["--model", str(models / "upscayl-tiny.onnx"), "--backend", "file:upscayl-tiny.onnx", "--ncnn",
-            str(upscayl / "upscayl-tiny.param"), "--size", "16", "--repeat", "1", "--peers", "--json", str(out)]
+            str(param), "--size", "16", "--repeat", "1", "--peers", "--json", str(out)]
     assert main(argv) == 0
     (ncnn,) = [r for r in json.loads(out.read_text())["rows"] if r["path"] == "ncnn fp32 (peer)"]
     assert ncnn["psnr_vs_fp32"] > 90 and "upscayl-tiny's own ncnn files" in ncnn["note"]
