@@ -93,23 +93,23 @@ def test_a_pair_missing_its_bin_is_named(pair, tmp_path):
         load_checkpoint(p)
 
 
-def test_another_architecture_is_refused_by_its_layer(pair, tmp_path):
-    _, param, weights, _ = pair
-    p, b = copy_pair(param, weights, tmp_path / "prelu")
-    lines = p.read_text().splitlines()
-    lines.append("PReLU                    prelu_0                  1 1 out0 out1 0=3")
-    p.write_text("\n".join(lines) + "\n")
-    with pytest.raises(CheckpointError, match="layer prelu_0 is a PReLU"):
-        load_checkpoint(p)
+def _with_prelu(lines: list[str]) -> list[str]:
+    return lines + ["PReLU                    prelu_0                  1 1 out0 out1 0=3"]
 
 
-def test_a_network_of_another_depth_pattern_is_not_taken_for_an_rrdbnet(pair, tmp_path):
+def _without_first_conv(lines: list[str]) -> list[str]:
+    first = next(i for i, line in enumerate(lines) if line.startswith("Convolution"))
+    return lines[:first] + lines[first + 1:]
+
+
+@pytest.mark.parametrize("edit, why", [(_with_prelu, "layer prelu_0 is a PReLU"),
+                                       (_without_first_conv, "not an ESRGAN / Real-ESRGAN RRDBNet")])
+def test_another_architecture_is_refused_and_says_why(pair, tmp_path, edit, why):
+    """A layer an RRDBNet does not have, or a convolution count that is not 6 + 15 x blocks."""
     _, param, weights, _ = pair
-    p, _ = copy_pair(param, weights, tmp_path / "short")
-    lines = p.read_text().splitlines()
-    first_conv = next(i for i, line in enumerate(lines) if line.startswith("Convolution"))
-    p.write_text("\n".join(lines[:first_conv] + lines[first_conv + 1:]) + "\n")
-    with pytest.raises(CheckpointError, match="not an ESRGAN / Real-ESRGAN RRDBNet"):
+    p, _ = copy_pair(param, weights, tmp_path / "other")
+    p.write_text("\n".join(edit(p.read_text().splitlines())) + "\n")
+    with pytest.raises(CheckpointError, match=why):
         load_checkpoint(p)
 
 
