@@ -2,8 +2,8 @@
 
 Models are pairs of ONNX files written by ``model_export/export_inn.py`` (``inn_<name>_up.onnx`` and
 ``inn_<name>_down.onnx``), found by their metadata (``invsr.backend = inn``, ``invsr.direction``, ``invsr.scale``,
-``invsr.name``) in the model folders of :mod:`invsr_desktop.engine.model_files` (bundled, then the user's). With no INN model
-installed the plugin describes no backend (and reports no error).
+``invsr.name``) in the model folders of :mod:`invsr_desktop.engine.model_files` (bundled, then the user's). With no
+INN model installed the plugin describes no backend (and reports no error).
 
 - ``inn`` (INN upscale / restore): the inverse ``(lr, z, temperature) -> sr`` on any image. ``temperature`` scales a
   unit normal ``z`` (0 = the mean: the sharpest PSNR-wise and what restoring a shrunk image uses); ``seed`` makes
@@ -23,6 +23,7 @@ for q70-95.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -242,15 +243,11 @@ def _format_note(models: list[INNModel]) -> str:
 
 def _by_quality(picks: list[INNModel]) -> str:
     """``picks[q - 1]`` is the model for quality q: "A" when one serves all, else "A at quality 1-85, B at 86-100"."""
-    runs: list[tuple[INNModel, int, int]] = []
-    for quality, model in enumerate(picks, start=1):
-        if runs and runs[-1][0] is model:
-            runs[-1] = (model, runs[-1][1], quality)
-        else:
-            runs.append((model, quality, quality))
+    runs = [(name, [q for q, _ in group]) for name, group in groupby(enumerate((m.name for m in picks), start=1),
+                                                                      key=lambda pick: pick[1])]  # fmt: skip
     if len(runs) == 1:
-        return runs[0][0].name
-    return ", ".join(f"{m.name} at {'quality ' if i == 0 else ''}{lo}-{hi}" for i, (m, lo, hi) in enumerate(runs))
+        return runs[0][0]
+    return ", ".join(f"{name} at {'quality ' if i == 0 else ''}{qs[0]}-{qs[-1]}" for i, (name, qs) in enumerate(runs))
 
 
 @hookimpl
