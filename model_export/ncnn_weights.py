@@ -77,8 +77,18 @@ def parse_params(text: str) -> dict[int, object]:
     return params
 
 
-def read_layers(param: Path) -> list[tuple[str, str, dict[int, object]]]:
-    """``(type, name, params)`` of each layer of a text ``.param``."""
+@dataclass(frozen=True)
+class NcnnLayer:
+    """One layer line of a ``.param``: its type, name, output blob names and ``key=value`` parameters."""
+
+    kind: str
+    name: str
+    tops: tuple[str, ...]
+    params: dict[int, object]
+
+
+def read_layers(param: Path) -> list[NcnnLayer]:
+    """The layers of a text ``.param``, in file order."""
     try:
         lines = param.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError:
@@ -92,7 +102,8 @@ def read_layers(param: Path) -> list[tuple[str, str, dict[int, object]]]:
             continue
         try:
             kind, name, bottoms, tops = fields[0], fields[1], int(fields[2]), int(fields[3])
-            layers.append((kind, name, parse_params(" ".join(fields[4 + bottoms + tops:]))))
+            layers.append(NcnnLayer(kind, name, tuple(fields[4 + bottoms:4 + bottoms + tops]),
+                                    parse_params(" ".join(fields[4 + bottoms + tops:]))))  # fmt: skip
         except (IndexError, ValueError):
             raise NcnnModelError(f"{param}: line {number} is not an ncnn layer: {line.strip()[:80]!r}") from None
     return layers
@@ -101,7 +112,8 @@ def read_layers(param: Path) -> list[tuple[str, str, dict[int, object]]]:
 def convolutions(param: Path) -> list[NcnnConv]:
     """The Convolution layers in file order; any other weighted (or unknown) layer is refused by name."""
     convs = []
-    for kind, name, p in read_layers(param):
+    for layer in read_layers(param):
+        kind, name, p = layer.kind, layer.name, layer.params
         if kind in WEIGHTLESS:
             continue
         if kind != "Convolution":

@@ -152,14 +152,13 @@ def to_ncnn(onnx_path: Path, folder: Path | None = None, side: int = 32, fp16: b
 def blob_names(param: Path) -> tuple[str, str]:
     """(input, output) blob names of a text ``.param``: the Input layer's top and the last layer's (pnnx writes
     ``in0`` / ``out0``, realesrgan-ncnn-vulkan's files ``data`` / ``output``)."""
-    from model_export.ncnn_weights import NcnnModelError
+    from model_export.ncnn_weights import NcnnModelError, read_layers
 
-    lines = [line.split() for line in param.read_text(encoding="utf-8").splitlines()[2:] if line.strip()]
-    tops = [(f[0], f[4 + int(f[2]):4 + int(f[2]) + int(f[3])]) for f in lines]
-    inputs = [names[0] for kind, names in tops if kind == "Input" and names]
-    if not inputs or not tops[-1][1]:
+    layers = read_layers(param)
+    inputs = [layer.tops[0] for layer in layers if layer.kind == "Input" and layer.tops]
+    if not inputs or not layers[-1].tops:
         raise NcnnModelError(f"{param}: no Input layer, or a last layer without output")
-    return inputs[0], tops[-1][1][0]
+    return inputs[0], layers[-1].tops[0]
 
 
 class NcnnNet:
